@@ -1,0 +1,149 @@
+"""The `peftrun` command line. Thin commands; heavy imports happen inside the command bodies so
+that `peftrun --help` stays fast (no torch, no transformers)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from peftrun.errors import PeftrunError
+
+app = typer.Typer(
+    help="peftrun: train, decode and score parameter-efficient fine-tuning experiments "
+    "(prefix-tuning and friends) from one YAML config.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+ConfigArg = Annotated[Path, typer.Argument(help="experiment config (YAML)", show_default=False)]
+Overrides = Annotated[
+    list[str] | None, typer.Argument(help="dotted overrides, e.g. train.lr=1e-4 method.prefix_len=5", show_default=False)
+]
+RunDirArg = Annotated[Path, typer.Argument(help="a run directory made by `peftrun train`", show_default=False)]
+JsonOpt = Annotated[bool, typer.Option("--json", help="print machine-readable JSON on stdout")]
+
+
+def _fail(err: Exception) -> None:
+    typer.echo(f"peftrun: error: {err}", err=True)
+    raise typer.Exit(2)
+
+
+@app.command()
+def train(
+    config: ConfigArg,
+    overrides: Overrides = None,
+    run_dir: Annotated[str | None, typer.Option("--run-dir", help="run directory (default: derived from the config)")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="replace a run directory that holds another config")] = False,
+) -> None:
+    """Train, decode and score one experiment; re-running an interrupted run resumes it."""
+    try:
+        from peftrun import experiment
+
+        path, results = experiment.train(config, overrides or [], run_dir, overwrite)
+    except PeftrunError as err:
+        _fail(err)
+    if results:
+        _print_table(results)
+    typer.echo(f"run directory: {path}", err=True)
+
+
+@app.command()
+def decode(
+    run_dir: RunDirArg,
+    split: Annotated[list[str] | None, typer.Option("--split", help="dev or test (repeatable; default: the config's)")] = None,
+) -> None:
+    """Decode a trained run's stored adapter (again) and score the outputs."""
+    try:
+        from peftrun import experiment
+
+        results = experiment.decode(run_dir, split)
+    except PeftrunError as err:
+        _fail(err)
+    _print_table(results)
+
+
+@app.command("eval")
+def evaluate(
+    run_dir: Annotated[Path | None, typer.Argument(help="a run directory to re-score", show_default=False)] = None,
+    predictions: Annotated[Path | None, typer.Option("--predictions", help="an outputs file (.txt one per line, or .jsonl)")] = None,
+    dataset: Annotated[str, typer.Option("--dataset", help="e2e or xsum (with --predictions)")] = "e2e",
+    split: Annotated[str, typer.Option("--split", help="dev or test (with --predictions)")] = "test",
+    reference_style: Annotated[str, typer.Option("--reference-style", help="raw or tokenized references (E2E)")] = "raw",
+    as_json: JsonOpt = False,
+) -> None:
+    """Score a run's predictions, or any outputs file against a dataset split."""
+    try:
+        from peftrun import experiment
+
+        if predictions is not None:
+            results = {split: experiment.score_file(predictions, dataset, split, reference_style)}
+        elif run_dir is not None:
+            results = experiment.rescore(run_dir)
+        else:
+            raise PeftrunError("give a run directory, or --predictions FILE --dataset e2e --split test")
+    except PeftrunError as err:
+        _fail(err)
+    if as_json:
+        typer.echo(json.dumps({split: r["scores"] for split, r in results.items()}, indent=2))
+    else:
+        _print_table(results)
+
+
+@app.command()
+def show(config: ConfigArg, overrides: Overrides = None, as_json: JsonOpt = False) -> None:
+    """Print the resolved config (defaults filled, overrides applied) and its run directory."""
+    try:
+        from peftrun import config as config_module
+
+        cfg = config_module.load(config, overrides or [])
+    except PeftrunError as err:
+        _fail(err)
+    if as_json:
+        typer.echo(json.dumps({"config": cfg.model_dump(mode="json"), "run_dir": str(cfg.run_dir())}, indent=2))
+    else:
+        typer.echo(cfg.to_yaml().rstrip())
+        typer.echo(f"# run directory: {cfg.run_dir()}")
+
+
+@app.command("ls")
+def list_runs(
+    directory: Annotated[Path, typer.Argument(help="folder of run directories")] = Path("runs"),
+    as_json: JsonOpt = False,
+) -> None:
+    """List runs: status, dataset, model, method and the key metric per split."""
+    from peftrun.experiment import summary
+
+    if not directory.is_dir():
+        _fail(PeftrunError(f"{directory} is not a directory"))
+    rows = [summary(p) for p in sorted(directory.iterdir()) if (p / "config.resolved.yaml").is_file()]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        typer.echo(f"no runs in {directory}")
+        return
+    for row in rows:
+        scores = " ".join(f"{s}:{v:.4f}" if isinstance(v, float) else f"{s}:-" for s, v in row["scores"].items())
+        typer.echo(f"{row['status']:<10} {row['method'] or '?':<8} {row['model'] or '?':<20} {row['key_metric']} {scores or '-'}  {row['run']}")
+
+
+def _print_table(results: dict) -> None:
+    """Metrics per split, one row each (paper scale: BLEU/METEOR/ROUGE ×100 for E2E)."""
+    if not results:
+        return
+    names = list(dict.fromkeys(name for r in results.values() for name in r["scores"]))
+    width = max(len(n) for n in names)
+    typer.echo("split  " + "  ".join(f"{n:>{max(width, 8)}}" for n in names))
+    for split, r in results.items():
+        values = [r["scores"].get(n) for n in names]
+        cells = [f"{v:>{max(width, 8)}.4f}" if isinstance(v, (int, float)) else f"{'n/a':>{max(width, 8)}}" for v in values]
+        typer.echo(f"{split:<6} " + "  ".join(cells))
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app(sys.argv[1:])

@@ -1,0 +1,252 @@
+"""Experiment config: typed sections, YAML plus dotted overrides, one-line errors with suggestions.
+
+Config is data: every section is a pydantic model with `extra="forbid"`, so a misspelt key is an
+error naming the closest valid key; YAML values such as `5e-5` (a string to PyYAML) are coerced
+to the declared type. This module imports neither torch nor transformers.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from peftrun.errors import PeftrunError
+from peftrun.method_options import METHOD_KINDS, OPTIONS_BY_KIND, FullOptions, MethodOptions
+
+DATASETS = ("e2e", "xsum")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelConfig(_Section):
+    """The frozen (or fully trained) base model."""
+
+    name: str = Field("tiny-gpt2", description="hub name, local path, or built-in tiny model")
+    attention: Literal["sdpa", "eager"] = Field("sdpa", description="attention kernel")
+
+
+class DataConfig(_Section):
+    """Which dataset, which references, how much of it."""
+
+    dataset: Literal["e2e", "xsum"] = "e2e"
+    reference_style: Literal["raw", "tokenized"] = Field(
+        "raw", description="E2E: CSV text (the challenge) or tokenised (the paper)"
+    )
+    data_dir: str | None = Field(None, description="E2E: folder of the official CSVs")
+    files: dict[str, str] = Field(
+        default_factory=dict, description="XSum: {train,dev,test} → local JSONL/parquet"
+    )
+    url_file: str | None = Field(None, description="XSum: the authors' archived-URL list")
+    extrapolation: Literal["news-to-sports", "within-news"] | None = None
+    train_size: int | None = Field(None, gt=0, description="seeded random subset of train pairs")
+    subset_seed: int = Field(0, description="seed of the train_size subset")
+    dev_loss_size: int | None = Field(None, gt=0, description="dev pairs used for dev loss (all if unset)")
+    max_source_tokens: int | None = Field(None, gt=0, description="truncate sources")
+    max_target_tokens: int | None = Field(None, gt=0, description="truncate training targets")
+
+
+class TrainConfig(_Section):
+    """The optimisation loop (one loop for every method)."""
+
+    lr: float = Field(5e-5, gt=0)
+    epochs: int = Field(5, ge=0)
+    max_steps: int | None = Field(None, gt=0, description="stop after this many updates")
+    batch_size: int = Field(10, gt=0)
+    grad_accum: int = Field(1, gt=0, description="micro-batches per update")
+    warmup_steps: int = Field(0, ge=0)
+    weight_decay: float = Field(0.0, ge=0)
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    adam_eps: float = Field(1e-8, gt=0)
+    max_grad_norm: float | None = Field(1.0, gt=0, description="gradient clipping (None: off)")
+    precision: Literal["fp32", "bf16"] = "fp32"
+    seed: int = 101
+    loss_reduction: Literal["sequence_sum", "token_mean"] = Field(
+        "token_mean",
+        description="sum token losses per sequence then mean over the batch (paper's GPT-2 "
+        "prefix runs), or mean over all target tokens (its fine-tuning and BART runs)",
+    )
+    eval_every: int = Field(0, ge=0, description="dev loss every N updates (0: each epoch)")
+    checkpoint_every: int = Field(0, ge=0, description="checkpoint every N updates (0: each epoch)")
+    select: Literal["last", "best"] = Field(
+        "last", description="decode the last checkpoint or the best by dev loss"
+    )
+    early_stopping_patience: int | None = Field(
+        None, gt=0, description="stop after N dev evaluations without improvement"
+    )
+    log_every: int = Field(10, gt=0)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+class DecodeConfig(_Section):
+    """Beam search (num_beams=1: greedy). Every value explicit, none inherited from the model."""
+
+    splits: tuple[Literal["dev", "test"], ...] = ("dev", "test")
+    limit: int | None = Field(None, gt=0, description="decode only the first N instances")
+    batch_size: int = Field(16, gt=0)
+    num_beams: int = Field(5, gt=0)
+    max_new_tokens: int | None = Field(100, gt=0)
+    max_length: int | None = Field(
+        None, gt=0, description="total length as HF counts it (BART: with the start token)"
+    )
+    min_length: int | None = Field(None, ge=0, description="as max_length")
+    length_penalty: float = 1.0
+    no_repeat_ngram_size: int = Field(0, ge=0)
+    early_stopping: bool = False
+    forced_bos: bool = Field(False, description="force BOS as the first generated token (BART)")
+    banned_strings: tuple[str, ...] = Field(
+        ("\n", "\n\n"), description="strings never generated (looked up in the tokenizer)"
+    )
+
+
+class OutputConfig(_Section):
+    """Where the run directory goes."""
+
+    root: str = Field("runs", description="parent of derived run directories")
+    run_dir: str | None = Field(None, description="explicit run directory (overrides root)")
+
+
+class Config(_Section):
+    """A whole experiment."""
+
+    name: str | None = Field(None, description="run name (default: dataset-model-method)")
+    model: ModelConfig = ModelConfig()
+    data: DataConfig = DataConfig()
+    method: MethodOptions = Field(default_factory=FullOptions)
+    train: TrainConfig = TrainConfig()
+    decode: DecodeConfig = DecodeConfig()
+    output: OutputConfig = OutputConfig()
+
+    def run_name(self) -> str:
+        base = self.name or f"{self.data.dataset}-{Path(self.model.name).name}-{self.method.kind}"
+        return f"{base}-{self.short_hash()}"
+
+    def short_hash(self) -> str:
+        """Hash of everything that changes results (not where outputs go)."""
+        payload = self.model_dump(mode="json", exclude={"output"})
+        digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+        return digest[:8]
+
+    def run_dir(self) -> Path:
+        if self.output.run_dir:
+            return Path(self.output.run_dir)
+        return Path(self.output.root) / self.run_name()
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """Read a YAML mapping; a missing file or a syntax error is a one-line PeftrunError."""
+    if not path.is_file():
+        raise PeftrunError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise PeftrunError(f"YAML syntax error in {path}{where}: {problem}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise PeftrunError(f"{path} must be a YAML mapping of sections (model:, data:, ...)")
+    return data
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply `section.key=value` overrides; values are parsed as YAML (so `true`, `5e-5`, `[a]`)."""
+    data = json.loads(json.dumps(data))  # deep copy of plain data
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise PeftrunError(f"override {item!r} is not key=value (e.g. train.lr=1e-4)")
+        try:
+            value = yaml.safe_load(raw) if raw else ""
+        except yaml.YAMLError:
+            value = raw
+        node = data
+        parts = key.split(".")
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise PeftrunError(f"override {item!r}: {part} is not a section")
+            node = child
+        node[parts[-1]] = value
+    return data
+
+
+def build(data: dict[str, Any]) -> Config:
+    """Validate plain data into a Config, turning pydantic's report into one readable line."""
+    try:
+        return Config.model_validate(data)
+    except ValidationError as err:
+        raise PeftrunError(_describe(err.errors()[0], data)) from None
+
+
+def load(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Phase one: the config file plus overrides, typed and validated (no model needed)."""
+    return build(apply_overrides(read_yaml(Path(path)), overrides or []))
+
+
+# --------------------------------------------------------------------------- error messages
+
+
+def _describe(error: dict[str, Any], data: dict[str, Any]) -> str:
+    loc = [str(part) for part in error["loc"]]
+    kind = error["type"]
+    if kind == "union_tag_invalid" or kind == "union_tag_not_found":
+        valid = ", ".join(METHOD_KINDS)
+        got = _lookup(data, loc + ["kind"])
+        return f"config error: method.kind {got!r} is not a method; choose one of: {valid}"
+    # Tagged unions put the tag in the location (method.prefix.prefix_len); drop it.
+    if loc and loc[0] == "method" and len(loc) > 1 and loc[1] in METHOD_KINDS:
+        loc = [loc[0]] + loc[2:]
+    where = ".".join(loc)
+    if kind == "extra_forbidden":
+        suggestion = _closest(loc, data)
+        hint = f" (did you mean {suggestion!r}?)" if suggestion else ""
+        return f"config error: unknown key {where!r}{hint}"
+    if kind == "literal_error":
+        expected = error.get("ctx", {}).get("expected", "")
+        if loc == ["data", "dataset"]:
+            expected = ", ".join(DATASETS)
+        return f"config error: {where} = {error.get('input')!r} is not valid; choose one of: {expected}"
+    return f"config error: {where}: {error['msg']} (got {error.get('input')!r})"
+
+
+def _lookup(data: Any, loc: list[str]) -> Any:
+    for part in loc:
+        if not isinstance(data, dict):
+            return None
+        data = data.get(part)
+    return data
+
+
+def _closest(loc: list[str], data: dict[str, Any]) -> str | None:
+    """The valid key nearest to the unknown one at `loc`."""
+    model: type[BaseModel] = Config
+    for part in loc[:-1]:
+        field = model.model_fields.get(part)
+        if field is None:
+            return None
+        annotation = field.annotation
+        if part == "method":
+            annotation = OPTIONS_BY_KIND.get(_lookup(data, ["method", "kind"]))
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return None
+        model = annotation
+    matches = difflib.get_close_matches(loc[-1], list(model.model_fields), n=1, cutoff=0.5)
+    if matches:
+        return ".".join(loc[:-1] + [matches[0]])
+    return None

@@ -1,0 +1,79 @@
+"""Decoding: batched beam search (or greedy) with every setting explicit in the config.
+
+The paper's E2E settings: beam 5, at most 100 new tokens, newline tokens banned, stop at the first
+EOS, strip. Banned strings are looked up in the tokenizer, so they hold for any vocabulary (for
+GPT-2, "\\n" and "\\n\\n" are ids 198 and 628, the ids the original banned). A fresh
+`GenerationConfig` is built from our config alone, so nothing is inherited from a model's
+generation_config.json. Method-specific behaviour comes only through `method.active`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from tqdm import tqdm
+from transformers import GenerationConfig
+
+from peftrun.config import DecodeConfig
+from peftrun.methods.base import Method
+
+
+def banned_token_ids(tokenizer, strings: Sequence[str]) -> list[list[int]]:
+    banned = []
+    for text in strings:
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        if ids and ids not in banned:
+            banned.append(ids)
+    return banned
+
+
+def generation_config(cfg: DecodeConfig, tokenizer, model_config) -> GenerationConfig:
+    values = dict(
+        num_beams=cfg.num_beams,
+        do_sample=False,
+        length_penalty=cfg.length_penalty,
+        no_repeat_ngram_size=cfg.no_repeat_ngram_size,
+        early_stopping=cfg.early_stopping,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        bad_words_ids=banned_token_ids(tokenizer, cfg.banned_strings) or None,
+        decoder_start_token_id=getattr(model_config, "decoder_start_token_id", None),
+        forced_bos_token_id=tokenizer.bos_token_id if cfg.forced_bos else None,
+        max_new_tokens=cfg.max_new_tokens,
+        max_length=cfg.max_length,
+        min_length=cfg.min_length or 0,
+    )
+    return GenerationConfig(**values)
+
+
+def generate(model, method: Method, text_format, sources: Sequence[str], cfg: DecodeConfig, device) -> list[str]:
+    """One output per source, in the order given."""
+    method.set_training(False)
+    gen_cfg = generation_config(cfg, text_format.tokenizer, model.config)
+    # Decode in length order (less padding), then restore the caller's order.
+    order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
+    outputs: dict[int, str] = {}
+    with tqdm(total=len(sources), desc="decode", unit="ex", dynamic_ncols=True) as bar:
+        for start in range(0, len(order), cfg.batch_size):
+            chunk = order[start : start + cfg.batch_size]
+            prompt = {k: v.to(device) for k, v in text_format.prompt_batch([sources[i] for i in chunk]).items()}
+            with torch.no_grad(), method.active(len(chunk)):
+                generated = model.generate(**prompt, generation_config=_fit_positions(gen_cfg, prompt, text_format))
+            for i, ids in zip(chunk, text_format.generated_ids(generated, prompt), strict=True):
+                outputs[i] = text_format.tokenizer.decode(ids, skip_special_tokens=True).strip()
+            bar.update(len(chunk))
+    return [outputs[i] for i in range(len(sources))]
+
+
+def _fit_positions(gen_cfg: GenerationConfig, prompt, text_format) -> GenerationConfig:
+    """A decoder-only model cannot run past its positions: cap the new tokens (never crash)."""
+    limit = getattr(text_format, "max_positions", None)
+    if limit is None or gen_cfg.max_new_tokens is None:
+        return gen_cfg
+    room = max(1, limit - prompt["input_ids"].shape[1])
+    if gen_cfg.max_new_tokens <= room:
+        return gen_cfg
+    capped = GenerationConfig(**gen_cfg.to_dict())
+    capped.max_new_tokens = room
+    return capped

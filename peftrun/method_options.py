@@ -1,0 +1,84 @@
+"""Per-method options, validated with the rest of the config (pydantic, no torch).
+
+Each tuning method declares its options here as one small pydantic model whose `kind` names it;
+`MethodOptions` is the tagged union the config uses. Phase-two checks (against the model's
+architecture, known without weights) live in each class's `check` method.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from peftrun.errors import PeftrunError
+
+
+@dataclass(frozen=True)
+class ArchSummary:
+    """What validation needs to know of a model, read from its config (no weights)."""
+
+    family: str  # "gpt2" | "bart"
+    n_layer: int  # decoder layers (GPT-2: all layers)
+    n_encoder_layer: int  # 0 for decoder-only models
+    hidden: int
+    n_head: int
+    max_positions: int
+
+    @property
+    def is_encoder_decoder(self) -> bool:
+        return self.n_encoder_layer > 0
+
+
+class _Options(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def check(self, arch: ArchSummary) -> None:
+        """Raise PeftrunError when these options cannot apply to `arch`."""
+
+
+class FullOptions(_Options):
+    """Full fine-tuning: every weight of the model is trained."""
+
+    kind: Literal["full"] = "full"
+
+
+class PrefixOptions(_Options):
+    """Prefix-tuning (Li & Liang 2021): a trained key/value prefix at every attention layer."""
+
+    kind: Literal["prefix"] = "prefix"
+    prefix_len: int = Field(10, gt=0, description="prefix positions L per attention kind")
+    mlp_hidden: int = Field(
+        512, gt=0, description="middle size of the reparametrisation MLP (paper: 512 E2E, 800 XSum)"
+    )
+    reparametrize: bool = Field(True, description="train P = MLP(P') (the paper) instead of P directly")
+    position_offset: bool | None = Field(
+        None,
+        description="number real tokens from prefix_len (as the original GPT-2 code did via "
+        "past_key_values); default: on for GPT-2, off for BART",
+    )
+    frozen_dropout: bool = Field(
+        False, description="keep the frozen model's dropout on while training (off: eval mode)"
+    )
+
+    def check(self, arch: ArchSummary) -> None:
+        if self.position_offset and arch.family != "gpt2":
+            raise PeftrunError(
+                "method.position_offset applies to GPT-2 only (the original BART code numbered "
+                "real tokens from 0); remove it"
+            )
+        if self.prefix_len >= arch.max_positions:
+            raise PeftrunError(
+                f"method.prefix_len={self.prefix_len} does not fit the model's "
+                f"{arch.max_positions} positions; use a shorter prefix"
+            )
+
+
+# One line per method: its `kind` and its options class.
+OPTIONS_BY_KIND: dict[str, type[_Options]] = {
+    "full": FullOptions,
+    "prefix": PrefixOptions,
+}
+METHOD_KINDS: tuple[str, ...] = tuple(OPTIONS_BY_KIND)
+MethodOptions = Annotated[Union[tuple(OPTIONS_BY_KIND.values())], Field(discriminator="kind")]  # noqa: UP007

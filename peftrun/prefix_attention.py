@@ -1,0 +1,119 @@
+"""One prefix mechanism for every architecture: extra keys/values prepended inside attention.
+
+Prefix-tuning (Li & Liang 2021, Sec. 4) gives every attention layer L extra positions whose
+activations are free parameters. For attention that means, per layer and per head,
+
+    softmax(q · [P_k ; K]ᵀ / √d) · [P_v ; V]          P_k, P_v: (L, head_dim)
+
+so we wrap transformers' attention function (its `AttentionInterface`) and concatenate the
+layer's prefix in front of the keys and values, with matching always-visible mask columns:
+
+    keys:   [ P_k(layer) | K(real tokens, incl. KV cache) ]      mask: [ 1 … 1 | causal/padding ]
+
+Every attention module of the model is tagged with its *site* (kind, layer): GPT-2 has one kind
+(`self`); BART three (`encoder` self-attention, `decoder` self-attention, `cross` attention).
+The prefix lives in a `PrefixSlot` shared by the model's sites and is set for the duration of a
+forward pass or a whole `generate()` call. (transformers 5 passes extra forward kwargs down to
+attention, but `generate()` rejects unknown kwargs, so the slot is how decoding sees the prefix.)
+
+Prefixes are looked up **per row**: a slot tensor has R rows, R = 1 (one prefix for the batch) or
+R = batch size (a different prefix per example: several tasks/users in one batch). Beam search
+expands rows with `repeat_interleave`, so R rows serve R·beams queries.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from transformers import AttentionInterface
+from transformers.masking_utils import AttentionMaskInterface, eager_mask, sdpa_mask
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+# Our implementation name per inner kernel; each needs the inner kernel's mask format.
+_MASKS = {"sdpa": sdpa_mask, "eager": eager_mask}
+
+
+class PrefixSlot:
+    """The prefix K/V visible to attention right now: kind → (R, n_layer, 2, n_head, L, head_dim)."""
+
+    def __init__(self) -> None:
+        self.key_values: dict[str, torch.Tensor] = {}
+
+    @contextmanager
+    def active(self, key_values: dict[str, torch.Tensor]):
+        previous, self.key_values = self.key_values, key_values
+        try:
+            yield
+        finally:
+            self.key_values = previous
+
+
+@dataclass(frozen=True)
+class _Site:
+    slot: PrefixSlot
+    kind: str
+    layer: int
+    inner: str  # the attention kernel doing the work ("sdpa" or "eager")
+
+
+def install(model, sites: dict[str, list[torch.nn.Module]]) -> PrefixSlot:
+    """Tag the model's attention modules and switch it to the prefix-aware attention function."""
+    inner = model.config._attn_implementation
+    if inner.startswith("peftrun_prefix_"):
+        raise RuntimeError("a prefix is already installed on this model")
+    if inner not in _MASKS:
+        raise ValueError(f"prefix attention wraps sdpa or eager attention, not {inner!r}")
+    name = f"peftrun_prefix_{inner}"
+    AttentionInterface.register(name, prefixed_attention)
+    AttentionMaskInterface.register(name, _MASKS[inner])
+    slot = PrefixSlot()
+    for kind, modules in sites.items():
+        for layer, module in enumerate(modules):
+            module.peftrun_prefix_site = _Site(slot, kind, layer, inner)
+    model.set_attn_implementation(name)
+    return slot
+
+
+def prefixed_attention(module, query, key, value, attention_mask, **kwargs):
+    """Attention over [prefix ; real] keys/values. query/key/value: (B, H, T, head_dim)."""
+    site: _Site = module.peftrun_prefix_site
+    inner = ALL_ATTENTION_FUNCTIONS[site.inner]
+    prefix = site.slot.key_values.get(site.kind)
+    if prefix is None:
+        return inner(module, query, key, value, attention_mask, **kwargs)
+    rows = _rows(prefix[:, site.layer], query.shape[0]).to(key.dtype)  # (B, 2, H, L, hd)
+    prefix_len = rows.shape[-2]
+    causal = kwargs.pop("is_causal", None)
+    causal = getattr(module, "is_causal", False) if causal is None else causal
+    attention_mask = _extend_mask(attention_mask, prefix_len, query, key, causal)
+    key = torch.cat([rows[:, 0], key], dim=2)
+    value = torch.cat([rows[:, 1], value], dim=2)
+    return inner(module, query, key, value, attention_mask, is_causal=False, **kwargs)
+
+
+def _rows(prefix: torch.Tensor, batch: int) -> torch.Tensor:
+    """Match R prefix rows to `batch` query rows (R = 1, R = batch, or beams: batch = R·k)."""
+    count = prefix.shape[0]
+    if count == batch:
+        return prefix
+    if count == 1:
+        return prefix.expand(batch, *prefix.shape[1:])
+    if batch % count == 0:
+        return prefix.repeat_interleave(batch // count, dim=0)
+    raise ValueError(f"{count} prefix rows cannot serve a batch of {batch}")
+
+
+def _extend_mask(mask, prefix_len: int, query, key, causal: bool):
+    """Add `prefix_len` always-visible columns in front of the attention mask."""
+    q_len, k_len = query.shape[2], key.shape[2]
+    if mask is None:
+        if not causal or q_len == 1:
+            return None  # every real key visible, and so is every prefix position
+        # The kernels' implicit causal mask would misalign once keys outnumber queries: build it.
+        mask = torch.ones(q_len, k_len, dtype=torch.bool, device=query.device).tril(k_len - q_len)
+        mask = mask[None, None]
+    visible = torch.ones if mask.dtype == torch.bool else torch.zeros
+    columns = visible(*mask.shape[:-1], prefix_len, dtype=mask.dtype, device=mask.device)
+    return torch.cat([columns, mask], dim=-1)

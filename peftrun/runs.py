@@ -1,0 +1,219 @@
+"""The run directory: create, lock, resume, atomic writes, DONE.
+
+    RUN/
+      config.yaml            the config as given (file text; overrides are in meta.json)
+      config.resolved.yaml   every value, defaults filled
+      meta.json              versions, git sha, host, times, parameter counts
+      train_log.jsonl        one JSON object per log line (step, loss, lr, tokens/s, dev loss)
+      checkpoints/last.pt    resume point (method state, optimizer, schedule, RNG, data position)
+      checkpoints/best.pt    method state with the lowest dev loss
+      adapter/               what is kept after training (safetensors + adapter.json)
+      predictions/SPLIT.txt, SPLIT.jsonl
+      metrics/SPLIT.json
+      DONE
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from peftrun import __version__
+from peftrun.errors import PeftrunError
+
+RESOLVED = "config.resolved.yaml"
+
+
+def write_atomic(path: Path, data: str | bytes) -> None:
+    """Write via a temporary file and rename, so a killed run never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, payload: Any) -> None:
+    write_atomic(path, json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+class Run:
+    """A run directory opened for training (locked) or for reading."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    # ----------------------------------------------------------------- opening
+
+    @classmethod
+    def prepare(cls, path: Path, resolved_yaml: str, overwrite: bool) -> tuple[Run, str]:
+        """Check what is at `path` before anything is written. Returns the run and its state:
+        "new", "resume" (same config, unfinished) or "done" (same config, finished)."""
+        run = cls(path)
+        if not path.exists() or not any(path.iterdir()):
+            return run, "new"
+        existing = path / RESOLVED
+        same = existing.is_file() and existing.read_text(encoding="utf-8") == resolved_yaml
+        if overwrite:
+            return run, "overwrite"
+        if not same:
+            raise PeftrunError(
+                f"{path} already holds a different run (its {RESOLVED} differs or is missing); "
+                "choose another --run-dir or pass --overwrite to replace it"
+            )
+        return run, "done" if run.done else "resume"
+
+    def start(self, state: str, given_text: str, resolved_yaml: str, meta: dict[str, Any]) -> None:
+        """Create/lock the directory and write the config files and meta.json."""
+        if state == "overwrite":
+            shutil.rmtree(self.path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.lock()
+        if state in ("new", "overwrite"):
+            write_atomic(self.path / "config.yaml", given_text)
+            write_atomic(self.path / RESOLVED, resolved_yaml)
+            write_json(self.path / "meta.json", {**environment(), **meta, "started": _now(), "resumed": []})
+        else:
+            previous = self.meta()
+            previous.setdefault("resumed", []).append(_now())
+            write_json(self.path / "meta.json", previous)
+
+    def lock(self) -> None:
+        lock = self.path / ".lock"
+        if lock.exists():
+            pid = int(lock.read_text() or 0)
+            if pid and pid != os.getpid() and _alive(pid):
+                raise PeftrunError(f"{self.path} is in use by process {pid}; wait for it or stop it first")
+        lock.write_text(str(os.getpid()))
+
+    def unlock(self) -> None:
+        (self.path / ".lock").unlink(missing_ok=True)
+
+    # ----------------------------------------------------------------- contents
+
+    @property
+    def done(self) -> bool:
+        return (self.path / "DONE").exists()
+
+    @property
+    def adapter_dir(self) -> Path:
+        return self.path / "adapter"
+
+    def meta(self) -> dict[str, Any]:
+        path = self.path / "meta.json"
+        return read_json(path) if path.is_file() else {}
+
+    def update_meta(self, **values: Any) -> None:
+        write_json(self.path / "meta.json", {**self.meta(), **values})
+
+    def log(self, record: dict[str, Any]) -> None:
+        with (self.path / "train_log.jsonl").open("a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def save_checkpoint(self, state: dict[str, Any]) -> None:
+        _torch_save(state, self.path / "checkpoints" / "last.pt")
+
+    def load_checkpoint(self, device) -> dict[str, Any] | None:
+        path = self.path / "checkpoints" / "last.pt"
+        if not path.is_file():
+            return None
+        import torch
+
+        return torch.load(path, map_location=device, weights_only=False)
+
+    def save_best(self, method_state: dict[str, Any]) -> None:
+        _torch_save(method_state, self.path / "checkpoints" / "best.pt")
+
+    def load_best(self, device) -> dict[str, Any] | None:
+        path = self.path / "checkpoints" / "best.pt"
+        if not path.is_file():
+            return None
+        import torch
+
+        return torch.load(path, map_location=device, weights_only=True)
+
+    def write_predictions(self, split: str, records: list[dict[str, Any]]) -> None:
+        text = "".join(record["output"].replace("\n", " ") + "\n" for record in records)
+        write_atomic(self.path / "predictions" / f"{split}.txt", text)
+        lines = "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
+        write_atomic(self.path / "predictions" / f"{split}.jsonl", lines)
+
+    def read_predictions(self, split: str) -> list[dict[str, Any]]:
+        path = self.path / "predictions" / f"{split}.jsonl"
+        if not path.is_file():
+            raise PeftrunError(f"{path} not found; run `peftrun decode {self.path} --split {split}` first")
+        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+
+    def prediction_splits(self) -> list[str]:
+        return sorted(p.stem for p in (self.path / "predictions").glob("*.jsonl"))
+
+    def write_metrics(self, split: str, payload: dict[str, Any]) -> None:
+        write_json(self.path / "metrics" / f"{split}.json", payload)
+
+    def read_metrics(self) -> dict[str, dict[str, Any]]:
+        return {p.stem: read_json(p) for p in sorted((self.path / "metrics").glob("*.json"))}
+
+    def finish(self) -> None:
+        self.update_meta(finished=_now())
+        write_atomic(self.path / "DONE", _now() + "\n")
+        self.unlock()
+
+
+def _torch_save(state: Any, path: Path) -> None:
+    import io
+
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    write_atomic(path, buffer.getvalue())
+
+
+def environment() -> dict[str, Any]:
+    """Versions and provenance recorded in every run's meta.json."""
+    import torch
+    import transformers
+
+    return {
+        "peftrun": __version__,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+        "git_sha": _git_sha(),
+        "host": socket.gethostname(),
+        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+    }
+
+
+def _git_sha() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,36 @@
+"""Shared test helpers: tiny models (random weights, no downloads) and the ../shared data folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Tests never reach the model hub: fail fast instead of waiting on network retries.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+
+
+def require(condition: bool, reason: str) -> None:
+    """Skip locally when a resource is missing; fail under CI, where everything must be present."""
+    if condition:
+        return
+    if os.environ.get("CI"):
+        pytest.fail(f"required in CI: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def shared() -> Path:
+    require(SHARED.is_dir(), f"{SHARED} (the shared data folder) is missing")
+    return SHARED
+
+
+def write_config(tmp_path: Path, text: str, name: str = "cfg.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path

@@ -1,0 +1,102 @@
+"""Config: typed, validated, overridable; shipped configs all validate; errors are one line."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import ROOT, write_config
+
+from peftrun import config
+from peftrun.errors import PeftrunError
+
+SHIPPED = sorted((ROOT / "configs").rglob("*.yaml"))
+
+
+def test_there_are_shipped_configs():
+    assert len(SHIPPED) >= 3
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_shipped_config_validates_in_both_phases(path):
+    from peftrun.experiment import check_against_model
+
+    cfg = config.load(path)
+    check_against_model(cfg)
+    assert cfg.train.loss_reduction in ("sequence_sum", "token_mean")
+    assert "loss_reduction" in path.read_text(), "shipped configs set the loss reduction explicitly"
+
+
+def test_yaml_scientific_notation_is_a_float(tmp_path):
+    cfg = config.load(write_config(tmp_path, "train:\n  lr: 5e-5\n"))
+    assert isinstance(cfg.train.lr, float) and cfg.train.lr == 5e-5
+
+
+def test_overrides_apply_with_yaml_types(tmp_path):
+    path = write_config(tmp_path, "method:\n  kind: prefix\n")
+    cfg = config.load(path, ["train.lr=1e-4", "method.prefix_len=7", "decode.splits=[dev]", "train.precision=bf16"])
+    assert cfg.train.lr == 1e-4 and cfg.method.prefix_len == 7
+    assert cfg.decode.splits == ("dev",) and cfg.train.precision == "bf16"
+
+
+def test_run_dir_hash_changes_with_the_config(tmp_path):
+    path = write_config(tmp_path, "name: demo\n")
+    first, second = config.load(path), config.load(path, ["train.lr=1e-4"])
+    assert first.run_dir() != second.run_dir()
+    assert first.run_dir() == config.load(path).run_dir()
+    assert config.load(path, ["output.root=elsewhere"]).run_dir().name == first.run_dir().name
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("train:\n  lrr: 1\n", "unknown key 'train.lrr' (did you mean 'train.lr'?)"),
+        ("trian:\n  lr: 1\n", "unknown key 'trian' (did you mean 'train'?)"),
+        ("method:\n  kind: prefix\n  prefix_lenn: 3\n", "did you mean 'method.prefix_len'?"),
+        ("method:\n  kind: prefx\n", "choose one of: full, prefix"),
+        ("data:\n  dataset: wmt\n", "choose one of: e2e, xsum"),
+        ("train:\n  lr: fast\n", "train.lr"),
+        ("train:\n  epochs: 2.5\n", "train.epochs"),
+        ("method:\n  kind: prefix\n  prefix_len: 0\n", "method.prefix_len"),
+        ("train: [1, 2\n", "YAML syntax error"),
+        ("- a\n- b\n", "must be a YAML mapping"),
+    ],
+)
+def test_bad_configs_give_one_line_errors(tmp_path, text, message):
+    with pytest.raises(PeftrunError) as err:
+        config.load(write_config(tmp_path, text))
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_yaml_syntax_error_names_the_line(tmp_path):
+    with pytest.raises(PeftrunError, match="line 3"):
+        config.load(write_config(tmp_path, "train:\n  lr: 1\n  epochs: x: 2\n"))
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(PeftrunError, match="config file not found"):
+        config.load(tmp_path / "nope.yaml")
+
+
+def test_bad_override_syntax(tmp_path):
+    with pytest.raises(PeftrunError, match="key=value"):
+        config.load(write_config(tmp_path, ""), ["train.lr"])
+
+
+def test_phase_two_rejects_what_the_model_cannot_take(tmp_path):
+    from peftrun.experiment import check_against_model
+
+    cfg = config.load(write_config(tmp_path, "model:\n  name: tiny-gpt2\nmethod:\n  kind: prefix\n  prefix_len: 600\n"))
+    with pytest.raises(PeftrunError, match="positions"):
+        check_against_model(cfg)
+    cfg = config.load(write_config(tmp_path, "model:\n  name: tiny-bart\nmethod:\n  kind: prefix\n  position_offset: true\n"))
+    with pytest.raises(PeftrunError, match="GPT-2 only"):
+        check_against_model(cfg)
+
+
+def test_unloadable_model_suggests_local_path_or_builtin(tmp_path):
+    from peftrun.experiment import check_against_model
+
+    cfg = config.load(write_config(tmp_path, "model:\n  name: no-such-org/no-such-model\n"))
+    with pytest.raises(PeftrunError, match="tiny-gpt2") as err:
+        check_against_model(cfg)
+    assert "local copy" in str(err.value)
