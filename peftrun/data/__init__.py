@@ -18,7 +18,9 @@ def load_pairs(cfg: DataConfig, split: str) -> list[Pair]:
     else:
         from peftrun.data import xsum
 
-        pairs = xsum.load_pairs(cfg.files or None, split, url_file=_path(cfg.url_file), extrapolation=cfg.extrapolation)
+        pairs = xsum.load_pairs(
+            cfg.files or None, split, url_file=_path(cfg.url_file), extrapolation=cfg.extrapolation
+        )
     if split == "train" and cfg.train_size is not None and cfg.train_size < len(pairs):
         pairs = random.Random(cfg.subset_seed).sample(pairs, cfg.train_size)
     if split == "dev" and cfg.dev_loss_size is not None and cfg.dev_loss_size < len(pairs):
@@ -33,7 +35,9 @@ def load_instances(cfg: DataConfig, split: str) -> list[Instance]:
         return e2e.load_instances(split, cfg.reference_style, _path(cfg.data_dir))
     from peftrun.data import xsum
 
-    return xsum.load_instances(cfg.files or None, split, url_file=_path(cfg.url_file), extrapolation=cfg.extrapolation)
+    return xsum.load_instances(
+        cfg.files or None, split, url_file=_path(cfg.url_file), extrapolation=cfg.extrapolation
+    )
 
 
 def _path(value: str | None):

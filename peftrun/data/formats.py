@@ -85,7 +85,14 @@ class DecoderOnlyFormat:
 class Seq2SeqFormat:
     """BART style: source to the encoder, target to the decoder."""
 
-    def __init__(self, tokenizer, max_positions: int, max_source: int | None, max_target: int | None, decoder_start: int):
+    def __init__(
+        self,
+        tokenizer,
+        max_positions: int,
+        max_source: int | None,
+        max_target: int | None,
+        decoder_start: int,
+    ):
         self.tokenizer = tokenizer
         self.eos = tokenizer.eos_token_id
         self.pad = tokenizer.pad_token_id
@@ -131,5 +138,9 @@ def text_format(loaded, data_cfg, reserved_positions: int = 0):
     positions = loaded.arch.max_positions - reserved_positions
     if loaded.arch.is_encoder_decoder:
         start = loaded.model.config.decoder_start_token_id
-        return Seq2SeqFormat(loaded.tokenizer, positions, data_cfg.max_source_tokens, data_cfg.max_target_tokens, start)
-    return DecoderOnlyFormat(loaded.tokenizer, positions, data_cfg.max_source_tokens, data_cfg.max_target_tokens)
+        return Seq2SeqFormat(
+            loaded.tokenizer, positions, data_cfg.max_source_tokens, data_cfg.max_target_tokens, start
+        )
+    return DecoderOnlyFormat(
+        loaded.tokenizer, positions, data_cfg.max_source_tokens, data_cfg.max_target_tokens
+    )
