@@ -54,7 +54,7 @@ def generate(model, method: Method, text_format, sources: Sequence[str], cfg: De
     # Decode in length order (less padding), then restore the caller's order.
     order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
     outputs: dict[int, str] = {}
-    with tqdm(total=len(sources), desc="decode", unit="ex", dynamic_ncols=True) as bar:
+    with tqdm(total=len(sources), desc="decode", unit="ex", dynamic_ncols=True, disable=None) as bar:
         for start in range(0, len(order), cfg.batch_size):
             chunk = order[start : start + cfg.batch_size]
             prompt = {k: v.to(device) for k, v in text_format.prompt_batch([sources[i] for i in chunk]).items()}

@@ -145,7 +145,7 @@ def fit(
             progress.stopped_early = patience is not None and progress.evals_without_gain >= patience
 
     method.set_training(True)
-    bar = tqdm(total=total, initial=progress.step, desc="train", unit="step", dynamic_ncols=True)
+    bar = tqdm(total=total, initial=progress.step, desc="train", unit="step", dynamic_ncols=True, disable=None)
     tokens, started = 0, time.perf_counter()
     while progress.step < total and progress.epoch < cfg.epochs and not progress.stopped_early:
         order = epoch_order(len(train_examples), cfg.seed, progress.epoch)

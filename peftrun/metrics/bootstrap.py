@@ -1,0 +1,144 @@
+"""Paired bootstrap resampling over instances for comparing two systems on the E2E metrics.
+
+Koehn (2004), "Statistical Significance Tests for Machine Translation Evaluation": draw
+``samples`` test sets of N instances with replacement; score both systems on each draw
+(the same draw for both, hence *paired*); the spread of ``score(B) - score(A)`` gives a
+confidence interval for the difference.
+
+Each instance is reduced once to sufficient statistics, so a resample is a weighted sum
+(weights = how often each instance was drawn), not a re-run of the scorers:
+
+* BLEU / NIST (both variants): per-instance n-gram match counts, hypothesis n-gram
+  counts, reference lengths and (NIST) information-weighted matches; the corpus formula is
+  applied to the resampled sums.  NIST information weights stay those of the full
+  reference set.
+* ROUGE_L, CIDEr: the corpus score is the mean of instance scores (CIDEr's document
+  frequencies stay those of the full set).
+* METEOR: the mean of METEOR's segment scores.  The official corpus METEOR aggregates the
+  segments' match statistics instead, so ``score_a``/``score_b`` for METEOR here are
+  segment means and differ slightly from :func:`score_e2e`'s METEOR.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from peftrun.errors import PeftrunError
+from peftrun.metrics import coco, mteval, ptb_tokenizer
+from peftrun.metrics.e2e import one_line, repair_reference
+
+
+@dataclass
+class BootstrapResult:
+    """Scores of A and B on the full set, and the bootstrap distribution of B - A."""
+
+    metric: str
+    score_a: float
+    score_b: float
+    delta: float  # score_b - score_a on the full set
+    ci_low: float
+    ci_high: float
+    confidence: float
+    b_better: float  # fraction of resamples in which B scored higher than A
+    samples: int
+
+
+def _resample_weights(num: int, samples: int, seed: int) -> np.ndarray:
+    """(samples, num) matrix: how often each instance is drawn in each resample."""
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, num, size=(samples, num))
+    offsets = (np.arange(samples) * num)[:, None]
+    counts = np.bincount((draws + offsets).ravel(), minlength=samples * num)
+    return counts.reshape(samples, num).astype(np.float64)
+
+
+def _corpus_scorers(num: int) -> dict[str, tuple[str, Callable[[Sequence[float]], float]]]:
+    """Metric -> (statistics table, corpus formula applied to summed statistics)."""
+    return {
+        "BLEU": ("bleu_perl", mteval.bleu_perl),
+        "NIST": ("nist_perl", lambda sums: mteval.nist_perl(sums, num)),
+        "BLEU_py": ("bleu_py", mteval.bleu_py),
+        "NIST_py": ("nist_py", mteval.nist_py),
+    }
+
+
+def paired_bootstrap(
+    hypotheses_a: list[str],
+    hypotheses_b: list[str],
+    references: list[list[str]],
+    *,
+    samples: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+    metrics: tuple[str, ...] = ("BLEU", "NIST", "BLEU_py", "NIST_py", "METEOR", "ROUGE_L", "CIDEr"),
+) -> dict[str, BootstrapResult]:
+    """Paired bootstrap confidence intervals of ``score(B) - score(A)`` per metric.
+
+    METEOR is skipped (absent from the result) when Java is not available.
+    """
+    num = len(references)
+    if len(hypotheses_a) != num or len(hypotheses_b) != num:
+        raise PeftrunError(
+            f"expected {num} outputs per system, got {len(hypotheses_a)} and {len(hypotheses_b)}"
+        )
+    if num == 0 or samples < 1 or not 0 < confidence < 1:
+        raise PeftrunError("need at least one instance, samples >= 1 and 0 < confidence < 1")
+    hyps_a = [one_line(h) for h in hypotheses_a]
+    hyps_b = [one_line(h) for h in hypotheses_b]
+    refs = [[repair_reference(r) for r in rs] for rs in references]
+    weights = _resample_weights(num, samples, seed)
+    resampled: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # metric -> (A, B) per resample
+    full: dict[str, tuple[float, float]] = {}
+
+    scorers = {m: s for m, s in _corpus_scorers(num).items() if m in metrics}
+    if scorers:
+        stats = [mteval.instance_stats(h, refs) for h in (hyps_a, hyps_b)]
+        for metric, (table, formula) in scorers.items():
+            tables = [getattr(s, table) for s in stats]
+            sums = [weights @ np.asarray(t, dtype=np.float64) for t in tables]
+            resampled[metric] = (
+                np.array([formula(row) for row in sums[0]]),
+                np.array([formula(row) for row in sums[1]]),
+            )
+            full[metric] = (formula(mteval.column_sums(tables[0])), formula(mteval.column_sums(tables[1])))
+
+    instance_scores: dict[str, tuple[list[float], list[float]]] = {}
+    if any(m in metrics for m in ("ROUGE_L", "CIDEr", "METEOR")):
+        tok_a, tok_refs = coco.tokenize(hyps_a, refs)
+        tok_b = ptb_tokenizer.tokenize(hyps_b)
+        if "ROUGE_L" in metrics:
+            instance_scores["ROUGE_L"] = (coco.rouge_l(tok_a, tok_refs)[1], coco.rouge_l(tok_b, tok_refs)[1])
+        if "CIDEr" in metrics:
+            cider = coco.CiderD(tok_refs)  # document frequencies of the full set
+            instance_scores["CIDEr"] = (cider.score(tok_a)[1], cider.score(tok_b)[1])
+        if "METEOR" in metrics and coco.java_available():
+            instance_scores["METEOR"] = (coco.meteor(tok_a, tok_refs)[1], coco.meteor(tok_b, tok_refs)[1])
+    for metric, (inst_a, inst_b) in instance_scores.items():
+        a, b = np.asarray(inst_a), np.asarray(inst_b)
+        resampled[metric] = (weights @ a / num, weights @ b / num)
+        full[metric] = (float(np.mean(a)), float(np.mean(b)))
+
+    tail = (1 - confidence) / 2
+    results = {}
+    for metric in metrics:
+        if metric not in resampled:
+            continue
+        res_a, res_b = resampled[metric]
+        deltas = res_b - res_a
+        low, high = np.quantile(deltas, [tail, 1 - tail])
+        score_a, score_b = full[metric]
+        results[metric] = BootstrapResult(
+            metric=metric,
+            score_a=score_a,
+            score_b=score_b,
+            delta=score_b - score_a,
+            ci_low=float(low),
+            ci_high=float(high),
+            confidence=confidence,
+            b_better=float(np.mean(deltas > 0)),
+            samples=samples,
+        )
+    return results

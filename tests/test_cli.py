@@ -1,0 +1,61 @@
+"""The command line through Typer's CliRunner; start-up stays free of torch."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from conftest import ROOT, write_config
+from typer.testing import CliRunner
+
+from peftrun.cli import app
+
+runner = CliRunner()
+
+
+def test_help_does_not_import_torch_or_transformers():
+    code = "import sys; from peftrun.cli import app; import peftrun.config; print('torch' in sys.modules, 'transformers' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]
+    help_out = subprocess.run([sys.executable, "-m", "peftrun", "--help"], capture_output=True, text=True)
+    assert help_out.returncode == 0 and "train" in help_out.stdout
+
+
+def test_every_command_has_help():
+    for command in ["train", "eval", "decode", "show", "ls"]:
+        result = runner.invoke(app, [command, "--help"])
+        assert result.exit_code == 0, result.output
+        assert len(result.output) > 100
+
+
+def test_show_prints_the_resolved_config_with_overrides():
+    result = runner.invoke(app, ["show", str(ROOT / "configs/e2e/gpt2-medium/prefix.yaml"), "train.lr=5e-5", "--json"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert payload["config"]["train"]["lr"] == 5e-5
+    assert payload["config"]["method"]["prefix_len"] == 5
+    assert payload["run_dir"].startswith("runs/")
+
+
+def test_user_errors_are_one_line_without_traceback(tmp_path):
+    cases = [
+        ["show", str(tmp_path / "missing.yaml")],
+        ["show", str(write_config(tmp_path, "train:\n  lrr: 1\n"))],
+        ["train", str(write_config(tmp_path, "method:\n  kind: magic\n", "m.yaml"))],
+        ["train", str(write_config(tmp_path, "model:\n  name: no-org/no-model\n", "n.yaml"))],
+        ["eval", str(tmp_path)],
+        ["ls", str(tmp_path / "nothing")],
+    ]
+    for args in cases:
+        result = runner.invoke(app, args)
+        assert result.exit_code != 0, args
+        assert "Traceback" not in result.output
+        errors = [line for line in result.output.splitlines() if line.startswith("peftrun: error:")]
+        assert len(errors) == 1, result.output
+    assert not any(tmp_path.glob("runs*")), "nothing is written for a bad config"
+
+
+def test_ls_on_an_empty_folder(tmp_path):
+    result = runner.invoke(app, ["ls", str(tmp_path), "--json"])
+    assert result.exit_code == 0 and json.loads(result.stdout) == []
