@@ -22,9 +22,12 @@ app = typer.Typer(
 
 ConfigArg = Annotated[Path, typer.Argument(help="experiment config (YAML)", show_default=False)]
 Overrides = Annotated[
-    list[str] | None, typer.Argument(help="dotted overrides, e.g. train.lr=1e-4 method.prefix_len=5", show_default=False)
+    list[str] | None,
+    typer.Argument(help="dotted overrides, e.g. train.lr=1e-4 method.prefix_len=5", show_default=False),
 ]
-RunDirArg = Annotated[Path, typer.Argument(help="a run directory made by `peftrun train`", show_default=False)]
+RunDirArg = Annotated[
+    Path, typer.Argument(help="a run directory made by `peftrun train`", show_default=False)
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print machine-readable JSON on stdout")]
 
 
@@ -37,8 +40,12 @@ def _fail(err: Exception) -> None:
 def train(
     config: ConfigArg,
     overrides: Overrides = None,
-    run_dir: Annotated[str | None, typer.Option("--run-dir", help="run directory (default: derived from the config)")] = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="replace a run directory that holds another config")] = False,
+    run_dir: Annotated[
+        str | None, typer.Option("--run-dir", help="run directory (default: derived from the config)")
+    ] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="replace a run directory that holds another config")
+    ] = False,
 ) -> None:
     """Train, decode and score one experiment; re-running an interrupted run resumes it."""
     try:
@@ -55,7 +62,9 @@ def train(
 @app.command()
 def decode(
     run_dir: RunDirArg,
-    split: Annotated[list[str] | None, typer.Option("--split", help="dev or test (repeatable; default: the config's)")] = None,
+    split: Annotated[
+        list[str] | None, typer.Option("--split", help="dev or test (repeatable; default: the config's)")
+    ] = None,
 ) -> None:
     """Decode a trained run's stored adapter (again) and score the outputs."""
     try:
@@ -69,11 +78,17 @@ def decode(
 
 @app.command("eval")
 def evaluate(
-    run_dir: Annotated[Path | None, typer.Argument(help="a run directory to re-score", show_default=False)] = None,
-    predictions: Annotated[Path | None, typer.Option("--predictions", help="an outputs file (.txt one per line, or .jsonl)")] = None,
+    run_dir: Annotated[
+        Path | None, typer.Argument(help="a run directory to re-score", show_default=False)
+    ] = None,
+    predictions: Annotated[
+        Path | None, typer.Option("--predictions", help="an outputs file (.txt one per line, or .jsonl)")
+    ] = None,
     dataset: Annotated[str, typer.Option("--dataset", help="e2e or xsum (with --predictions)")] = "e2e",
     split: Annotated[str, typer.Option("--split", help="dev or test (with --predictions)")] = "test",
-    reference_style: Annotated[str, typer.Option("--reference-style", help="raw or tokenized references (E2E)")] = "raw",
+    reference_style: Annotated[
+        str, typer.Option("--reference-style", help="raw or tokenized references (E2E)")
+    ] = "raw",
     as_json: JsonOpt = False,
 ) -> None:
     """Score a run's predictions, or any outputs file against a dataset split."""
@@ -104,7 +119,9 @@ def show(config: ConfigArg, overrides: Overrides = None, as_json: JsonOpt = Fals
     except PeftrunError as err:
         _fail(err)
     if as_json:
-        typer.echo(json.dumps({"config": cfg.model_dump(mode="json"), "run_dir": str(cfg.run_dir())}, indent=2))
+        typer.echo(
+            json.dumps({"config": cfg.model_dump(mode="json"), "run_dir": str(cfg.run_dir())}, indent=2)
+        )
     else:
         typer.echo(cfg.to_yaml().rstrip())
         typer.echo(f"# run directory: {cfg.run_dir()}")
@@ -128,8 +145,12 @@ def list_runs(
         typer.echo(f"no runs in {directory}")
         return
     for row in rows:
-        scores = " ".join(f"{s}:{v:.4f}" if isinstance(v, float) else f"{s}:-" for s, v in row["scores"].items())
-        typer.echo(f"{row['status']:<10} {row['method'] or '?':<8} {row['model'] or '?':<20} {row['key_metric']} {scores or '-'}  {row['run']}")
+        scores = " ".join(
+            f"{s}:{v:.4f}" if isinstance(v, float) else f"{s}:-" for s, v in row["scores"].items()
+        )
+        typer.echo(
+            f"{row['status']:<10} {row['method'] or '?':<8} {row['model'] or '?':<20} {row['key_metric']} {scores or '-'}  {row['run']}"
+        )
 
 
 def _print_table(results: dict) -> None:
@@ -141,7 +162,10 @@ def _print_table(results: dict) -> None:
     typer.echo("split  " + "  ".join(f"{n:>{max(width, 8)}}" for n in names))
     for split, r in results.items():
         values = [r["scores"].get(n) for n in names]
-        cells = [f"{v:>{max(width, 8)}.4f}" if isinstance(v, (int, float)) else f"{'n/a':>{max(width, 8)}}" for v in values]
+        cells = [
+            f"{v:>{max(width, 8)}.4f}" if isinstance(v, (int, float)) else f"{'n/a':>{max(width, 8)}}"
+            for v in values
+        ]
         typer.echo(f"{split:<6} " + "  ".join(cells))
 
 

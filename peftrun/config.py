@@ -36,7 +36,7 @@ class ModelConfig(_Section):
 class DataConfig(_Section):
     """Which dataset, which references, how much of it."""
 
-    dataset: Literal["e2e", "xsum"] = "e2e"
+    dataset: Literal["e2e", "xsum"] = Field("e2e", description="E2E table-to-text or XSum summarisation")
     reference_style: Literal["raw", "tokenized"] = Field(
         "raw", description="E2E: CSV text (the challenge) or tokenised (the paper)"
     )
@@ -45,7 +45,12 @@ class DataConfig(_Section):
         default_factory=dict, description="XSum: {train,dev,test} → local JSONL/parquet"
     )
     url_file: str | None = Field(None, description="XSum: the authors' archived-URL list")
-    extrapolation: Literal["news-to-sports", "within-news"] | None = None
+    extrapolation: Literal["news-to-sports", "within-news"] | None = Field(
+        None, description="XSum topic split of the paper's Table 4 (needs url_file)"
+    )
+    drop_sources: bool = Field(
+        False, description="train a plain language model on the targets alone (sources dropped)"
+    )
     train_size: int | None = Field(None, gt=0, description="seeded random subset of train pairs")
     subset_seed: int = Field(0, description="seed of the train_size subset")
     dev_loss_size: int | None = Field(None, gt=0, description="dev pairs used for dev loss (all if unset)")
@@ -56,18 +61,18 @@ class DataConfig(_Section):
 class TrainConfig(_Section):
     """The optimisation loop (one loop for every method)."""
 
-    lr: float = Field(5e-5, gt=0)
-    epochs: int = Field(5, ge=0)
+    lr: float = Field(5e-5, gt=0, description="peak learning rate (AdamW)")
+    epochs: int = Field(5, ge=0, description="passes over the training pairs (0: no training)")
     max_steps: int | None = Field(None, gt=0, description="stop after this many updates")
-    batch_size: int = Field(10, gt=0)
+    batch_size: int = Field(10, gt=0, description="pairs per micro-batch")
     grad_accum: int = Field(1, gt=0, description="micro-batches per update")
-    warmup_steps: int = Field(0, ge=0)
-    weight_decay: float = Field(0.0, ge=0)
-    adam_betas: tuple[float, float] = (0.9, 0.999)
-    adam_eps: float = Field(1e-8, gt=0)
+    warmup_steps: int = Field(0, ge=0, description="linear warmup updates, then linear decay to 0")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
+    adam_betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas")
+    adam_eps: float = Field(1e-8, gt=0, description="AdamW epsilon")
     max_grad_norm: float | None = Field(1.0, gt=0, description="gradient clipping (None: off)")
-    precision: Literal["fp32", "bf16"] = "fp32"
-    seed: int = 101
+    precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16: autocast the forward pass")
+    seed: int = Field(101, description="seed of initialisation, shuffling and dropout (paper: 101)")
     loss_reduction: Literal["sequence_sum", "token_mean"] = Field(
         "token_mean",
         description="sum token losses per sequence then mean over the batch (paper's GPT-2 "
@@ -81,25 +86,27 @@ class TrainConfig(_Section):
     early_stopping_patience: int | None = Field(
         None, gt=0, description="stop after N dev evaluations without improvement"
     )
-    log_every: int = Field(10, gt=0)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    log_every: int = Field(10, gt=0, description="train_log.jsonl line every N updates")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when available")
 
 
 class DecodeConfig(_Section):
     """Beam search (num_beams=1: greedy). Every value explicit, none inherited from the model."""
 
-    splits: tuple[Literal["dev", "test"], ...] = ("dev", "test")
+    splits: tuple[Literal["dev", "test"], ...] = Field(
+        ("dev", "test"), description="splits decoded after training"
+    )
     limit: int | None = Field(None, gt=0, description="decode only the first N instances")
-    batch_size: int = Field(16, gt=0)
-    num_beams: int = Field(5, gt=0)
-    max_new_tokens: int | None = Field(100, gt=0)
+    batch_size: int = Field(16, gt=0, description="sources per generate() call")
+    num_beams: int = Field(5, gt=0, description="beam size (1: greedy)")
+    max_new_tokens: int | None = Field(100, gt=0, description="most tokens generated")
     max_length: int | None = Field(
         None, gt=0, description="total length as HF counts it (BART: with the start token)"
     )
     min_length: int | None = Field(None, ge=0, description="as max_length")
-    length_penalty: float = 1.0
-    no_repeat_ngram_size: int = Field(0, ge=0)
-    early_stopping: bool = False
+    length_penalty: float = Field(1.0, description="HF beam score = logprob sum / length**penalty")
+    no_repeat_ngram_size: int = Field(0, ge=0, description="forbid repeating n-grams (0: off)")
+    early_stopping: bool = Field(False, description="stop beam search once num_beams hypotheses end")
     forced_bos: bool = Field(False, description="force BOS as the first generated token (BART)")
     banned_strings: tuple[str, ...] = Field(
         ("\n", "\n\n"), description="strings never generated (looked up in the tokenizer)"

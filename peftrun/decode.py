@@ -47,7 +47,9 @@ def generation_config(cfg: DecodeConfig, tokenizer, model_config) -> GenerationC
     return GenerationConfig(**values)
 
 
-def generate(model, method: Method, text_format, sources: Sequence[str], cfg: DecodeConfig, device) -> list[str]:
+def generate(
+    model, method: Method, text_format, sources: Sequence[str], cfg: DecodeConfig, device
+) -> list[str]:
     """One output per source, in the order given."""
     method.set_training(False)
     gen_cfg = generation_config(cfg, text_format.tokenizer, model.config)
@@ -57,9 +59,13 @@ def generate(model, method: Method, text_format, sources: Sequence[str], cfg: De
     with tqdm(total=len(sources), desc="decode", unit="ex", dynamic_ncols=True, disable=None) as bar:
         for start in range(0, len(order), cfg.batch_size):
             chunk = order[start : start + cfg.batch_size]
-            prompt = {k: v.to(device) for k, v in text_format.prompt_batch([sources[i] for i in chunk]).items()}
+            prompt = {
+                k: v.to(device) for k, v in text_format.prompt_batch([sources[i] for i in chunk]).items()
+            }
             with torch.no_grad(), method.active(len(chunk)):
-                generated = model.generate(**prompt, generation_config=_fit_positions(gen_cfg, prompt, text_format))
+                generated = model.generate(
+                    **prompt, generation_config=_fit_positions(gen_cfg, prompt, text_format)
+                )
             for i, ids in zip(chunk, text_format.generated_ids(generated, prompt), strict=True):
                 outputs[i] = text_format.tokenizer.decode(ids, skip_special_tokens=True).strip()
             bar.update(len(chunk))

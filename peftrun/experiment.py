@@ -56,7 +56,11 @@ class Session:
 
         self.cfg = cfg
         wanted = cfg.train.device
-        self.device = torch.device("cuda" if wanted == "auto" and torch.cuda.is_available() else ("cpu" if wanted == "auto" else wanted))
+        self.device = torch.device(
+            "cuda"
+            if wanted == "auto" and torch.cuda.is_available()
+            else ("cpu" if wanted == "auto" else wanted)
+        )
         self.loaded = models.load(cfg.model.name, cfg.model.attention, seed=cfg.train.seed)
         self.loaded.model.to(self.device)
         self.method = METHODS[cfg.method.kind](self.loaded, cfg.method)
@@ -74,7 +78,14 @@ class Session:
         for split in splits:
             instances = data.load_instances(self.cfg.data, split)[: self.cfg.decode.limit]
             started = time.perf_counter()
-            outputs = generate(self.model, self.method, self.format, [i.source for i in instances], self.cfg.decode, self.device)
+            outputs = generate(
+                self.model,
+                self.method,
+                self.format,
+                [i.source for i in instances],
+                self.cfg.decode,
+                self.device,
+            )
             log(f"decoded {len(instances)} {split} instances in {time.perf_counter() - started:.1f}s")
             records = [
                 {"id": inst.id, "source": inst.source, "output": out, "references": list(inst.references)}
@@ -110,7 +121,12 @@ def train(
         state,
         Path(config_path).read_text(encoding="utf-8"),
         resolved,
-        {"overrides": overrides, "parameters": counts, "reference_style": cfg.data.reference_style, "train_pairs": len(train_pairs)},
+        {
+            "overrides": overrides,
+            "parameters": counts,
+            "reference_style": cfg.data.reference_style,
+            "train_pairs": len(train_pairs),
+        },
     )
     log(f"run {run.path} ({'resuming' if state == 'resume' else 'new'})")
     log(
@@ -120,13 +136,27 @@ def train(
     if session.method.trainable_parameters() and train_pairs:
         from peftrun.train import fit
 
-        progress = fit(session.model, session.method, train_pairs, dev_pairs, session.format.training_batch, cfg.train, run, session.device, on_update)
+        progress = fit(
+            session.model,
+            session.method,
+            train_pairs,
+            dev_pairs,
+            session.format.training_batch,
+            cfg.train,
+            run,
+            session.device,
+            on_update,
+        )
         if cfg.train.select == "best":
             best = run.load_best(session.device)
             if best is None:
                 raise PeftrunError("train.select=best needs dev-loss evaluations; none ran (no dev data?)")
             session.method.load_training_state(best)
-        run.update_meta(best_dev_loss=progress.best_dev_loss if progress.dev_losses else None, updates=progress.step, stopped_early=progress.stopped_early)
+        run.update_meta(
+            best_dev_loss=progress.best_dev_loss if progress.dev_losses else None,
+            updates=progress.step,
+            stopped_early=progress.stopped_early,
+        )
     else:
         log(f"method {cfg.method.kind!r} trains nothing here: decoding and scoring only")
     save_adapter(session, run)
@@ -212,9 +242,16 @@ def summary(run_path: Path) -> dict[str, Any]:
         import yaml
 
         cfg = yaml.safe_load(resolved.read_text(encoding="utf-8")) or {}
-        dataset, method, model = cfg.get("data", {}).get("dataset"), cfg.get("method", {}).get("kind"), cfg.get("model", {}).get("name")
+        dataset, method, model = (
+            cfg.get("data", {}).get("dataset"),
+            cfg.get("method", {}).get("kind"),
+            cfg.get("model", {}).get("name"),
+        )
     status = "done" if run.done else ("running" if (run_path / ".lock").exists() else "incomplete")
-    metrics = {split: read_json(p)["scores"] for split, p in ((p.stem, p) for p in sorted((run_path / "metrics").glob("*.json")))}
+    metrics = {
+        split: read_json(p)["scores"]
+        for split, p in ((p.stem, p) for p in sorted((run_path / "metrics").glob("*.json")))
+    }
     key = KEY_METRIC.get(dataset or "", "")
     return {
         "run": str(run_path),
@@ -257,15 +294,24 @@ def score_file(path: Path, dataset: str, split: str, reference_style: str) -> di
     try:
         data_cfg = DataConfig(dataset=dataset, reference_style=reference_style)
     except ValueError:
-        raise PeftrunError(f"--dataset must be e2e or xsum and --reference-style raw or tokenized") from None
+        raise PeftrunError("--dataset must be e2e or xsum and --reference-style raw or tokenized") from None
     instances = data.load_instances(data_cfg, split)
     outputs = read_outputs(Path(path))
     if len(outputs) != len(instances):
-        raise PeftrunError(f"{path} has {len(outputs)} outputs; {dataset} {split} needs {len(instances)} (one per instance, official order)")
+        raise PeftrunError(
+            f"{path} has {len(outputs)} outputs; {dataset} {split} needs {len(instances)} (one per instance, official order)"
+        )
     empty = sum(1 for o in outputs if not o.strip())
     if empty:
         log(f"warning: {empty} empty outputs (scored as empty)")
     report = score(dataset, outputs, [list(i.references) for i in instances])
     for note in report.notes:
         log(f"note: {note}")
-    return {"split": split, "dataset": dataset, "reference_style": reference_style, "scores": report.scores, "scorers": report.scorers, "notes": report.notes}
+    return {
+        "split": split,
+        "dataset": dataset,
+        "reference_style": reference_style,
+        "scores": report.scores,
+        "scorers": report.scorers,
+        "notes": report.notes,
+    }

@@ -1,16 +1,16 @@
 """The run directory: create, lock, resume, atomic writes, DONE.
 
-    RUN/
-      config.yaml            the config as given (file text; overrides are in meta.json)
-      config.resolved.yaml   every value, defaults filled
-      meta.json              versions, git sha, host, times, parameter counts
-      train_log.jsonl        one JSON object per log line (step, loss, lr, tokens/s, dev loss)
-      checkpoints/last.pt    resume point (method state, optimizer, schedule, RNG, data position)
-      checkpoints/best.pt    method state with the lowest dev loss
-      adapter/               what is kept after training (safetensors + adapter.json)
-      predictions/SPLIT.txt, SPLIT.jsonl
-      metrics/SPLIT.json
-      DONE
+RUN/
+  config.yaml            the config as given (file text; overrides are in meta.json)
+  config.resolved.yaml   every value, defaults filled
+  meta.json              versions, git sha, host, times, parameter counts
+  train_log.jsonl        one JSON object per log line (step, loss, lr, tokens/s, dev loss)
+  checkpoints/last.pt    resume point (method state, optimizer, schedule, RNG, data position)
+  checkpoints/best.pt    method state with the lowest dev loss
+  adapter/               what is kept after training (safetensors + adapter.json)
+  predictions/SPLIT.txt, SPLIT.jsonl
+  metrics/SPLIT.json
+  DONE
 """
 
 from __future__ import annotations

@@ -40,7 +40,9 @@ class Progress:
 
 def sequence_losses(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-sequence sum of target-token losses, and the number of target tokens per sequence."""
-    token_loss = F.cross_entropy(logits.float().transpose(1, 2), labels, ignore_index=IGNORE, reduction="none")
+    token_loss = F.cross_entropy(
+        logits.float().transpose(1, 2), labels, ignore_index=IGNORE, reduction="none"
+    )
     return token_loss.sum(dim=1), (labels != IGNORE).sum(dim=1)
 
 
@@ -83,7 +85,9 @@ def dev_loss(model, method: Method, batches: Sequence[dict], cfg: TrainConfig, a
     total, count = 0.0, 0
     with torch.no_grad():
         for batch in batches:
-            total += batch_loss(model, method, batch, cfg.loss_reduction, autocast).item() * len(batch["labels"])
+            total += batch_loss(model, method, batch, cfg.loss_reduction, autocast).item() * len(
+                batch["labels"]
+            )
             count += len(batch["labels"])
     method.set_training(True)
     return total / max(1, count)
@@ -102,7 +106,9 @@ def fit(
 ) -> Progress:
     """Train `method` on `train_examples`; checkpoints and logs go to `run`."""
     params = method.trainable_parameters()
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.adam_betas, eps=cfg.adam_eps, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(
+        params, lr=cfg.lr, betas=cfg.adam_betas, eps=cfg.adam_eps, weight_decay=cfg.weight_decay
+    )
     total = total_updates(cfg, len(train_examples))
     scheduler = linear_schedule(optimizer, cfg.warmup_steps, total)
     progress = Progress()
@@ -116,7 +122,10 @@ def fit(
     else:
         torch.manual_seed(cfg.seed)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if cfg.precision == "bf16" else nullcontext()
-    dev_batches = [to_device(make_batch(dev_examples[i : i + cfg.batch_size]), device) for i in range(0, len(dev_examples), cfg.batch_size)]
+    dev_batches = [
+        to_device(make_batch(dev_examples[i : i + cfg.batch_size]), device)
+        for i in range(0, len(dev_examples), cfg.batch_size)
+    ]
     per_epoch = math.ceil(len(train_examples) / cfg.batch_size)
 
     def checkpoint() -> None:
@@ -145,7 +154,9 @@ def fit(
             progress.stopped_early = patience is not None and progress.evals_without_gain >= patience
 
     method.set_training(True)
-    bar = tqdm(total=total, initial=progress.step, desc="train", unit="step", dynamic_ncols=True, disable=None)
+    bar = tqdm(
+        total=total, initial=progress.step, desc="train", unit="step", dynamic_ncols=True, disable=None
+    )
     tokens, started = 0, time.perf_counter()
     while progress.step < total and progress.epoch < cfg.epochs and not progress.stopped_early:
         order = epoch_order(len(train_examples), cfg.seed, progress.epoch)
@@ -155,7 +166,9 @@ def fit(
                 if progress.batch_in_epoch >= per_epoch:
                     break
                 start = progress.batch_in_epoch * cfg.batch_size
-                batch = to_device(make_batch([train_examples[i] for i in order[start : start + cfg.batch_size]]), device)
+                batch = to_device(
+                    make_batch([train_examples[i] for i in order[start : start + cfg.batch_size]]), device
+                )
                 loss = batch_loss(model, method, batch, cfg.loss_reduction, autocast)
                 (loss / cfg.grad_accum).backward()
                 losses.append(loss.item())
@@ -173,7 +186,15 @@ def fit(
             bar.set_postfix(loss=f"{mean_loss:.3f}", tok_s=f"{tokens / elapsed:.0f}")
             if progress.step % cfg.log_every == 0 or progress.step == total:
                 lr = scheduler.get_last_lr()[0]
-                run.log({"step": progress.step, "epoch": progress.epoch, "loss": mean_loss, "lr": lr, "tokens_per_s": tokens / elapsed})
+                run.log(
+                    {
+                        "step": progress.step,
+                        "epoch": progress.epoch,
+                        "loss": mean_loss,
+                        "lr": lr,
+                        "tokens_per_s": tokens / elapsed,
+                    }
+                )
             if cfg.eval_every and progress.step % cfg.eval_every == 0:
                 evaluate()
             if cfg.checkpoint_every and progress.step % cfg.checkpoint_every == 0:
@@ -194,7 +215,10 @@ def fit(
 
 
 def to_device(batch: dict, device: torch.device) -> dict:
-    return {key: to_device(value, device) if isinstance(value, dict) else value.to(device) for key, value in batch.items()}
+    return {
+        key: to_device(value, device) if isinstance(value, dict) else value.to(device)
+        for key, value in batch.items()
+    }
 
 
 def _get_rng() -> dict:

@@ -30,7 +30,9 @@ def test_every_command_has_help():
 
 
 def test_show_prints_the_resolved_config_with_overrides():
-    result = runner.invoke(app, ["show", str(ROOT / "configs/e2e/gpt2-medium/prefix.yaml"), "train.lr=5e-5", "--json"])
+    result = runner.invoke(
+        app, ["show", str(ROOT / "configs/e2e/gpt2-medium/prefix.yaml"), "train.lr=5e-5", "--json"]
+    )
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout)
     assert payload["config"]["train"]["lr"] == 5e-5

@@ -104,7 +104,9 @@ def test_mixed_prefix_beam_search_equals_each_row_alone(tiny):
             mixed = tiny.model.generate(prompt, attention_mask=torch.ones_like(prompt), **settings)
         for row in range(2):
             with method.slot.active({"self": prefixes[row : row + 1]}):
-                alone = tiny.model.generate(prompt[row : row + 1], attention_mask=torch.ones_like(prompt[row : row + 1]), **settings)
+                alone = tiny.model.generate(
+                    prompt[row : row + 1], attention_mask=torch.ones_like(prompt[row : row + 1]), **settings
+                )
             assert mixed[row, : alone.shape[1]].tolist() == alone[0].tolist()
 
 
@@ -143,7 +145,9 @@ def test_saved_prefix_drops_the_mlp_and_reproduces_the_logits(tiny, tmp_path):
     torch.testing.assert_close(after, before)
     from safetensors.torch import load_file
 
-    assert {k: tuple(v.shape) for k, v in load_file(tmp_path / "prefix.safetensors").items()} == {"self": (4, 2, 4, 5, 64)}
+    assert {k: tuple(v.shape) for k, v in load_file(tmp_path / "prefix.safetensors").items()} == {
+        "self": (4, 2, 4, 5, 64)
+    }
 
 
 @pytest.mark.parametrize(

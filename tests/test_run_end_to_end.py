@@ -41,9 +41,28 @@ def kill_at(step):
 def test_a_run_writes_everything_and_a_rerun_does_nothing(tmp_path, method):
     run_dir, results = experiment.train(config(tmp_path, method), [], str(tmp_path / "run"))
     names = {p.name for p in run_dir.iterdir()}
-    assert {"config.yaml", "config.resolved.yaml", "meta.json", "train_log.jsonl", "checkpoints", "adapter", "predictions", "metrics", "DONE"} <= names
+    assert {
+        "config.yaml",
+        "config.resolved.yaml",
+        "meta.json",
+        "train_log.jsonl",
+        "checkpoints",
+        "adapter",
+        "predictions",
+        "metrics",
+        "DONE",
+    } <= names
     meta = json.loads((run_dir / "meta.json").read_text())
-    assert {"peftrun", "torch", "transformers", "host", "started", "finished", "parameters", "reference_style"} <= set(meta)
+    assert {
+        "peftrun",
+        "torch",
+        "transformers",
+        "host",
+        "started",
+        "finished",
+        "parameters",
+        "reference_style",
+    } <= set(meta)
     assert meta["parameters"]["trainable"] > 0
     records = [json.loads(line) for line in (run_dir / "predictions/dev.jsonl").read_text().splitlines()]
     assert len(records) == 3 and all(len(r["references"]) > 1 for r in records)
@@ -51,7 +70,9 @@ def test_a_run_writes_everything_and_a_rerun_does_nothing(tmp_path, method):
     metrics = json.loads((run_dir / "metrics/dev.json").read_text())
     assert "BLEU" in metrics["scores"] and metrics["scorers"]
     log = [json.loads(line) for line in (run_dir / "train_log.jsonl").read_text().splitlines()]
-    assert any("dev_loss" in r for r in log) and all({"loss", "lr", "tokens_per_s"} <= set(r) for r in log if "loss" in r)
+    assert any("dev_loss" in r for r in log) and all(
+        {"loss", "lr", "tokens_per_s"} <= set(r) for r in log if "loss" in r
+    )
     again_dir, again = experiment.train(config(tmp_path, method), [], str(tmp_path / "run"))
     assert again is None and again_dir == run_dir
 
@@ -60,7 +81,9 @@ def test_prefix_adapter_stores_only_the_key_values(tmp_path):
     run_dir, _ = experiment.train(config(tmp_path, "prefix"), ["method.prefix_len=3"], str(tmp_path / "run"))
     tensors = load_file(run_dir / "adapter/prefix.safetensors")
     assert {k: tuple(v.shape) for k, v in tensors.items()} == {"self": (4, 2, 4, 3, 64)}
-    assert json.loads((run_dir / "adapter/adapter.json").read_text())["parameters"]["stored"] == 4 * 2 * 256 * 3
+    assert (
+        json.loads((run_dir / "adapter/adapter.json").read_text())["parameters"]["stored"] == 4 * 2 * 256 * 3
+    )
 
 
 def test_killed_run_resumes_to_the_same_weights(tmp_path):
@@ -82,13 +105,21 @@ def test_another_config_in_the_same_directory_is_refused(tmp_path):
         experiment.train(config(tmp_path), [], str(tmp_path / "run"), on_update=kill_at(1))
     with pytest.raises(PeftrunError, match="--overwrite"):
         experiment.train(config(tmp_path), ["train.lr=5e-4"], str(tmp_path / "run"))
-    run_dir, results = experiment.train(config(tmp_path), ["train.lr=5e-4", "train.epochs=1"], str(tmp_path / "run"), overwrite=True)
-    assert results is not None and "5e-4" in (run_dir / "config.resolved.yaml").read_text() or "0.0005" in (run_dir / "config.resolved.yaml").read_text()
+    run_dir, results = experiment.train(
+        config(tmp_path), ["train.lr=5e-4", "train.epochs=1"], str(tmp_path / "run"), overwrite=True
+    )
+    assert (
+        results is not None
+        and "5e-4" in (run_dir / "config.resolved.yaml").read_text()
+        or "0.0005" in (run_dir / "config.resolved.yaml").read_text()
+    )
 
 
 def test_best_checkpoint_selection_and_early_stopping(tmp_path):
     run_dir, _ = experiment.train(
-        config(tmp_path), ["train.select=best", "train.early_stopping_patience=1", "train.lr=5e-2", "train.epochs=3"], str(tmp_path / "run")
+        config(tmp_path),
+        ["train.select=best", "train.early_stopping_patience=1", "train.lr=5e-2", "train.epochs=3"],
+        str(tmp_path / "run"),
     )
     meta = json.loads((run_dir / "meta.json").read_text())
     assert meta["best_dev_loss"] is not None

@@ -21,6 +21,8 @@ def load_pairs(cfg: DataConfig, split: str) -> list[Pair]:
         pairs = xsum.load_pairs(
             cfg.files or None, split, url_file=_path(cfg.url_file), extrapolation=cfg.extrapolation
         )
+    if cfg.drop_sources:
+        pairs = [Pair("", pair.target) for pair in pairs]
     if split == "train" and cfg.train_size is not None and cfg.train_size < len(pairs):
         pairs = random.Random(cfg.subset_seed).sample(pairs, cfg.train_size)
     if split == "dev" and cfg.dev_loss_size is not None and cfg.dev_loss_size < len(pairs):

@@ -9,7 +9,7 @@ from contextlib import nullcontext
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_file
 
 from peftrun.method_options import FullOptions
 from peftrun.methods.base import ParamCounts
@@ -23,6 +23,7 @@ class Full:
 
     def __init__(self, loaded: LoadedModel, options: FullOptions) -> None:
         self.model = loaded.model
+        self.tokenizer = loaded.tokenizer
         self.options = options
         self.model.requires_grad_(True)
 
@@ -42,10 +43,14 @@ class Full:
         self.model.load_state_dict(state)
 
     def save(self, directory: Path) -> None:
-        save_model(self.model, str(directory / WEIGHTS))  # handles tied weights (GPT-2's LM head)
+        # A standard HF model folder: later runs can name it as their `model.name`.
+        self.model.save_pretrained(directory)
+        self.tokenizer.save_pretrained(directory)
 
     def load(self, directory: Path) -> None:
-        load_model(self.model, str(directory / WEIGHTS))
+        # save_pretrained leaves tied weights (GPT-2's LM head) out of the file; re-tie them.
+        self.model.load_state_dict(load_file(str(directory / WEIGHTS)), strict=False)
+        self.model.tie_weights()
 
     def counts(self) -> ParamCounts:
         base = count_parameters(self.model.parameters())

@@ -28,7 +28,7 @@ import numpy as np
 
 from peftrun.errors import PeftrunError
 from peftrun.metrics import coco, mteval, ptb_tokenizer
-from peftrun.metrics.e2e import one_line, repair_reference
+from peftrun.metrics.e2e import METRICS, one_line, repair_reference
 
 
 @dataclass
@@ -73,7 +73,7 @@ def paired_bootstrap(
     samples: int = 1000,
     seed: int = 0,
     confidence: float = 0.95,
-    metrics: tuple[str, ...] = ("BLEU", "NIST", "BLEU_py", "NIST_py", "METEOR", "ROUGE_L", "CIDEr"),
+    metrics: tuple[str, ...] = METRICS,
 ) -> dict[str, BootstrapResult]:
     """Paired bootstrap confidence intervals of ``score(B) - score(A)`` per metric.
 
@@ -86,6 +86,9 @@ def paired_bootstrap(
         )
     if num == 0 or samples < 1 or not 0 < confidence < 1:
         raise PeftrunError("need at least one instance, samples >= 1 and 0 < confidence < 1")
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown:
+        raise PeftrunError(f"unknown E2E metric {unknown[0]!r}; choose from {', '.join(METRICS)}")
     hyps_a = [one_line(h) for h in hypotheses_a]
     hyps_b = [one_line(h) for h in hypotheses_b]
     refs = [[repair_reference(r) for r in rs] for rs in references]

@@ -16,8 +16,8 @@ Scores are on the scorer's raw scale (BLEU 0.6925, not 69.25).
 from __future__ import annotations
 
 import importlib.metadata
-from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from peftrun.errors import PeftrunError
