@@ -89,12 +89,33 @@ def evaluate(
     reference_style: Annotated[
         str, typer.Option("--reference-style", help="raw or tokenized references (E2E)")
     ] = "raw",
+    compare: Annotated[
+        list[Path] | None,
+        typer.Option("--compare", help="two run dirs: paired bootstrap CI of B - A (give twice)"),
+    ] = None,
+    samples: Annotated[int, typer.Option("--samples", help="bootstrap resamples (with --compare)")] = 1000,
     as_json: JsonOpt = False,
 ) -> None:
-    """Score a run's predictions, or any outputs file against a dataset split."""
+    """Score a run's predictions, or any outputs file against a dataset split; or compare two runs."""
     try:
         from peftrun import experiment
 
+        if compare:
+            if len(compare) != 2:
+                raise PeftrunError(
+                    "--compare takes exactly two run directories: --compare RUN_A --compare RUN_B"
+                )
+            rows = experiment.compare_runs(compare[0], compare[1], split, samples, seed=0)
+            if as_json:
+                typer.echo(json.dumps(rows, indent=2))
+            else:
+                typer.echo(f"{'metric':<8} {'A':>9} {'B':>9} {'B-A':>9}  95% CI            P(B>A)")
+                for r in rows:
+                    ci = f"[{r['ci_low']:+.4f}, {r['ci_high']:+.4f}]"
+                    typer.echo(
+                        f"{r['metric']:<8} {r['score_a']:9.4f} {r['score_b']:9.4f} {r['delta']:+9.4f}  {ci}  {r['b_better']:.3f}"
+                    )
+            return
         if predictions is not None:
             results = {split: experiment.score_file(predictions, dataset, split, reference_style)}
         elif run_dir is not None:
@@ -125,6 +146,25 @@ def show(config: ConfigArg, overrides: Overrides = None, as_json: JsonOpt = Fals
     else:
         typer.echo(cfg.to_yaml().rstrip())
         typer.echo(f"# run directory: {cfg.run_dir()}")
+
+
+@app.command()
+def params(config: ConfigArg, overrides: Overrides = None, as_json: JsonOpt = False) -> None:
+    """Count parameters: trainable during training, stored after it, both as % of the base model
+    (built from the model's config, no weights needed)."""
+    try:
+        from peftrun import experiment
+
+        counts = experiment.parameter_counts(config, overrides or [])
+    except PeftrunError as err:
+        _fail(err)
+    if as_json:
+        typer.echo(json.dumps(counts, indent=2))
+        return
+    typer.echo(f"model {counts['model']}, method {counts['method']}")
+    typer.echo(f"  base       {counts['base']:>14,}")
+    typer.echo(f"  trainable  {counts['trainable']:>14,}  {counts['trainable_pct']:8.3f}%")
+    typer.echo(f"  stored     {counts['stored']:>14,}  {counts['stored_pct']:8.3f}%")
 
 
 @app.command("ls")

@@ -315,3 +315,36 @@ def score_file(path: Path, dataset: str, split: str, reference_style: str) -> di
         "scorers": report.scorers,
         "notes": report.notes,
     }
+
+
+def parameter_counts(config_path: str | Path, overrides: list[str]) -> dict[str, Any]:
+    """Trainable and stored parameters of the configured method, built without weights."""
+    from peftrun import models
+    from peftrun.methods import METHODS
+
+    cfg = resolve(config_path, overrides, None)
+    counts = METHODS[cfg.method.kind](models.skeleton(cfg.model.name), cfg.method).counts()
+    return {"model": cfg.model.name, "method": cfg.method.kind, **counts.as_dict()}
+
+
+def compare_runs(
+    run_a: str | Path, run_b: str | Path, split: str, samples: int, seed: int
+) -> list[dict[str, Any]]:
+    """Paired bootstrap (Koehn 2004) of B − A over the instances both runs decoded (E2E)."""
+    from dataclasses import asdict
+
+    from peftrun.metrics.bootstrap import paired_bootstrap
+
+    records_a, records_b = Run(Path(run_a)).read_predictions(split), Run(Path(run_b)).read_predictions(split)
+    if [r["id"] for r in records_a] != [r["id"] for r in records_b]:
+        raise PeftrunError(
+            f"{run_a} and {run_b} decoded different {split} instances; compare runs of the same split"
+        )
+    results = paired_bootstrap(
+        [r["output"] for r in records_a],
+        [r["output"] for r in records_b],
+        [r["references"] for r in records_a],
+        samples=samples,
+        seed=seed,
+    )
+    return [asdict(result) for result in results.values()]

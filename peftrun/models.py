@@ -165,3 +165,16 @@ def attention_sites(model) -> dict[str, list]:
 def count_parameters(parameters) -> int:
     """Distinct parameters' sizes (tied weights, e.g. GPT-2's embedding and LM head, count once)."""
     return sum(p.numel() for p in {id(p): p for p in parameters}.values())
+
+
+def skeleton(name: str) -> LoadedModel:
+    """The model's architecture on the meta device (no weights, no memory, no tokenizer): enough to
+    count parameters at real sizes offline."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+    config = hf_config(name)
+    auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
+    with torch.device("meta"):
+        model = auto.from_config(config)
+    return LoadedModel(model, None, summarize(config), name)

@@ -23,7 +23,7 @@ def test_help_does_not_import_torch_or_transformers():
 
 
 def test_every_command_has_help():
-    for command in ["train", "eval", "decode", "show", "ls"]:
+    for command in ["train", "eval", "decode", "show", "ls", "params"]:
         result = runner.invoke(app, [command, "--help"])
         assert result.exit_code == 0, result.output
         assert len(result.output) > 100
@@ -61,3 +61,48 @@ def test_user_errors_are_one_line_without_traceback(tmp_path):
 def test_ls_on_an_empty_folder(tmp_path):
     result = runner.invoke(app, ["ls", str(tmp_path), "--json"])
     assert result.exit_code == 0 and json.loads(result.stdout) == []
+
+
+def test_params_counts_real_sizes_offline():
+    result = runner.invoke(app, ["params", str(ROOT / "configs/e2e/gpt2-medium/prefix.yaml"), "--json"])
+    assert result.exit_code == 0, result.output
+    counts = json.loads(result.stdout)
+    assert (counts["base"], counts["trainable"], counts["stored"]) == (354_823_168, 25_744_896, 245_760)
+
+
+def _fake_run(path, outputs):
+    from peftrun.runs import Run
+
+    refs = [
+        ["the cat sat on the mat", "a cat sat on a mat"],
+        ["dogs bark loudly at night", "the dog barks at night"],
+    ] * 10
+    records = [
+        {"id": str(i), "source": "s", "output": o, "references": r}
+        for i, (o, r) in enumerate(zip(outputs, refs, strict=True))
+    ]
+    Run(path).write_predictions("dev", records)
+    return path
+
+
+def test_compare_gives_a_bootstrap_interval(tmp_path):
+    good = _fake_run(tmp_path / "a", ["the cat sat on the mat", "the dog barks at night"] * 10)
+    bad = _fake_run(tmp_path / "b", ["cat", "night"] * 10)
+    result = runner.invoke(
+        app,
+        [
+            "eval",
+            "--compare",
+            str(good),
+            "--compare",
+            str(bad),
+            "--split",
+            "dev",
+            "--samples",
+            "200",
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    rows = {r["metric"]: r for r in json.loads(result.stdout)}
+    assert rows["BLEU"]["delta"] < 0 and rows["BLEU"]["ci_high"] < 0 and rows["BLEU"]["b_better"] == 0.0
