@@ -113,7 +113,7 @@ def evaluate(
                 for r in rows:
                     ci = f"[{r['ci_low']:+.4f}, {r['ci_high']:+.4f}]"
                     typer.echo(
-                        f"{r['metric']:<8} {r['score_a']:9.4f} {r['score_b']:9.4f} {r['delta']:+9.4f}  {ci}  {r['b_better']:.3f}"
+                        f"{r['metric']:<8} {r['score_a']:9.4f} {r['score_b']:9.4f} {r['delta']:+9.4f}  {ci}  {r['b_better']:.3f}"  # noqa: E501
                     )
             return
         if predictions is not None:
@@ -189,7 +189,7 @@ def list_runs(
             f"{s}:{v:.4f}" if isinstance(v, float) else f"{s}:-" for s, v in row["scores"].items()
         )
         typer.echo(
-            f"{row['status']:<10} {row['method'] or '?':<8} {row['model'] or '?':<20} {row['key_metric']} {scores or '-'}  {row['run']}"
+            f"{row['status']:<10} {row['method'] or '?':<8} {row['model'] or '?':<20} {row['key_metric']} {scores or '-'}  {row['run']}"  # noqa: E501
         )
 
 

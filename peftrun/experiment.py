@@ -130,7 +130,7 @@ def train(
     )
     log(f"run {run.path} ({'resuming' if state == 'resume' else 'new'})")
     log(
-        f"parameters: base {counts['base']:,}; trainable {counts['trainable']:,} ({counts['trainable_pct']:.3f}%); "
+        f"parameters: base {counts['base']:,}; trainable {counts['trainable']:,} ({counts['trainable_pct']:.3f}%); "  # noqa: E501
         f"stored {counts['stored']:,} ({counts['stored_pct']:.3f}%)"
     )
     if session.method.trainable_parameters() and train_pairs:
@@ -299,7 +299,7 @@ def score_file(path: Path, dataset: str, split: str, reference_style: str) -> di
     outputs = read_outputs(Path(path))
     if len(outputs) != len(instances):
         raise PeftrunError(
-            f"{path} has {len(outputs)} outputs; {dataset} {split} needs {len(instances)} (one per instance, official order)"
+            f"{path} has {len(outputs)} outputs; {dataset} {split} needs {len(instances)} (one per instance, official order)"  # noqa: E501
         )
     empty = sum(1 for o in outputs if not o.strip())
     if empty:

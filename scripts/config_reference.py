@@ -33,7 +33,7 @@ def rows(model: type[BaseModel], prefix: str) -> list[str]:
 def main() -> None:
     print("| key | type | default | meaning |\n|---|---|---|---|")
     print(
-        "| `name` | `str \\| None` | `None` | run name (default: dataset-model-method); the run dir adds a config hash |"
+        "| `name` | `str \\| None` | `None` | run name (default: dataset-model-method); the run dir adds a config hash |"  # noqa: E501
     )
     for section in ("model", "data", "train", "decode", "output"):
         print("\n".join(rows(Config.model_fields[section].annotation, f"{section}.")))

@@ -15,7 +15,7 @@ runner = CliRunner()
 
 
 def test_help_does_not_import_torch_or_transformers():
-    code = "import sys; from peftrun.cli import app; import peftrun.config; print('torch' in sys.modules, 'transformers' in sys.modules)"
+    code = "import sys; from peftrun.cli import app; import peftrun.config; print('torch' in sys.modules, 'transformers' in sys.modules)"  # noqa: E501
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
     help_out = subprocess.run([sys.executable, "-m", "peftrun", "--help"], capture_output=True, text=True)

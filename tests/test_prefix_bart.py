@@ -160,7 +160,7 @@ def test_bart_large_prefix_counts():
 
 
 def test_beam_search_with_a_prefix_batch_equals_each_source_alone(bart):
-    from peftrun.config import DecodeConfig, DataConfig
+    from peftrun.config import DataConfig, DecodeConfig
     from peftrun.data.formats import text_format
     from peftrun.decode import generate
 

@@ -1,3 +1,4 @@
+# ruff: noqa: E501
 """Whole runs on the tiny model: the run directory, resuming a killed run, refusing another config."""
 
 from __future__ import annotations
