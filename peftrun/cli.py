@@ -86,6 +86,12 @@ def evaluate(
     ] = None,
     dataset: Annotated[str, typer.Option("--dataset", help="e2e or xsum (with --predictions)")] = "e2e",
     split: Annotated[str, typer.Option("--split", help="dev or test (with --predictions)")] = "test",
+    references: Annotated[
+        Path | None,
+        typer.Option(
+            "--references", help="references file (.csv mr/ref, .jsonl, or blank-line-separated text)"
+        ),
+    ] = None,
     reference_style: Annotated[
         str, typer.Option("--reference-style", help="raw or tokenized references (E2E)")
     ] = "raw",
@@ -117,7 +123,7 @@ def evaluate(
                     )
             return
         if predictions is not None:
-            results = {split: experiment.score_file(predictions, dataset, split, reference_style)}
+            results = {split: experiment.score_file(predictions, dataset, split, reference_style, references)}
         elif run_dir is not None:
             results = experiment.rescore(run_dir)
         else:

@@ -285,46 +285,49 @@ def read_outputs(path: Path) -> list[str]:
     return outputs
 
 
-def score_file(path: Path, dataset: str, split: str, reference_style: str) -> dict[str, Any]:
-    """Score any outputs file against a dataset split's references (official order)."""
+def score_file(
+    path: Path, dataset: str, split: str, reference_style: str, references: Path | None = None
+) -> dict[str, Any]:
+    """Score any outputs file against a dataset split's references (official order), or against
+    a references file."""
     from peftrun import data
     from peftrun.config import DataConfig
+    from peftrun.data.references import read_references
     from peftrun.metrics import score
 
-    try:
-        data_cfg = DataConfig(dataset=dataset, reference_style=reference_style)
-    except ValueError:
-        raise PeftrunError("--dataset must be e2e or xsum and --reference-style raw or tokenized") from None
-    instances = data.load_instances(data_cfg, split)
+    if references is not None:
+        refs, source = read_references(Path(references)), str(references)
+    else:
+        try:
+            data_cfg = DataConfig(dataset=dataset, reference_style=reference_style)
+        except ValueError:
+            raise PeftrunError(
+                "--dataset must be e2e or xsum and --reference-style raw or tokenized"
+            ) from None
+        refs, source = (
+            [list(i.references) for i in data.load_instances(data_cfg, split)],
+            f"{dataset} {split}",
+        )
     outputs = read_outputs(Path(path))
-    if len(outputs) != len(instances):
+    if len(outputs) != len(refs):
         raise PeftrunError(
-            f"{path} has {len(outputs)} outputs; {dataset} {split} needs {len(instances)} (one per instance, official order)"  # noqa: E501
+            f"{path} has {len(outputs)} outputs; {source} has {len(refs)} instances (expected {len(refs)}, one per instance, in order)"  # noqa: E501
         )
     empty = sum(1 for o in outputs if not o.strip())
     if empty:
         log(f"warning: {empty} empty outputs (scored as empty)")
-    report = score(dataset, outputs, [list(i.references) for i in instances])
+    report = score(dataset, outputs, refs)
     for note in report.notes:
         log(f"note: {note}")
     return {
         "split": split,
         "dataset": dataset,
+        "references": source,
         "reference_style": reference_style,
         "scores": report.scores,
         "scorers": report.scorers,
         "notes": report.notes,
     }
-
-
-def parameter_counts(config_path: str | Path, overrides: list[str]) -> dict[str, Any]:
-    """Trainable and stored parameters of the configured method, built without weights."""
-    from peftrun import models
-    from peftrun.methods import METHODS
-
-    cfg = resolve(config_path, overrides, None)
-    counts = METHODS[cfg.method.kind](models.skeleton(cfg.model.name), cfg.method).counts()
-    return {"model": cfg.model.name, "method": cfg.method.kind, **counts.as_dict()}
 
 
 def compare_runs(
@@ -348,3 +351,13 @@ def compare_runs(
         seed=seed,
     )
     return [asdict(result) for result in results.values()]
+
+
+def parameter_counts(config_path: str | Path, overrides: list[str]) -> dict[str, Any]:
+    """Trainable and stored parameters of the configured method, built without weights."""
+    from peftrun import models
+    from peftrun.methods import METHODS
+
+    cfg = resolve(config_path, overrides, None)
+    counts = METHODS[cfg.method.kind](models.skeleton(cfg.model.name), cfg.method).counts()
+    return {"model": cfg.model.name, "method": cfg.method.kind, **counts.as_dict()}

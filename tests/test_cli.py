@@ -106,3 +106,44 @@ def test_compare_gives_a_bootstrap_interval(tmp_path):
     assert result.exit_code == 0, result.output
     rows = {r["metric"]: r for r in json.loads(result.stdout)}
     assert rows["BLEU"]["delta"] < 0 and rows["BLEU"]["ci_high"] < 0 and rows["BLEU"]["b_better"] == 0.0
+
+
+def test_eval_any_outputs_file_against_a_references_file(tmp_path):
+    refs = tmp_path / "refs.jsonl"
+    refs.write_text(
+        '{"summary": "the council closed the road"}\n{"references": ["rain fell", "it rained"]}\n'
+    )
+    outputs = tmp_path / "out.txt"
+    outputs.write_text("the council closed the road\nrain fell\n")
+    result = runner.invoke(
+        app, ["eval", "--predictions", str(outputs), "--references", str(refs), "--dataset", "xsum", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["test"]["ROUGE-1"] == 100.0
+    outputs.write_text("only one line\n")
+    result = runner.invoke(
+        app, ["eval", "--predictions", str(outputs), "--references", str(refs), "--dataset", "xsum"]
+    )
+    assert result.exit_code != 0 and "expected 2" in result.output
+    bad = tmp_path / "refs.csv"
+    bad.write_text("source,target\na,b\n")
+    result = runner.invoke(app, ["eval", "--predictions", str(outputs), "--references", str(bad)])
+    assert result.exit_code != 0 and "'mr' and 'ref'" in result.output
+    outputs.write_bytes(b"caf\xe9\n")
+    result = runner.invoke(
+        app, ["eval", "--predictions", str(outputs), "--references", str(refs), "--dataset", "xsum"]
+    )
+    assert result.exit_code != 0 and "UTF-8" in result.output
+
+
+def test_eval_e2e_outputs_file_against_the_official_split(tmp_path):
+    from peftrun.data import e2e
+
+    instances = e2e.load_instances("dev")
+    outputs = tmp_path / "out.txt"
+    outputs.write_text("".join(i.references[0] + "\n" for i in instances))
+    result = runner.invoke(
+        app, ["eval", "--predictions", str(outputs), "--dataset", "e2e", "--split", "dev", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["dev"]["BLEU"] > 0.5
