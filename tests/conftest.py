@@ -34,3 +34,10 @@ def write_config(tmp_path: Path, text: str, name: str = "cfg.yaml") -> Path:
     path = tmp_path / name
     path.write_text(text, encoding="utf-8")
     return path
+
+
+def shared_path(*parts: str | Path) -> Path:
+    """A path under ../shared: skip locally when it is missing, fail under CI."""
+    path = SHARED.joinpath(*parts)
+    require(path.exists(), f"{path} is missing (the shared data folder beside this checkout)")
+    return path

@@ -2,26 +2,16 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
+from conftest import shared_path as shared_file
 
 from peftrun.data import bbc_urls
 from peftrun.errors import PeftrunError
 
 FIXTURE = Path(__file__).parent / "fixtures" / "xsum_urls.txt"
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-
-
-def shared_file(*parts: str) -> Path:
-    """A file under the shared data folder: skip locally when absent, fail on CI."""
-    path = SHARED.joinpath(*parts)
-    if not path.exists():
-        if os.environ.get("CI"):
-            pytest.fail(f"{path} is missing; CI must provide the shared data folder")
-        pytest.skip(f"{path} is missing (no shared data folder beside this checkout)")
-    return path
 
 
 def ids(*numbers: int) -> set[str]:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import lzma
-import os
 from importlib import resources
 from pathlib import Path
 
 import pytest
+from conftest import shared_path as _shared
 
 from peftrun.data import e2e
 from peftrun.data.examples import Instance, Pair
@@ -17,15 +17,6 @@ from peftrun.errors import PeftrunError
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 E2E = SHARED / "data" / "e2e"
 TRAIN_SHA256 = "f27d48df45815288ab15619d47a79028c300fbb7f42e373668aba0b98c1d57c6"
-
-
-def _shared(path: Path) -> Path:
-    """Skip locally when the shared data is missing; under CI it must be there."""
-    if not path.exists():
-        if os.environ.get("CI"):
-            pytest.fail(f"{path} is missing (required under CI)")
-        pytest.skip(f"{path} is missing (the shared data folder beside the repo)")
-    return path
 
 
 def _packaged(name: str) -> bytes:

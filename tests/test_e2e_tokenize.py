@@ -7,10 +7,10 @@ official CSVs: ``src1_test.txt`` with ``testset_w_refs.csv``, ``src1_valid.txt``
 from __future__ import annotations
 
 import csv
-import os
 from pathlib import Path
 
 import pytest
+from conftest import shared_path as _shared
 
 from peftrun.data.e2e_tokenize import tokenize_reference
 from peftrun.errors import PeftrunError
@@ -26,15 +26,6 @@ FILES = {
 # Lines our rules do not rebuild: none today. Add (line number, ours, file's) here if a rule
 # change ever trades one line for many; the test pins both the count and the lines.
 KNOWN_MISMATCHES: dict[str, list[tuple[int, str, str]]] = {"test": [], "valid": []}
-
-
-def _shared(path: Path) -> Path:
-    """Skip locally when the shared data is missing; under CI it must be there."""
-    if not path.exists():
-        if os.environ.get("CI"):
-            pytest.fail(f"{path} is missing (required under CI)")
-        pytest.skip(f"{path} is missing (the shared data folder beside the repo)")
-    return path
 
 
 def _file_references(name: str) -> list[str]:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 import types
 from pathlib import Path
 
 import pytest
+from conftest import shared_path as shared_file
 
 from peftrun.data import xsum
 from peftrun.data.examples import Instance, Pair
@@ -17,16 +17,6 @@ from peftrun.errors import PeftrunError
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 URL_FIXTURE = Path(__file__).parent / "fixtures" / "xsum_urls.txt"
 EMPTY_DOCUMENT_ID = "32556640"  # the one validation article with an empty document
-
-
-def shared_file(*parts: str) -> Path:
-    """A file under the shared data folder: skip locally when absent, fail on CI."""
-    path = SHARED.joinpath(*parts)
-    if not path.exists():
-        if os.environ.get("CI"):
-            pytest.fail(f"{path} is missing; CI must provide the shared data folder")
-        pytest.skip(f"{path} is missing (no shared data folder beside this checkout)")
-    return path
 
 
 def sample(name: str) -> Path:
