@@ -91,6 +91,24 @@ def tokenize_py(text: str) -> list[str]:
     return re.sub(r"\s+", " ", text).strip().split(" ")
 
 
+# Characters where Python's and Perl's white space differ.
+_WS_DIFFERS = re.compile("[\n\r\x0b\x0c\x1c-\x1f]")
+
+
+def _perl_from_py(text: str, py_tokens: list[str]) -> list[str]:
+    """Perl tokens, reusing the pymteval tokens of the same text where provably equal.
+
+    Without line breaks, control separators, non-ASCII white space or non-ASCII letters
+    that lower-case differently, the two tokenisers differ only in ASCII lower-casing and
+    in giving an empty text no words (Perl) or one empty word (pymteval).
+    """
+    if _WS_DIFFERS.search(text) or not (
+        text.isascii() or all(c.isascii() or (c.lower() == c and not c.isspace()) for c in set(text))
+    ):
+        return tokenize_perl(text)
+    return [] if py_tokens == [""] else [t.lower() for t in py_tokens]
+
+
 def ngram_counts(tokens: Sequence[str], max_n: int) -> Counter[tuple[str, ...]]:
     """Counts of all 1..max_n-grams of ``tokens``: unigrams first, each order by first position."""
     counts: Counter[tuple[str, ...]] = Counter()
@@ -143,13 +161,19 @@ def _closest_perl(ref_lens: list[int], hyp_len: int) -> int:
 def instance_stats(hypotheses: Sequence[str], references: Sequence[Sequence[str]]) -> InstanceStats:
     """Tokenise once and collect both variants' per-instance statistics."""
     count = _Counter()
+    py_tokens = [tokenize_py(h) for h in hypotheses], [[tokenize_py(r) for r in rs] for rs in references]
+    perl_tokens = (
+        [_perl_from_py(h, toks) for h, toks in zip(hypotheses, py_tokens[0], strict=True)],
+        [
+            [_perl_from_py(r, t) for r, t in zip(rs, ts, strict=True)]
+            for rs, ts in zip(references, py_tokens[1], strict=True)
+        ],
+    )
     variants = {}
-    for name, tokenize, lower in (
-        ("perl", tokenize_perl, lambda toks: toks),
-        ("py", tokenize_py, lambda toks: [t.lower() for t in toks]),
+    for name, (hyps, refs), lower in (
+        ("perl", perl_tokens, lambda toks: toks),
+        ("py", py_tokens, lambda toks: [t.lower() for t in toks]),
     ):
-        hyps = [tokenize(h) for h in hypotheses]
-        refs = [[tokenize(r) for r in rs] for rs in references]
         hyp_counts = [count(lower(h)) for h in hyps]
         ref_counts = [[count(lower(r)) for r in rs] for rs in refs]
         # NIST information weights come from n-gram counts over all references of the set;

@@ -403,10 +403,17 @@ RULES = [
     [_rule("(?s:.)", None, _SKIP)],  # untokenizable: deleted (the lexer's default)
 ]
 
-# Fast path: a run of letters followed by white space can only be a WORD (or rules that
-# return the same text), except the few literal rules that split a word.
-_PLAIN_WORD = re.compile(r"[A-Za-z\u00C0-\u00D6\u00D8-\u00F6\u00F8-\u00FF]+(?=[ \t\n]|\Z)")
+# Fast paths for the shapes most E2E tokens have; each gives what the full scan gives.
+# A run of letters followed by white space, or by one of .,;:!? and white space, can only
+# be a WORD (or rules returning the same text), unless it is one of the literal words the
+# lexer splits or an abbreviation that keeps its period.
+_FAST_WORD = re.compile(r"([A-Za-z\u00C0-\u00D6\u00D8-\u00F6\u00F8-\u00FF]+)(?=([.,;:!?])?(?:[ \t\n]|\Z))")
 _SPLIT_WORDS = frozenset(["cannot", "gonna", "gotta", "lemme", "gimme", "wanna"])
+_ABBREVIATION = re.compile(
+    "|".join(f"(?:{m})" for m in (M["ABBREV1"], M["ABBREV4"] + r"\.", M["ABBREV3"], M["PTY"], M["ACRONYM"]))
+)
+# , ; : or a run of ?! before white space; a period too, unless ". ." starts an ellipsis.
+_FAST_PUNCT = re.compile(r"(?:[,;:]|[?!]+|\.(?! \.))(?=[ \t\n]|\Z)")
 _SPACES = re.compile(M["SPACE"] + "+")  # one skipped run: a NBSP after a space joins it
 _SPACENL_END = re.compile(f"{M['SPACENL']}+$")
 
@@ -448,10 +455,12 @@ def tokenize_text(text: str) -> str:
         if ch == " " or ch == "\t":
             pos = _SPACES.match(text, pos).end()
             continue
-        m = _PLAIN_WORD.match(text, pos)
-        if m and m.group().lower() not in _SPLIT_WORDS:
-            line.append(m.group().lower())
-            pos = m.end()
+        m = _FAST_WORD.match(text, pos) or _FAST_PUNCT.match(text, pos)
+        if m and not (
+            m.lastindex and (m[1].lower() in _SPLIT_WORDS or (m[2] == "." and _ABBREVIATION.match(text, pos)))
+        ):
+            line.append(m[0].lower() if m.lastindex is None else m[1].lower())
+            pos = m.end() if m.lastindex is None else m.end(1)
             continue
         tok, n = _scan(text, pos)
         pos += n
