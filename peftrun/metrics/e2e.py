@@ -46,6 +46,19 @@ def java_available() -> bool:
     return coco.java_available()
 
 
+def prestart_meteor() -> None:
+    """Start METEOR's JVM now, in the background (e.g. when training starts).
+
+    Loading its paraphrase tables takes several seconds; a later :func:`score_e2e` then
+    finds the process ready.  Does nothing without Java.
+    """
+    if java_available():
+        try:
+            coco.meteor_process()
+        except OSError:
+            pass  # score_e2e reports it
+
+
 def one_line(text: str) -> str:
     """The scorer reads one text per line, so no text it scores contains a line break."""
     return text.replace("\r\n", " ").replace("\n", " ").replace("\r", " ")

@@ -169,53 +169,59 @@ def instance_stats(hypotheses: Sequence[str], references: Sequence[Sequence[str]
             for rs, ts in zip(references, py_tokens[1], strict=True)
         ],
     )
-    variants = {}
+    stats = InstanceStats([], [], [], [])
+    # Both variants usually see the same (cached, identical) count objects: share the work.
+    totals_cache: dict[tuple[int, ...], Counter[tuple[str, ...]]] = {}
+    clip_cache: dict[tuple[int, ...], list[tuple[tuple[str, ...], int]]] = {}
     for name, (hyps, refs), lower in (
         ("perl", perl_tokens, lambda toks: toks),
         ("py", py_tokens, lambda toks: [t.lower() for t in toks]),
     ):
         hyp_counts = [count(lower(h)) for h in hyps]
         ref_counts = [[count(lower(r)) for r in rs] for rs in refs]
-        # NIST information weights come from n-gram counts over all references of the set;
-        # the empty prefix counts every reference word.
-        totals: Counter[tuple[str, ...]] = Counter(
-            chain.from_iterable(c.elements() for cs in ref_counts for c in cs)
-        )
-        totals[()] = sum(len(r) for rs in refs for r in rs)
-        variants[name] = (hyps, refs, hyp_counts, ref_counts, totals)
-
-    stats = InstanceStats([], [], [], [])
-    for name in ("perl", "py"):
-        hyps, refs, hyp_counts, ref_counts, info = variants[name]
+        key = tuple(id(c) for cs in ref_counts for c in cs)
+        if key not in totals_cache:
+            # NIST information weights come from n-gram counts over all references of the
+            # set; the empty prefix counts every reference word.
+            totals_cache[key] = Counter(chain.from_iterable(c.elements() for cs in ref_counts for c in cs))
+            totals_cache[key][()] = sum(len(r) for rs in refs for r in rs)
+        totals = totals_cache[key]
         for hyp, rs, hc, rc in zip(hyps, refs, hyp_counts, ref_counts, strict=True):
-            bleu, nist = _segment(name, len(hyp), [len(r) for r in rs], hc, rc, info)
+            clip_key = (id(hc), *map(id, rc))
+            if clip_key not in clip_cache:
+                clip_cache[clip_key] = _clip(hc, rc)
+            bleu, nist = _segment(name, len(hyp), [len(r) for r in rs], clip_cache[clip_key], totals)
             getattr(stats, f"bleu_{name}").append(bleu)
             getattr(stats, f"nist_{name}").append(nist)
     return stats
+
+
+def _clip(
+    hyp_counts: Counter[tuple[str, ...]], ref_counts: list[Counter[tuple[str, ...]]]
+) -> list[tuple[tuple[str, ...], int]]:
+    """Hypothesis n-grams with their counts clipped to the most in any one reference (> 0)."""
+    ref_gets = [rc.get for rc in ref_counts]
+    clipped = ((gram, min(c, max([get(gram, 0) for get in ref_gets]))) for gram, c in hyp_counts.items())
+    return [(gram, c) for gram, c in clipped if c]
 
 
 def _segment(
     variant: str,
     hyp_len: int,
     ref_lens: list[int],
-    hyp_counts: Counter[tuple[str, ...]],
-    ref_counts: list[Counter[tuple[str, ...]]],
+    clipped: list[tuple[tuple[str, ...], int]],
     totals: Counter[tuple[str, ...]],
 ) -> tuple[list[float], list[float]]:
     matches = [0] * NIST_N
     weighted: list[list[float]] = [[] for _ in range(NIST_N)]  # info * clipped count, in order
-    ref_gets = [rc.get for rc in ref_counts]
-    for gram, c in hyp_counts.items():
-        clipped = min(c, max([get(gram, 0) for get in ref_gets]))
-        if not clipped:
-            continue
+    for gram, c in clipped:
         n = len(gram)
-        matches[n - 1] += clipped
+        matches[n - 1] += c
         count, prefix = totals[gram], totals[gram[:-1]]
         if variant == "perl":  # -log(count/prefix)/log 2, as the Perl script writes it
-            weighted[n - 1].append(-math.log(count / prefix) / math.log(2) * clipped)
+            weighted[n - 1].append(-math.log(count / prefix) / math.log(2) * c)
         else:  # pymteval: math.log(prefix/count, 2)
-            weighted[n - 1].append(math.log(prefix / float(count), 2) * clipped)
+            weighted[n - 1].append(math.log(prefix / float(count), 2) * c)
     infos = [sum(w) for w in weighted]
     if variant == "perl":
         hyp_ngrams = [max(0, hyp_len - n + 1) for n in range(1, NIST_N + 1)]

@@ -9,10 +9,11 @@ match wins, trailing context ``r1/r2`` counts towards the length, ties go to the
 rule), with the lexer's default options (``ptb3Escaping``: ``(`` -> ``-LRB-``, ``"`` ->
 `````/``''``, ``£`` -> ``#``; untokenizable characters deleted; no americanisation).
 
-Rules are translated from the lexer definition, not copied code.  Scope: the BMP text
-seen in E2E (letters incl. accents, digits, ``.,;:!?'"-£$&()/``); equality with the
-Java tokenizer is tested on every E2E reference and system output we have plus a fuzz
-corpus.  Known gaps: characters outside the BMP (Java sees UTF-16 halves) and
+Rules are translated from the lexer definition, not copied code; plain words and
+punctuation before white space take a fast path that yields what the full scan yields.
+Scope: the BMP text seen in E2E (letters incl. accents, digits, ``.,;:!?'"-£$&()/``);
+equality with the Java tokenizer is tested on every E2E reference and system output we
+have plus a fuzz corpus.  Known gaps: characters outside the BMP (Java sees UTF-16 halves) and
 Unicode-version differences between Java 7's character tables and Python's.
 
 Two COCO quirks are kept on purpose because the official scores depend on them:

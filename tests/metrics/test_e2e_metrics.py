@@ -73,3 +73,9 @@ def test_line_breaks_in_outputs_are_spaces() -> None:
     joined = score_e2e(["The Eagle is a pub."], [["The Eagle is a pub."]], metrics=("BLEU", "CIDEr"))
     assert split.scores == joined.scores
     assert split.notes
+
+
+def test_prestart_meteor_does_nothing_without_java(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(coco, "java_available", lambda: False)
+    monkeypatch.setattr(coco, "meteor_process", lambda: pytest.fail("must not start METEOR"))
+    e2e.prestart_meteor()
