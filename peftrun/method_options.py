@@ -75,10 +75,69 @@ class PrefixOptions(_Options):
             )
 
 
+class TopKOptions(_Options):
+    """Fine-tune only the top k transformer layers (+ the final norm): Li & Liang's FT-top2."""
+
+    kind: Literal["top-k"] = "top-k"
+    k: int = Field(gt=0, description="how many of the top (decoder) layers train (paper: 2)")
+    train_embeddings: bool = Field(
+        True,
+        description="also train the token embedding (as the paper's FT-top2 did); GPT-2 and BART "
+        "tie it to the LM head, so this trains both",
+    )
+
+    def check(self, arch: ArchSummary) -> None:
+        if self.k > arch.n_layer:
+            raise PeftrunError(
+                f"method.k={self.k} exceeds the model's {arch.n_layer} (decoder) layers; "
+                f"use k <= {arch.n_layer}"
+            )
+
+
+class BitFitOptions(_Options):
+    """BitFit (Ben Zaken et al. 2022): only bias terms train."""
+
+    kind: Literal["bitfit"] = "bitfit"
+
+
+class FeatureExtractionOptions(_Options):
+    """Frozen model; only a new (untied) output head and the final norm train."""
+
+    kind: Literal["feature-extraction"] = "feature-extraction"
+
+
+LORA_TARGETS: tuple[str, ...] = ("q", "k", "v", "o")
+
+
+class LoRAOptions(_Options):
+    """LoRA (Hu et al. 2021): W x + (alpha/r)·B·A x on the chosen attention projections."""
+
+    kind: Literal["lora"] = "lora"
+    rank: int = Field(4, gt=0, description="rank r of the update B·A")
+    alpha: float = Field(32.0, gt=0, description="scale numerator: the update is multiplied by alpha/r")
+    dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the LoRA branch's input")
+    targets: tuple[str, ...] = Field(
+        ("q", "v"), description="attention projections to adapt: q, k, v, o (paper: q, v)"
+    )
+    merge: bool = Field(False, description="after loading, fold B·A into the base weights for inference")
+
+    def check(self, arch: ArchSummary) -> None:
+        unknown = [t for t in self.targets if t not in LORA_TARGETS]
+        if unknown or not self.targets or len(set(self.targets)) != len(self.targets):
+            raise PeftrunError(
+                f"method.targets={list(self.targets)} is not a non-empty list of distinct "
+                f"projections; valid ones: {', '.join(LORA_TARGETS)}"
+            )
+
+
 # One line per method: its `kind` and its options class.
 OPTIONS_BY_KIND: dict[str, type[_Options]] = {
     "full": FullOptions,
     "prefix": PrefixOptions,
+    "top-k": TopKOptions,
+    "bitfit": BitFitOptions,
+    "feature-extraction": FeatureExtractionOptions,
+    "lora": LoRAOptions,
 }
 METHOD_KINDS: tuple[str, ...] = tuple(OPTIONS_BY_KIND)
 MethodOptions = Annotated[Union[tuple(OPTIONS_BY_KIND.values())], Field(discriminator="kind")]  # noqa: UP007

@@ -1,0 +1,195 @@
+"""LoRA: Low-Rank Adaptation (Hu et al., ICLR 2022, arXiv 2106.09685).
+
+A frozen weight W (d_out x d_in) gets a trained low-rank update; for an input x,
+
+    h = W x + (alpha / r) · B A x        A: (r x d_in), B: (d_out x r), r << min(d_in, d_out)
+
+A is initialised randomly (Kaiming-uniform, as nn.Linear and HF peft do; the paper says Gaussian)
+and B = 0, so training starts exactly at the pretrained model. Only A and B train and are stored.
+
+             x ──────────────┬──────────────┐
+                             │              │
+                      ┌──────┴──────┐   dropout
+                      │  W (frozen) │   ┌───┴───┐
+                      │             │   │ A r×in│  (trained)
+                      └──────┬──────┘   └───┬───┘
+                             │          ┌───┴───┐
+                             │          │B out×r│  (trained, init 0)
+                             │          └───┬───┘
+                             │            ·alpha/r
+                             └──── + ───────┘
+                                   │
+                                   h
+
+Targets (the paper's setting: W_q and W_v). BART: `q_proj`, `v_proj` (k → `k_proj`,
+o → `out_proj`) in every attention module — encoder self-, decoder self- and cross-attention.
+GPT-2 fuses q, k, v in one `c_attn` Conv1D (weight (d, 3d), y = x W + b): each chosen projection
+gets its own A, B that update only its output columns (q: [0:d], k: [d:2d], v: [2d:3d]), so the k
+slice is untouched when targets are (q, v); o → `attn.c_proj` whole.
+
+Implementation: our own (`LoRALayer`, a wrapper around the original layer that adds the low-rank
+update to the chosen output slices), not HF peft, because peft's GPT-2 LoRA adapts the whole fused
+`c_attn` (q, k and v together), which is not the paper's q/v-only setting. The base model is frozen
+and stays in eval mode (no dropout) like prefix-tuning; only the LoRA dropout follows
+`set_training`. The update is always on (`active` is a no-op). With `merge`, `load` folds
+(alpha/r)·B A into the base weights for inference (`merged` is then True and the branch is skipped).
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from torch.nn import functional as F
+
+from peftrun.method_options import LoRAOptions
+from peftrun.methods.base import ParamCounts
+from peftrun.models import LoadedModel, attention_sites, count_parameters
+
+WEIGHTS = "lora.safetensors"
+
+
+class LoRALayer(nn.Module):
+    """`base(x)` plus (alpha/r)·B A x on each named slice [start, end) of the output features.
+
+    `base` is an nn.Linear (weight (out, in)) or a GPT-2 Conv1D (weight (in, out))."""
+
+    def __init__(
+        self, base: nn.Module, slices: dict[str, tuple[int, int]], rank: int, alpha: float, dropout: float
+    ) -> None:
+        super().__init__()
+        self.base = base
+        self.transposed = not isinstance(base, nn.Linear)  # Conv1D stores (in, out)
+        weight = base.weight
+        in_features, self.out_features = weight.shape[::-1] if not self.transposed else weight.shape
+        self.slices = dict(slices)
+        self.scale = alpha / rank
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.lora_A = nn.ParameterDict()
+        self.lora_B = nn.ParameterDict()
+        for name, (start, end) in self.slices.items():
+            a = torch.empty(rank, in_features, device=weight.device, dtype=weight.dtype)
+            nn.init.kaiming_uniform_(a, a=math.sqrt(5))
+            self.lora_A[name] = nn.Parameter(a)
+            self.lora_B[name] = nn.Parameter(
+                torch.zeros(end - start, rank, device=weight.device, dtype=weight.dtype)
+            )
+        self.merged = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.base(x)
+        if self.merged:
+            return y
+        h = self.dropout(x)
+        for name, (start, end) in self.slices.items():
+            delta = (h @ self.lora_A[name].t()) @ self.lora_B[name].t() * self.scale
+            y = y + F.pad(delta, (start, self.out_features - end))
+        return y
+
+    @torch.no_grad()
+    def merge(self) -> None:
+        """Fold the update into the base weight (inference only)."""
+        if self.merged:
+            return
+        for name, (start, end) in self.slices.items():
+            delta = (self.lora_B[name] @ self.lora_A[name]) * self.scale  # (end - start, in)
+            if self.transposed:
+                self.base.weight[:, start:end] += delta.t()
+            else:
+                self.base.weight[start:end] += delta
+        self.merged = True
+
+
+def _sites(
+    model, arch_family: str, targets: tuple[str, ...], hidden: int
+) -> list[tuple[nn.Module, str, dict]]:
+    """(parent module, attribute, {target: slice}) for every layer LoRA wraps."""
+    found = []
+    for modules in attention_sites(model).values():
+        for attn in modules:
+            if arch_family == "gpt2":
+                columns = {"q": (0, hidden), "k": (hidden, 2 * hidden), "v": (2 * hidden, 3 * hidden)}
+                fused = {t: columns[t] for t in targets if t in columns}
+                if fused:
+                    found.append((attn, "c_attn", fused))
+                if "o" in targets:
+                    found.append((attn, "c_proj", {"o": (0, hidden)}))
+            else:
+                names = {"q": "q_proj", "k": "k_proj", "v": "v_proj", "o": "out_proj"}
+                for t in targets:
+                    layer = getattr(attn, names[t])
+                    found.append((attn, names[t], {t: (0, layer.out_features)}))
+    return found
+
+
+class LoRA:
+    """Frozen model + trained low-rank updates on the chosen attention projections."""
+
+    def __init__(self, loaded: LoadedModel, options: LoRAOptions) -> None:
+        options.check(loaded.arch)
+        self.model = loaded.model
+        self.options = options
+        self.base = count_parameters(self.model.parameters())
+        self.model.requires_grad_(False)
+        self.layers: list[LoRALayer] = []
+        for parent, attr, slices in _sites(
+            self.model, loaded.arch.family, options.targets, loaded.arch.hidden
+        ):
+            layer = LoRALayer(getattr(parent, attr), slices, options.rank, options.alpha, options.dropout)
+            setattr(parent, attr, layer)
+            self.layers.append(layer)
+        self.names = [name for name, p in self.model.named_parameters() if p.requires_grad]
+
+    @property
+    def merged(self) -> bool:
+        return bool(self.layers) and all(layer.merged for layer in self.layers)
+
+    def _named(self) -> dict[str, nn.Parameter]:
+        params = dict(self.model.named_parameters())
+        return {name: params[name] for name in self.names}
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return list(self._named().values())
+
+    def set_training(self, training: bool) -> None:
+        self.model.train(False)  # frozen base: no dropout
+        for layer in self.layers:
+            layer.dropout.train(training)
+
+    def active(self, batch_size: int):
+        return nullcontext()
+
+    def training_state(self) -> dict[str, torch.Tensor]:
+        return {name: p.detach() for name, p in self._named().items()}
+
+    def load_training_state(self, state: dict[str, torch.Tensor]) -> None:
+        named = self._named()
+        if set(state) != set(named):
+            missing, extra = sorted(set(named) - set(state)), sorted(set(state) - set(named))
+            raise ValueError(f"LoRA weights do not match this method: missing {missing}, unexpected {extra}")
+        if self.merged:
+            raise ValueError("LoRA weights are already merged into the model; load into a fresh model")
+        with torch.no_grad():
+            for name, p in named.items():
+                p.copy_(state[name])
+
+    def save(self, directory: Path) -> None:
+        tensors = {name: t.contiguous().cpu() for name, t in self.training_state().items()}
+        save_file(tensors, str(directory / WEIGHTS))
+
+    def load(self, directory: Path) -> None:
+        self.load_training_state(load_file(str(directory / WEIGHTS), device=str(self.model.device)))
+        if self.options.merge:
+            self.merge()
+
+    def merge(self) -> None:
+        for layer in self.layers:
+            layer.merge()
+
+    def counts(self) -> ParamCounts:
+        trainable = count_parameters(self.trainable_parameters())
+        return ParamCounts(base=self.base, trainable=trainable, stored=trainable)

@@ -1,0 +1,194 @@
+"""top-k, bitfit, feature-extraction and LoRA on the tiny models, plus pinned counts at real sizes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from peftrun import models
+from peftrun.errors import PeftrunError
+from peftrun.method_options import OPTIONS_BY_KIND, LoRAOptions, TopKOptions
+from peftrun.methods import METHODS
+
+CASES = {
+    "top-k": {"k": 1},
+    "bitfit": {},
+    "feature-extraction": {},
+    "lora": {"rank": 2},
+}
+MODELS = ("tiny-gpt2", "tiny-bart")
+
+
+def build(model_name: str, kind: str, seed: int = 0, **overrides):
+    loaded = models.load(model_name, seed=seed)
+    options = OPTIONS_BY_KIND[kind](kind=kind, **{**CASES[kind], **overrides})
+    return loaded, METHODS[kind](loaded, options)
+
+
+def batch(loaded, seed: int = 1) -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    ids = torch.randint(6, 200, (2, 8), generator=generator)
+    inputs = {"input_ids": ids, "labels": ids.clone()}
+    if loaded.arch.family == "bart":
+        inputs["decoder_input_ids"] = torch.randint(6, 200, (2, 6), generator=generator)
+        inputs["labels"] = inputs["decoder_input_ids"].clone()
+    return inputs
+
+
+def loss_of(method, inputs) -> torch.Tensor:
+    with method.active(inputs["input_ids"].shape[0]):
+        return method.model(**inputs).loss
+
+
+def logits_of(method, inputs) -> torch.Tensor:
+    method.set_training(False)
+    with torch.no_grad(), method.active(inputs["input_ids"].shape[0]):
+        return method.model(**inputs).logits
+
+
+def train(method, inputs, steps: int, lr: float = 1e-2) -> list[float]:
+    method.set_training(True)
+    optimizer = torch.optim.AdamW(method.trainable_parameters(), lr=lr, weight_decay=0.0)
+    losses = []
+    for _ in range(steps):
+        optimizer.zero_grad()
+        loss = loss_of(method, inputs)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses
+
+
+@pytest.mark.parametrize("model_name", MODELS)
+@pytest.mark.parametrize("kind", list(CASES))
+def test_gradients_freezing_loss_and_roundtrip(kind, model_name, tmp_path):
+    loaded, method = build(model_name, kind)
+    trainable = {id(p) for p in method.trainable_parameters()}
+    assert trainable
+    before = {
+        name: p.detach().clone() for name, p in method.model.named_parameters() if id(p) not in trainable
+    }
+
+    # Only the method's parameters receive gradients.
+    inputs = batch(loaded)
+    method.set_training(True)
+    loss_of(method, inputs).backward()
+    for name, p in method.model.named_parameters():
+        if id(p) in trainable:
+            assert p.requires_grad, name
+        else:
+            assert p.grad is None and not p.requires_grad, name
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in method.trainable_parameters())
+    method.model.zero_grad(set_to_none=True)
+
+    # Loss decreases on a repeated batch; frozen weights stay bit-identical.
+    losses = train(method, inputs, steps=10)
+    assert losses[-1] < losses[0] - 0.1, losses
+    for name, p in method.model.named_parameters():
+        if id(p) not in trainable:
+            assert torch.equal(p, before[name]), name
+
+    # save -> fresh model + load -> identical logits.
+    expected = logits_of(method, inputs)
+    method.save(tmp_path)
+    _, fresh = build(model_name, kind, seed=0)
+    fresh.load(tmp_path)
+    assert torch.equal(logits_of(fresh, inputs), expected)
+
+
+@pytest.mark.parametrize("model_name", MODELS)
+def test_feature_extraction_head_is_untied_copy(model_name):
+    loaded = models.load(model_name, seed=0)
+    original = loaded.model.lm_head.weight.detach().clone()
+    inputs = batch(loaded)
+    loaded.model.eval()
+    with torch.no_grad():
+        reference = loaded.model(**inputs).logits
+    method = METHODS["feature-extraction"](loaded, OPTIONS_BY_KIND["feature-extraction"]())
+    head = method.model.lm_head.weight
+    assert torch.equal(head, original)
+    assert head.data_ptr() != method.model.get_input_embeddings().weight.data_ptr()
+    assert torch.equal(logits_of(method, inputs), reference)
+    train(method, inputs, steps=2)
+    assert not torch.equal(head, original)
+    assert torch.equal(method.model.get_input_embeddings().weight, original)  # embedding untouched
+
+
+@pytest.mark.parametrize("model_name", MODELS)
+def test_lora_zero_b_is_identity_and_merge_matches(model_name, tmp_path):
+    loaded = models.load(model_name, seed=0)
+    inputs = batch(loaded)
+    loaded.model.eval()
+    with torch.no_grad():
+        reference = loaded.model(**inputs).logits
+    method = METHODS["lora"](loaded, LoRAOptions(rank=2))
+    assert torch.equal(logits_of(method, inputs), reference)  # B = 0: the pretrained model
+
+    torch.manual_seed(3)
+    with torch.no_grad():
+        for name, p in method.model.named_parameters():
+            if ".lora_B." in name:
+                p.normal_(0, 0.05)
+    unmerged = logits_of(method, inputs)
+    assert not torch.allclose(unmerged, reference, atol=1e-4)
+    method.save(tmp_path)
+    merged_loaded = models.load(model_name, seed=0)
+    merged = METHODS["lora"](merged_loaded, LoRAOptions(rank=2, merge=True))
+    merged.load(tmp_path)
+    assert merged.merged
+    torch.testing.assert_close(logits_of(merged, inputs), unmerged, atol=1e-5, rtol=1e-5)
+
+
+def test_gpt2_lora_leaves_k_slice_unchanged():
+    loaded = models.load("tiny-gpt2", seed=0)
+    d = loaded.arch.hidden
+    c_attn = loaded.model.transformer.h[0].attn.c_attn
+    x = torch.randn(2, 5, d)
+    with torch.no_grad():
+        before = c_attn(x)
+    method = METHODS["lora"](loaded, LoRAOptions(rank=2))
+    layer = method.model.transformer.h[0].attn.c_attn
+    with torch.no_grad():
+        for p in layer.lora_B.values():
+            p.normal_()
+        after = layer(x)
+    assert torch.equal(after[..., d : 2 * d], before[..., d : 2 * d])  # k untouched
+    assert not torch.allclose(after[..., :d], before[..., :d])  # q adapted
+    assert not torch.allclose(after[..., 2 * d :], before[..., 2 * d :])  # v adapted
+
+
+def counts(name: str, kind: str, **options):
+    return METHODS[kind](models.skeleton(name), OPTIONS_BY_KIND[kind](kind=kind, **options)).counts()
+
+
+def test_pinned_counts_gpt2_medium():
+    d, layers = 1024, 24
+    # BitFit: per block ln_1 (d) + c_attn (3d) + attn.c_proj (d) + ln_2 (d) + c_fc (4d) + mlp.c_proj (d)
+    # = 11d = 11,264 biases; 24 blocks + ln_f.bias (d): 24·11,264 + 1,024 = 271,360.
+    assert counts("gpt2-medium", "bitfit").trainable == layers * 11 * d + d == 271_360
+    # LoRA rank 4 on q, v: 24 layers × 2 × (A: 4·1024 + B: 1024·4) = 393,216.
+    lora = counts("gpt2-medium", "lora", rank=4)
+    assert lora.trainable == lora.stored == layers * 2 * (d * 4 + 4 * d) == 393_216
+    assert lora.base == 354_823_168
+    # top-2 without the embedding: two blocks (12·d² + 13·d each) + ln_f (2d).
+    top2 = counts("gpt2-medium", "top-k", k=2, train_embeddings=False)
+    assert top2.trainable == 2 * (12 * d * d + 13 * d) + 2 * d
+    # ... and with the (tied) token embedding / LM head: + 50257·d.
+    assert counts("gpt2-medium", "top-k", k=2).trainable == top2.trainable + 50257 * d
+    # feature extraction: new head (50257·d, no bias) + ln_f (2d); base counted before the new head.
+    feature = counts("gpt2-medium", "feature-extraction")
+    assert feature.trainable == 50257 * d + 2 * d
+    assert feature.base == 354_823_168
+
+
+def test_top_k_beyond_layer_count_is_rejected():
+    arch = models.load("tiny-gpt2", seed=0).arch
+    with pytest.raises(PeftrunError, match="4 \\(decoder\\) layers"):
+        TopKOptions(k=5).check(arch)
+
+
+def test_unknown_lora_target_lists_valid_ones():
+    arch = models.summarize(models.hf_config("tiny-bart"))
+    with pytest.raises(PeftrunError, match="valid ones: q, k, v, o") as err:
+        LoRAOptions(targets=("q", "x")).check(arch)
+    assert "\n" not in str(err.value)
