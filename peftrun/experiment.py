@@ -267,13 +267,9 @@ def summary(run_path: Path) -> dict[str, Any]:
 
 def read_outputs(path: Path) -> list[str]:
     """An outputs file: one output per line (.txt), or JSONL objects with an `output` field."""
-    if not path.is_file():
-        raise PeftrunError(f"outputs file not found: {path}")
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise PeftrunError(f"{path} is not UTF-8 (byte {err.start}); re-encode it as UTF-8") from None
-    lines = text.splitlines()
+    from peftrun.data.references import read_utf8
+
+    lines = read_utf8(path, "outputs file").splitlines()
     if path.suffix != ".jsonl":
         return lines
     outputs = []

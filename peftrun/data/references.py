@@ -21,13 +21,18 @@ from peftrun.errors import PeftrunError
 SINGLE_KEYS = ("summary", "reference", "ref")
 
 
-def read_references(path: Path) -> list[list[str]]:
+def read_utf8(path: Path, what: str) -> str:
+    """A user's text file, or a one-line error (missing, or not UTF-8 with the byte offset)."""
     if not path.is_file():
-        raise PeftrunError(f"references file not found: {path}")
+        raise PeftrunError(f"{what} not found: {path}")
     try:
-        text = path.read_bytes().decode("utf-8-sig")
+        return path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as err:
         raise PeftrunError(f"{path} is not UTF-8 (byte {err.start}); re-encode it as UTF-8") from None
+
+
+def read_references(path: Path) -> list[list[str]]:
+    text = read_utf8(path, "references file")
     if path.suffix == ".csv":
         return _from_csv(text, path)
     if path.suffix == ".jsonl":

@@ -60,3 +60,19 @@ class Method(Protocol):
         ...
 
     def counts(self) -> ParamCounts: ...
+
+
+def copy_into(named: dict[str, torch.nn.Parameter], state: dict[str, torch.Tensor], what: str) -> None:
+    """Copy saved tensors into the method's parameters; the names must match exactly."""
+    if set(state) != set(named):
+        missing, extra = sorted(set(named) - set(state)), sorted(set(state) - set(named))
+        raise ValueError(f"{what} do not match this method: missing {missing}, unexpected {extra}")
+    with torch.no_grad():
+        for name, parameter in named.items():
+            parameter.copy_(state[name])
+
+
+def save_tensors(state: dict[str, torch.Tensor], path: Path) -> None:
+    from safetensors.torch import save_file
+
+    save_file({name: t.detach().contiguous().cpu() for name, t in state.items()}, str(path))

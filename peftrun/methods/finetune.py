@@ -24,11 +24,11 @@ from contextlib import nullcontext
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
 from peftrun.method_options import BitFitOptions, FeatureExtractionOptions, FullOptions, TopKOptions
-from peftrun.methods.base import ParamCounts
+from peftrun.methods.base import ParamCounts, copy_into, save_tensors
 from peftrun.models import LoadedModel, count_parameters
 
 WEIGHTS = "model.safetensors"
@@ -107,19 +107,10 @@ class _Subset:
         return {name: p.detach() for name, p in self._named().items()}
 
     def load_training_state(self, state: dict[str, torch.Tensor]) -> None:
-        named = self._named()
-        if set(state) != set(named):
-            missing, extra = sorted(set(named) - set(state)), sorted(set(state) - set(named))
-            raise ValueError(
-                f"trained weights do not match this method: missing {missing}, unexpected {extra}"
-            )
-        with torch.no_grad():
-            for name, p in named.items():
-                p.copy_(state[name])
+        copy_into(self._named(), state, "trained weights")
 
     def save(self, directory: Path) -> None:
-        tensors = {name: t.contiguous().cpu() for name, t in self.training_state().items()}
-        save_file(tensors, str(directory / SUBSET_WEIGHTS))
+        save_tensors(self.training_state(), directory / SUBSET_WEIGHTS)
 
     def load(self, directory: Path) -> None:
         self.load_training_state(load_file(str(directory / SUBSET_WEIGHTS), device=str(self.model.device)))

@@ -42,12 +42,12 @@ from contextlib import nullcontext
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 from torch.nn import functional as F
 
 from peftrun.method_options import LoRAOptions
-from peftrun.methods.base import ParamCounts
+from peftrun.methods.base import ParamCounts, copy_into, save_tensors
 from peftrun.models import LoadedModel, attention_sites, count_parameters
 
 WEIGHTS = "lora.safetensors"
@@ -167,19 +167,12 @@ class LoRA:
         return {name: p.detach() for name, p in self._named().items()}
 
     def load_training_state(self, state: dict[str, torch.Tensor]) -> None:
-        named = self._named()
-        if set(state) != set(named):
-            missing, extra = sorted(set(named) - set(state)), sorted(set(state) - set(named))
-            raise ValueError(f"LoRA weights do not match this method: missing {missing}, unexpected {extra}")
         if self.merged:
             raise ValueError("LoRA weights are already merged into the model; load into a fresh model")
-        with torch.no_grad():
-            for name, p in named.items():
-                p.copy_(state[name])
+        copy_into(self._named(), state, "LoRA weights")
 
     def save(self, directory: Path) -> None:
-        tensors = {name: t.contiguous().cpu() for name, t in self.training_state().items()}
-        save_file(tensors, str(directory / WEIGHTS))
+        save_tensors(self.training_state(), directory / WEIGHTS)
 
     def load(self, directory: Path) -> None:
         self.load_training_state(load_file(str(directory / WEIGHTS), device=str(self.model.device)))
