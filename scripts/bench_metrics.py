@@ -13,7 +13,6 @@ decimals, so the comparison column is rounded.
 from __future__ import annotations
 
 import argparse
-import csv
 import re
 import subprocess
 import sys
@@ -24,23 +23,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from peftrun.data.references import read_references  # noqa: E402
 from peftrun.metrics.e2e import METRICS, score_e2e  # noqa: E402
 
 DEFAULT_REFS = REPO.parent / "shared" / "data" / "e2e" / "original" / "testset_w_refs.csv"
-
-
-def load_references(path: Path) -> list[list[str]]:
-    """References grouped by consecutive identical MRs, as the official scorer groups them."""
-    with path.open(encoding="utf-8", newline="") as fh:
-        rows = list(csv.reader(fh))[1:]
-    refs: list[list[str]] = []
-    current = None
-    for mr, ref in rows:
-        if mr != current:
-            refs.append([])
-            current = mr
-        refs[-1].append(ref)
-    return refs
 
 
 def run_official(script: Path, python: str, refs: Path, outputs: Path, *flags: str) -> tuple[dict, float]:
@@ -70,7 +56,7 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    refs = load_references(args.refs)
+    refs = read_references(args.refs)  # grouped by consecutive MR, as the official scorer does
     if args.outputs:
         outputs = [line.strip() for line in args.outputs.read_text(encoding="utf-8").splitlines()]
     else:

@@ -164,3 +164,18 @@ def test_parameter_counts_on_a_gpt2_medium_sized_config(prefix_len, trainable, s
     counts = attach(loaded, prefix_len=prefix_len, mlp_hidden=512).counts()
     assert (counts.base, counts.trainable, counts.stored) == (354_823_168, trainable, stored)
     assert round(counts.as_dict()["stored_pct"], 3) == {5: 0.069, 10: 0.139}[prefix_len]
+
+
+def test_position_offset_reserves_positions_so_long_inputs_never_overflow(tiny):
+    from peftrun.config import DataConfig
+    from peftrun.data.examples import Pair
+    from peftrun.data.formats import text_format
+
+    method = attach(tiny, prefix_len=20)
+    method.set_training(False)
+    fmt = text_format(tiny, DataConfig(), method.reserved_positions)
+    long = "the food is good " * 400
+    batch = fmt.training_batch([Pair(long, long)])
+    assert batch["inputs"]["input_ids"].shape[1] == 512 - 20
+    with torch.no_grad(), method.active(1):
+        tiny.model(**batch["inputs"])  # positions 20 … 511: inside GPT-2's table

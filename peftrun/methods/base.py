@@ -32,6 +32,9 @@ class ParamCounts:
 
 
 class Method(Protocol):
+    # Optional attribute `reserved_positions: int` (default 0): positions a method takes from the
+    # real tokens (a prefix with GPT-2's position offset); token formats stay below the rest.
+
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         """What the optimizer updates."""
         ...

@@ -76,6 +76,8 @@ class Prefix:
         self.stored: dict[str, torch.Tensor] | None = None  # set by `load`: P_θ without its MLP
         self.slot = install(self.model, sites)
         offset = options.position_offset if options.position_offset is not None else arch.family == "gpt2"
+        # Positions the shifted real tokens can no longer use (the token formats stay below them).
+        self.reserved_positions = options.prefix_len if offset else 0
         if offset:
             # Real tokens' positions become L … L+T−1, in training and in generate() alike.
             shift = options.prefix_len
