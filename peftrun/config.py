@@ -229,6 +229,8 @@ def _describe(error: dict[str, Any], data: dict[str, Any]) -> str:
         if loc == ["data", "dataset"]:
             expected = ", ".join(DATASETS)
         return f"config error: {where} = {error.get('input')!r} is not valid; choose one of: {expected}"
+    if kind == "value_error":  # our own validators' messages are complete sentences
+        return f"config error: {where}: {error['msg'].removeprefix('Value error, ')}"
     return f"config error: {where}: {error['msg']} (got {error.get('input')!r})"
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from peftrun.errors import PeftrunError
 
@@ -130,6 +130,31 @@ class LoRAOptions(_Options):
             )
 
 
+class AdapterOptions(_Options):
+    """Bottleneck adapters: Lin et al. 2020 (`lin`, one per block) or Houlsby et al. 2019 (two)."""
+
+    kind: Literal["adapter"] = "adapter"
+    layout: Literal["lin", "houlsby"] = Field(
+        "lin",
+        description="lin: one adapter (LayerNorm inside) on each block's output (the paper); "
+        "houlsby: one on the attention and one on the FFN sublayer output",
+    )
+    bottleneck: int | None = Field(None, gt=0, description="bottleneck size b (set this or target_fraction)")
+    target_fraction: float | None = Field(
+        None, gt=0, lt=1, description="choose b so the adapters are about this fraction of the base model"
+    )
+    nonlinearity: Literal["relu", "gelu"] = Field("relu", description="between down and up projections")
+
+    @model_validator(mode="after")
+    def _one_size(self) -> AdapterOptions:
+        if (self.bottleneck is None) == (self.target_fraction is None):
+            raise ValueError(
+                "set exactly one of method.bottleneck and method.target_fraction "
+                "(e.g. bottleneck: 6, or target_fraction: 0.001)"
+            )
+        return self
+
+
 # One line per method: its `kind` and its options class.
 OPTIONS_BY_KIND: dict[str, type[_Options]] = {
     "full": FullOptions,
@@ -138,6 +163,7 @@ OPTIONS_BY_KIND: dict[str, type[_Options]] = {
     "bitfit": BitFitOptions,
     "feature-extraction": FeatureExtractionOptions,
     "lora": LoRAOptions,
+    "adapter": AdapterOptions,
 }
 METHOD_KINDS: tuple[str, ...] = tuple(OPTIONS_BY_KIND)
 MethodOptions = Annotated[Union[tuple(OPTIONS_BY_KIND.values())], Field(discriminator="kind")]  # noqa: UP007

@@ -1,5 +1,6 @@
 """Tuning methods, by the `method.kind` a config names (one line each)."""
 
+from peftrun.methods.adapter import Adapter
 from peftrun.methods.finetune import BitFit, FeatureExtraction, Full, TopK
 from peftrun.methods.lora import LoRA
 from peftrun.methods.prefix import Prefix
@@ -11,4 +12,5 @@ METHODS = {
     "bitfit": BitFit,
     "feature-extraction": FeatureExtraction,
     "lora": LoRA,
+    "adapter": Adapter,
 }

@@ -1,0 +1,160 @@
+"""Bottleneck adapters (lin and houlsby layouts) on the tiny models, plus pinned real-size counts."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from peftrun import config, models
+from peftrun.errors import PeftrunError
+from peftrun.method_options import AdapterOptions
+from peftrun.methods import METHODS
+from peftrun.methods.adapter import Adapter
+
+MODELS = ("tiny-gpt2", "tiny-bart")
+LAYOUTS = ("lin", "houlsby")
+
+
+def build(model_name: str, layout: str, seed: int = 0):
+    loaded = models.load(model_name, seed=seed)
+    return loaded, METHODS["adapter"](loaded, AdapterOptions(layout=layout, bottleneck=4))
+
+
+def batch(loaded, seed: int = 1) -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    ids = torch.randint(6, 200, (2, 8), generator=generator)
+    inputs = {"input_ids": ids, "labels": ids.clone()}
+    if loaded.arch.family == "bart":
+        inputs["decoder_input_ids"] = torch.randint(6, 200, (2, 6), generator=generator)
+        inputs["labels"] = inputs["decoder_input_ids"].clone()
+    return inputs
+
+
+def logits_of(method, inputs) -> torch.Tensor:
+    method.set_training(False)
+    with torch.no_grad(), method.active(inputs["input_ids"].shape[0]):
+        return method.model(**inputs).logits
+
+
+@pytest.mark.parametrize("model_name", MODELS)
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_zero_up_is_identity_and_adapters_are_applied(layout, model_name):
+    loaded = models.load(model_name, seed=0)
+    inputs = batch(loaded)
+    loaded.model.eval()
+    with torch.no_grad():
+        reference = loaded.model(**inputs).logits
+    method = METHODS["adapter"](loaded, AdapterOptions(layout=layout, bottleneck=4))
+    layers = loaded.arch.n_layer + loaded.arch.n_encoder_layer
+    assert len(method.adapters) == layers * (1 if layout == "lin" else 2)
+    assert torch.equal(logits_of(method, inputs), reference)  # up = 0: the pretrained model
+    with torch.no_grad():
+        for adapter in method.adapters:
+            adapter.up.weight.normal_(0, 0.05)
+    assert not torch.allclose(logits_of(method, inputs), reference, atol=1e-4)
+
+
+@pytest.mark.parametrize("model_name", MODELS)
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_gradients_freezing_loss_and_roundtrip(layout, model_name, tmp_path):
+    loaded, method = build(model_name, layout)
+    trainable = {id(p) for p in method.trainable_parameters()}
+    before = {
+        name: p.detach().clone() for name, p in method.model.named_parameters() if id(p) not in trainable
+    }
+    inputs = batch(loaded)
+
+    # Only adapter parameters receive gradients; base stays in eval mode, adapters train.
+    method.set_training(True)
+    assert not method.model.training and all(a.training for a in method.adapters)
+    method.model(**inputs).loss.backward()
+    for name, p in method.model.named_parameters():
+        if id(p) in trainable:
+            assert name.startswith("peft_adapters."), name
+        else:
+            assert p.grad is None and not p.requires_grad, name
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in method.trainable_parameters())
+    method.model.zero_grad(set_to_none=True)
+
+    # Loss decreases over 10 AdamW steps on a repeated batch; frozen weights bit-identical.
+    optimizer = torch.optim.AdamW(method.trainable_parameters(), lr=1e-2, weight_decay=0.0)
+    losses = []
+    for _ in range(10):
+        optimizer.zero_grad()
+        loss = method.model(**inputs).loss
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] - 0.1, losses
+    for name, p in method.model.named_parameters():
+        if id(p) not in trainable:
+            assert torch.equal(p, before[name]), name
+
+    # Only adapter tensors are saved; save -> fresh model + load -> identical logits.
+    expected = logits_of(method, inputs)
+    method.save(tmp_path)
+    from safetensors.torch import load_file
+
+    saved = load_file(str(tmp_path / "adapter.safetensors"))
+    assert sum(t.numel() for t in saved.values()) == method.counts().stored
+    _, fresh = build(model_name, layout, seed=0)
+    fresh.load(tmp_path)
+    assert torch.equal(logits_of(fresh, inputs), expected)
+
+
+def counts(name: str, **options):
+    method = Adapter(models.skeleton(name), AdapterOptions(**options))
+    return method.bottleneck, method.counts()
+
+
+def test_pinned_counts_gpt2_medium():
+    d, layers = 1024, 24
+    # lin: per block LayerNorm (2d) + down (d·b + b) + up (b·d + d).
+    _, small = counts("gpt2-medium", bottleneck=6)
+    assert small.trainable == small.stored == layers * (2 * d * 6 + 6 + 3 * d) == 368_784
+    assert small.base == 354_823_168
+    assert 0.0009 < small.trainable / small.base < 0.0011  # Lin et al.'s ~0.1%
+    _, large = counts("gpt2-medium", bottleneck=215)
+    assert large.trainable == layers * (2 * d * 215 + 215 + 3 * d) == 10_646_568
+    assert 0.029 < large.trainable / large.base < 0.031  # ~3%
+    # houlsby: two per block, no LayerNorm.
+    assert counts("gpt2-medium", layout="houlsby", bottleneck=6)[1].trainable == 2 * layers * (
+        2 * d * 6 + 6 + d
+    )
+    # target_fraction recovers the paper's bottlenecks.
+    assert counts("gpt2-medium", target_fraction=0.001)[0] == 6
+    assert counts("gpt2-medium", target_fraction=0.03)[0] == 215
+    assert counts("gpt2-medium", layout="houlsby", target_fraction=0.03)[0] == 108
+
+
+def test_pinned_counts_bart_large():
+    d, layers = 1024, 24  # 12 encoder + 12 decoder layers
+    assert counts("facebook/bart-large", bottleneck=6)[1].trainable == layers * (2 * d * 6 + 6 + 3 * d)
+    assert counts("facebook/bart-large", layout="houlsby", bottleneck=215)[1].trainable == 21_194_832
+
+
+@pytest.mark.parametrize("size", [{}, {"bottleneck": 6, "target_fraction": 0.01}])
+def test_exactly_one_size_option(size):
+    data = {
+        "model": {"name": "gpt2-medium"},
+        "data": {"dataset": "e2e"},
+        "method": {"kind": "adapter", **size},
+        "train": {"loss_reduction": "token_mean"},
+    }
+    with pytest.raises(
+        PeftrunError, match="exactly one of method.bottleneck and method.target_fraction"
+    ) as err:
+        config.build(data)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("bad", [{"bottleneck": 0}, {"target_fraction": 1.5}, {"target_fraction": 0.0}])
+def test_out_of_range_sizes_rejected(bad):
+    data = {
+        "model": {"name": "gpt2-medium"},
+        "data": {"dataset": "e2e"},
+        "method": {"kind": "adapter", **bad},
+        "train": {"loss_reduction": "token_mean"},
+    }
+    with pytest.raises(PeftrunError, match="config error: method"):
+        config.build(data)
