@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from method_helpers import batch, logits_of
 
 from peftrun import config, models
 from peftrun.errors import PeftrunError
@@ -18,22 +19,6 @@ LAYOUTS = ("lin", "houlsby")
 def build(model_name: str, layout: str, seed: int = 0):
     loaded = models.load(model_name, seed=seed)
     return loaded, METHODS["adapter"](loaded, AdapterOptions(layout=layout, bottleneck=4))
-
-
-def batch(loaded, seed: int = 1) -> dict[str, torch.Tensor]:
-    generator = torch.Generator().manual_seed(seed)
-    ids = torch.randint(6, 200, (2, 8), generator=generator)
-    inputs = {"input_ids": ids, "labels": ids.clone()}
-    if loaded.arch.family == "bart":
-        inputs["decoder_input_ids"] = torch.randint(6, 200, (2, 6), generator=generator)
-        inputs["labels"] = inputs["decoder_input_ids"].clone()
-    return inputs
-
-
-def logits_of(method, inputs) -> torch.Tensor:
-    method.set_training(False)
-    with torch.no_grad(), method.active(inputs["input_ids"].shape[0]):
-        return method.model(**inputs).logits
 
 
 @pytest.mark.parametrize("model_name", MODELS)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from method_helpers import batch, logits_of
 
 from peftrun import models
 from peftrun.errors import PeftrunError
@@ -25,25 +26,9 @@ def build(model_name: str, kind: str, seed: int = 0, **overrides):
     return loaded, METHODS[kind](loaded, options)
 
 
-def batch(loaded, seed: int = 1) -> dict[str, torch.Tensor]:
-    generator = torch.Generator().manual_seed(seed)
-    ids = torch.randint(6, 200, (2, 8), generator=generator)
-    inputs = {"input_ids": ids, "labels": ids.clone()}
-    if loaded.arch.family == "bart":
-        inputs["decoder_input_ids"] = torch.randint(6, 200, (2, 6), generator=generator)
-        inputs["labels"] = inputs["decoder_input_ids"].clone()
-    return inputs
-
-
 def loss_of(method, inputs) -> torch.Tensor:
     with method.active(inputs["input_ids"].shape[0]):
         return method.model(**inputs).loss
-
-
-def logits_of(method, inputs) -> torch.Tensor:
-    method.set_training(False)
-    with torch.no_grad(), method.active(inputs["input_ids"].shape[0]):
-        return method.model(**inputs).logits
 
 
 def train(method, inputs, steps: int, lr: float = 1e-2) -> list[float]:
