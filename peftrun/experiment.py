@@ -51,7 +51,7 @@ class Session:
         import torch
 
         from peftrun import models
-        from peftrun.data.formats import text_format
+        from peftrun.data.formats import Slots, text_format
         from peftrun.methods import METHODS
 
         self.cfg = cfg
@@ -64,11 +64,22 @@ class Session:
         self.loaded = models.load(cfg.model.name, cfg.model.attention, seed=cfg.train.seed)
         self.loaded.model.to(self.device)
         self.method = METHODS[cfg.method.kind](self.loaded, cfg.method)
-        self.format = text_format(self.loaded, cfg.data, getattr(self.method, "reserved_positions", 0))
+        self.format = text_format(self.loaded, cfg.data, getattr(self.method, "slots", Slots()))
+        wrap = getattr(self.method, "wrap_format", None)
+        if wrap is not None:
+            self.format = wrap(self.format, cfg)
 
     @property
     def model(self):
         return self.loaded.model
+
+    def log_notes(self) -> list[str]:
+        """Log what the method has to say (an init fit's result, demonstrations used, ...)."""
+        take = getattr(self.method, "take_notes", None)
+        notes = take() if take is not None else []
+        for note in notes:
+            log(note)
+        return notes
 
     def decode_and_score(self, run: Run, splits) -> dict[str, dict[str, Any]]:
         from peftrun import data
@@ -87,6 +98,7 @@ class Session:
                 self.device,
             )
             log(f"decoded {len(instances)} {split} instances in {time.perf_counter() - started:.1f}s")
+            self.log_notes()
             records = [
                 {"id": inst.id, "source": inst.source, "output": out, "references": list(inst.references)}
                 for inst, out in zip(instances, outputs, strict=True)
@@ -136,6 +148,12 @@ def train(
     if session.method.trainable_parameters() and train_pairs:
         from peftrun.train import fit
 
+        initialize = getattr(session.method, "initialize", None)
+        if initialize is not None and not run.has_checkpoint:  # a resumed run has its state already
+            initialize()
+            notes = session.log_notes()
+            if notes:
+                run.update_meta(method_notes=notes)
         progress = fit(
             session.model,
             session.method,

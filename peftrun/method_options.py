@@ -45,10 +45,22 @@ class FullOptions(_Options):
 
 
 class PrefixOptions(_Options):
-    """Prefix-tuning (Li & Liang 2021): a trained key/value prefix at every attention layer."""
+    """Prefix-tuning (Li & Liang 2021): a trained key/value prefix at every attention layer, and
+    the paper's ablations (Sec. 7): embedding-only, infix, initialisation from a real phrase."""
 
     kind: Literal["prefix"] = "prefix"
-    prefix_len: int = Field(10, gt=0, description="prefix positions L per attention kind")
+    variant: Literal["every-layer", "embedding-only", "infix"] = Field(
+        "every-layer",
+        description="every-layer: keys/values at every layer (the method); embedding-only: trained "
+        "activations at the input layer only, the frozen model computes the rest (EMB-L); infix: "
+        "trained keys/values between source and target, [x; INFIX; y] (decoder-only; INFIX-L)",
+    )
+    prefix_len: int | None = Field(
+        None,
+        gt=0,
+        description="prefix positions L per attention kind (default 10; with init_phrase, the phrase's "
+        "token count)",
+    )
     mlp_hidden: int = Field(
         512, gt=0, description="middle size of the reparametrisation MLP (paper: 512 E2E, 800 XSum)"
     )
@@ -56,23 +68,89 @@ class PrefixOptions(_Options):
     position_offset: bool | None = Field(
         None,
         description="number real tokens from prefix_len (as the original GPT-2 code did via "
-        "past_key_values); default: on for GPT-2, off for BART",
+        "past_key_values); default: on for GPT-2 prefixes, off for BART and infixes",
     )
     frozen_dropout: bool = Field(
         False, description="keep the frozen model's dropout on while training (off: eval mode)"
     )
+    init_phrase: str | None = Field(
+        None,
+        description="start from a real phrase (paper, low-data: 'table-to-text:', 'summarize'): the MLP "
+        "is fitted to the frozen model's activations for it before training",
+    )
+    init_steps: int = Field(500, gt=0, description="Adam steps of that fit (paper: 500)")
+    init_lr: float = Field(1e-4, gt=0, description="learning rate of that fit (paper: 1e-4)")
 
     def check(self, arch: ArchSummary) -> None:
-        if self.position_offset and arch.family != "gpt2":
+        if self.variant == "infix" and arch.is_encoder_decoder:
             raise PeftrunError(
-                "method.position_offset applies to GPT-2 only (the original BART code numbered "
-                "real tokens from 0); remove it"
+                "method.variant=infix is defined for decoder-only models ([x; INFIX; y] in one "
+                "sequence); BART reads x and y in separate stacks: use every-layer or embedding-only"
             )
-        if self.prefix_len >= arch.max_positions:
+        if self.variant == "infix" and self.init_phrase is not None:
+            raise PeftrunError(
+                "method.init_phrase does not apply to an infix (its activations depend on the input "
+                "before it); remove init_phrase or use variant every-layer or embedding-only"
+            )
+        if self.position_offset and (arch.family != "gpt2" or self.variant == "infix"):
+            raise PeftrunError(
+                "method.position_offset applies to GPT-2 prefixes only (the original BART code numbered "
+                "real tokens from 0; an infix takes real positions itself); remove it"
+            )
+        if self.prefix_len is not None and self.prefix_len >= arch.max_positions:
             raise PeftrunError(
                 f"method.prefix_len={self.prefix_len} does not fit the model's "
                 f"{arch.max_positions} positions; use a shorter prefix"
             )
+
+
+class PromptOptions(_Options):
+    """Prompt tuning (Lester et al. 2021): trained input embeddings prepended to the input only."""
+
+    kind: Literal["prompt"] = "prompt"
+    prompt_len: int = Field(20, gt=0, description="soft prompt tokens (BART: prepended to the encoder input)")
+    init: Literal["random", "vocab"] = Field(
+        "vocab",
+        description="random: normal with the token embeddings' std; vocab: embeddings of tokens drawn "
+        "from the 5,000 lowest ids (Lester et al.'s sampled-vocabulary init)",
+    )
+
+    def check(self, arch: ArchSummary) -> None:
+        _fits("prompt_len", self.prompt_len, arch)
+
+
+class PTuningOptions(_Options):
+    """P-tuning v1 (Liu et al. 2021): virtual token embeddings from a bi-LSTM + MLP prompt encoder."""
+
+    kind: Literal["ptuning"] = "ptuning"
+    prompt_len: int = Field(20, gt=0, description="virtual tokens (BART: prepended to the encoder input)")
+    encoder_hidden: int | None = Field(
+        None, gt=0, description="prompt encoder width (LSTM: half per direction); default: the model's"
+    )
+    lstm_layers: int = Field(2, gt=0, description="layers of the bidirectional LSTM (P-tuning: 2)")
+
+    def check(self, arch: ArchSummary) -> None:
+        _fits("prompt_len", self.prompt_len, arch)
+        if self.encoder_hidden is not None and self.encoder_hidden % 2:
+            raise PeftrunError(
+                f"method.encoder_hidden={self.encoder_hidden} must be even (two LSTM directions)"
+            )
+
+
+class ICLOptions(_Options):
+    """In-context learning (Brown et al. 2020): k training examples prepended; nothing trains."""
+
+    kind: Literal["icl"] = "icl"
+    k: int = Field(5, ge=0, description="demonstrations per input (fewer when they do not fit the positions)")
+    seed: int = Field(0, description="seed of the draw of demonstrations from the training set")
+
+
+def _fits(name: str, length: int, arch: ArchSummary) -> None:
+    if length >= arch.max_positions // 2:
+        raise PeftrunError(
+            f"method.{name}={length} leaves too little of the model's {arch.max_positions} positions "
+            f"for the input; use fewer than {arch.max_positions // 2}"
+        )
 
 
 class TopKOptions(_Options):
@@ -164,6 +242,9 @@ OPTIONS_BY_KIND: dict[str, type[_Options]] = {
     "feature-extraction": FeatureExtractionOptions,
     "lora": LoRAOptions,
     "adapter": AdapterOptions,
+    "prompt": PromptOptions,
+    "ptuning": PTuningOptions,
+    "icl": ICLOptions,
 }
 METHOD_KINDS: tuple[str, ...] = tuple(OPTIONS_BY_KIND)
 MethodOptions = Annotated[Union[tuple(OPTIONS_BY_KIND.values())], Field(discriminator="kind")]  # noqa: UP007

@@ -162,6 +162,12 @@ def attention_sites(model) -> dict[str, list]:
     }
 
 
+def input_stack(model):
+    """The module that turns input ids into hidden states (GPT-2's transformer, BART's encoder):
+    where soft prompts enter."""
+    return model.transformer if model.config.model_type == "gpt2" else model.model.encoder
+
+
 def count_parameters(parameters) -> int:
     """Distinct parameters' sizes (tied weights, e.g. GPT-2's embedding and LM head, count once)."""
     return sum(p.numel() for p in {id(p): p for p in parameters}.values())

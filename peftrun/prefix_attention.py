@@ -40,6 +40,7 @@ class PrefixSlot:
 
     def __init__(self) -> None:
         self.key_values: dict[str, torch.Tensor] = {}
+        self.recorded: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] | None = None
 
     @contextmanager
     def active(self, key_values: dict[str, torch.Tensor]):
@@ -48,6 +49,16 @@ class PrefixSlot:
             yield
         finally:
             self.key_values = previous
+
+    @contextmanager
+    def recording(self):
+        """Record every attention call's keys/values, (kind, layer) → (key, value), with no prefix."""
+        previous_kv, previous_rec = self.key_values, self.recorded
+        self.key_values, self.recorded = {}, {}
+        try:
+            yield self.recorded
+        finally:
+            self.key_values, self.recorded = previous_kv, previous_rec
 
 
 @dataclass(frozen=True)
@@ -80,6 +91,8 @@ def prefixed_attention(module, query, key, value, attention_mask, **kwargs):
     """Attention over [prefix ; real] keys/values. query/key/value: (B, H, T, head_dim)."""
     site: _Site = module.peftrun_prefix_site
     inner = ALL_ATTENTION_FUNCTIONS[site.inner]
+    if site.slot.recorded is not None:
+        site.slot.recorded[(site.kind, site.layer)] = (key, value)
     prefix = site.slot.key_values.get(site.kind)
     if prefix is None:
         return inner(module, query, key, value, attention_mask, **kwargs)
@@ -117,3 +130,32 @@ def _extend_mask(mask, prefix_len: int, query, key, causal: bool):
     visible = torch.ones if mask.dtype == torch.bool else torch.zeros
     columns = visible(*mask.shape[:-1], prefix_len, dtype=mask.dtype, device=mask.device)
     return torch.cat([columns, mask], dim=-1)
+
+
+def key_values_of_inputs(model, slot: PrefixSlot, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The frozen model's own keys/values for input-layer activations (L, d), at positions 0 … L−1,
+    per attention kind (n_layer, 2, n_head, L, head_dim): what a prefix made of these inputs is.
+
+    GPT-2: `inputs["self"]` runs through the model (causal). BART: `inputs["encoder"]` runs through
+    the encoder alone, `inputs["decoder"]` through the decoder cross-attending to those encoder
+    states; the cross-attention keys/values are the decoder layers' projections of them. The
+    prefix positions see only each other, as a prefix passed as past keys/values does.
+    """
+    with slot.recording() as recorded:
+        if "self" in inputs:
+            model.transformer(inputs_embeds=inputs["self"][None], use_cache=False)
+        else:
+            encoded = model.model.encoder(inputs_embeds=inputs["encoder"][None]).last_hidden_state
+            model.model.decoder(
+                inputs_embeds=inputs["decoder"][None], encoder_hidden_states=encoded, use_cache=False
+            )
+    kinds = sorted({kind for kind, _ in recorded})
+    return {
+        kind: torch.stack(
+            [
+                torch.stack([recorded[(kind, layer)][0][0], recorded[(kind, layer)][1][0]])
+                for layer in range(sum(1 for k, _ in recorded if k == kind))
+            ]
+        )
+        for kind in kinds
+    }

@@ -123,6 +123,10 @@ class Run:
     def save_checkpoint(self, state: dict[str, Any]) -> None:
         _torch_save(state, self.path / "checkpoints" / "last.pt")
 
+    @property
+    def has_checkpoint(self) -> bool:
+        return (self.path / "checkpoints" / "last.pt").is_file()
+
     def load_checkpoint(self, device) -> dict[str, Any] | None:
         path = self.path / "checkpoints" / "last.pt"
         if not path.is_file():

@@ -99,7 +99,7 @@ def test_phase_two_rejects_what_the_model_cannot_take(tmp_path):
             tmp_path, "model:\n  name: tiny-bart\nmethod:\n  kind: prefix\n  position_offset: true\n"
         )
     )
-    with pytest.raises(PeftrunError, match="GPT-2 only"):
+    with pytest.raises(PeftrunError, match="GPT-2 prefixes only"):
         check_against_model(cfg)
 
 

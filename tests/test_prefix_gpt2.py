@@ -173,7 +173,7 @@ def test_position_offset_reserves_positions_so_long_inputs_never_overflow(tiny):
 
     method = attach(tiny, prefix_len=20)
     method.set_training(False)
-    fmt = text_format(tiny, DataConfig(), method.reserved_positions)
+    fmt = text_format(tiny, DataConfig(), method.slots)
     long = "the food is good " * 400
     batch = fmt.training_batch([Pair(long, long)])
     assert batch["inputs"]["input_ids"].shape[1] == 512 - 20

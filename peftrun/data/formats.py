@@ -10,15 +10,33 @@ decoder start token, as `generate()` produces them.
 
 `labels` are aligned with the logits (position i predicts labels[i]; -100 = no loss), so the
 training loop computes one cross-entropy for every model family.
+
+A method can ask for room in the sequences (`Slots`, via its optional `adapt_format`):
+positions it takes from the real tokens (a prefix's position offset), filler tokens at the start
+of the source whose embeddings it replaces (soft prompts), or filler tokens between the source and
+the separator whose keys/values it replaces (infix, decoder-only):
+
+    decoder-only   [lead × n] " source" " " [infix × m] EOS " target" " " EOS
+    encoder        [lead × n] <s> source </s>
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
 IGNORE = -100
+
+
+@dataclass(frozen=True)
+class Slots:
+    """Room a method needs in the token sequences (see the module docstring)."""
+
+    reserved_positions: int = 0  # positions real tokens cannot use (a prefix's position offset)
+    leading: int = 0  # filler tokens before the source, replaced by soft embeddings
+    infix: int = 0  # filler tokens between the source and the separator (decoder-only)
 
 
 def _pad(rows: Sequence[Sequence[int]], value: int, left: bool = False) -> torch.Tensor:
@@ -37,21 +55,35 @@ def _mask(rows: Sequence[Sequence[int]], left: bool = False) -> torch.Tensor:
 class DecoderOnlyFormat:
     """GPT-2 style: prompt and target in one sequence."""
 
-    def __init__(self, tokenizer, max_positions: int, max_source: int | None, max_target: int | None):
+    def __init__(
+        self,
+        tokenizer,
+        max_positions: int,
+        max_source: int | None,
+        max_target: int | None,
+        slots: Slots = Slots(),
+    ):
         self.tokenizer = tokenizer
         self.eos = tokenizer.eos_token_id
-        self.max_positions = max_positions
+        self.max_positions = max_positions - slots.reserved_positions  # what real tokens can use
         self.max_source = max_source
         self.max_target = max_target
+        self.slots = slots
+        space = self._ids(" ")
+        # Fillers only hold places (a method replaces their embeddings or keys/values); the infix
+        # filler must not be the EOS, which marks where the infix ends (`infix_positions`).
+        self.filler = space[-1] if space else self.eos
 
     def _ids(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     def prompt_ids(self, source: str) -> list[int]:
         ids = self._ids(" " + source)
+        lead, infix = [self.filler] * self.slots.leading, [self.filler] * self.slots.infix
         # Keep room for the EOS and at least some target within the model's positions.
-        limit = min(self.max_source or len(ids), self.max_positions // 2)
-        return ids[:limit] + self._ids(" ") + [self.eos]
+        room = self.max_positions - len(lead) - len(infix)
+        limit = min(self.max_source or len(ids), room // 2)
+        return lead + ids[:limit] + self._ids(" ") + infix + [self.eos]
 
     def target_ids(self, target: str) -> list[int]:
         ids = self._ids(" " + target)
@@ -74,9 +106,22 @@ class DecoderOnlyFormat:
         }
 
     def prompt_batch(self, sources: Sequence[str]) -> dict[str, torch.Tensor]:
-        prompts = [self.prompt_ids(source) for source in sources]
+        return self.pad_prompts([self.prompt_ids(source) for source in sources])
+
+    def pad_prompts(self, prompts: Sequence[Sequence[int]]) -> dict[str, torch.Tensor]:
         # Left padding: every row's next token is generated at the same position.
         return {"input_ids": _pad(prompts, self.eos, left=True), "attention_mask": _mask(prompts, left=True)}
+
+    def demonstration_ids(self, pair) -> list[int]:
+        """A solved example for in-context prompts: its training text."""
+        return self.prompt_ids(pair.source) + self.target_ids(pair.target)
+
+    def with_context(self, context: list[int], source: str) -> list[int]:
+        return context + self.prompt_ids(source)
+
+    def context_budget(self, max_new_tokens: int | None) -> int:
+        """Tokens a prompt may have and still leave room for the output."""
+        return self.max_positions - (max_new_tokens or 0)
 
     def generated_ids(self, output: torch.Tensor, prompt: dict[str, torch.Tensor]) -> list[list[int]]:
         return [_until_eos(row.tolist(), self.eos) for row in output[:, prompt["input_ids"].shape[1] :]]
@@ -92,21 +137,30 @@ class Seq2SeqFormat:
         max_source: int | None,
         max_target: int | None,
         decoder_start: int,
+        slots: Slots = Slots(),
     ):
+        if slots.infix:
+            raise ValueError("an infix needs the source and target in one sequence (decoder-only models)")
         self.tokenizer = tokenizer
         self.eos = tokenizer.eos_token_id
         self.pad = tokenizer.pad_token_id
-        self.max_source = min(max_source or max_positions, max_positions)
-        self.max_target = min(max_target or max_positions, max_positions)
+        positions = max_positions - slots.reserved_positions
+        self.max_source = min(max_source or positions, positions - slots.leading)
+        self.max_target = min(max_target or positions, positions)
         self.decoder_start = decoder_start
+        self.slots = slots
+        self.filler = tokenizer.unk_token_id if tokenizer.unk_token_id is not None else self.eos
 
     def _encode(self, text: str, limit: int) -> list[int]:
         ids = self.tokenizer(text)["input_ids"]
         # Truncate inside the special tokens, so the sequence still ends with </s>.
         return ids if len(ids) <= limit else ids[: limit - 1] + [self.eos]
 
+    def prompt_ids(self, source: str) -> list[int]:
+        return [self.filler] * self.slots.leading + self._encode(source, self.max_source)
+
     def training_batch(self, pairs) -> dict[str, torch.Tensor | dict]:
-        sources = [self._encode(pair.source, self.max_source) for pair in pairs]
+        sources = [self.prompt_ids(pair.source) for pair in pairs]
         targets = [self._encode(pair.target, self.max_target) for pair in pairs]
         decoder_inputs = [[self.decoder_start] + target[:-1] for target in targets]
         return {
@@ -120,8 +174,24 @@ class Seq2SeqFormat:
         }
 
     def prompt_batch(self, sources: Sequence[str]) -> dict[str, torch.Tensor]:
-        encoded = [self._encode(source, self.max_source) for source in sources]
-        return {"input_ids": _pad(encoded, self.pad), "attention_mask": _mask(encoded)}
+        return self.pad_prompts([self.prompt_ids(source) for source in sources])
+
+    def pad_prompts(self, prompts: Sequence[Sequence[int]]) -> dict[str, torch.Tensor]:
+        return {"input_ids": _pad(prompts, self.pad), "attention_mask": _mask(prompts)}
+
+    def demonstration_ids(self, pair) -> list[int]:
+        """A solved example for in-context prompts: source </s> target </s>."""
+        plain = {"add_special_tokens": False}
+        source, target = self.tokenizer(pair.source, **plain), self.tokenizer(pair.target, **plain)
+        return source["input_ids"] + [self.eos] + target["input_ids"] + [self.eos]
+
+    def with_context(self, context: list[int], source: str) -> list[int]:
+        ids = self.prompt_ids(source)
+        return ids[:1] + context + ids[1:]  # after <s>
+
+    def context_budget(self, max_new_tokens: int | None) -> int:
+        """Tokens the encoder input may have (the output has positions of its own)."""
+        return self.max_source
 
     def generated_ids(self, output: torch.Tensor, prompt: dict[str, torch.Tensor]) -> list[list[int]]:
         # output[:, 0] is the decoder start token (BART's is </s>, the EOS itself): skip it.
@@ -132,15 +202,33 @@ def _until_eos(ids: list[int], eos: int) -> list[int]:
     return ids[: ids.index(eos)] if eos in ids else ids
 
 
-def text_format(loaded, data_cfg, reserved_positions: int = 0):
-    """The format for this model family; `reserved_positions` are taken by a method (a prefix's
-    position offset) and unavailable to real tokens."""
-    positions = loaded.arch.max_positions - reserved_positions
+def text_format(loaded, data_cfg, slots: Slots = Slots()):
+    """The format for this model family, with the room a method asked for."""
+    positions = loaded.arch.max_positions
     if loaded.arch.is_encoder_decoder:
         start = loaded.model.config.decoder_start_token_id
         return Seq2SeqFormat(
-            loaded.tokenizer, positions, data_cfg.max_source_tokens, data_cfg.max_target_tokens, start
+            loaded.tokenizer, positions, data_cfg.max_source_tokens, data_cfg.max_target_tokens, start, slots
         )
     return DecoderOnlyFormat(
-        loaded.tokenizer, positions, data_cfg.max_source_tokens, data_cfg.max_target_tokens
+        loaded.tokenizer, positions, data_cfg.max_source_tokens, data_cfg.max_target_tokens, slots
     )
+
+
+def first_visible(attention_mask: torch.Tensor | None, rows: int, device) -> torch.Tensor:
+    """Index of each row's first real (unpadded) token: 0 with right padding."""
+    if attention_mask is None:
+        return torch.zeros(rows, dtype=torch.long, device=device)
+    return attention_mask.long().argmax(dim=1)
+
+
+def infix_positions(input_ids: torch.Tensor, attention_mask: torch.Tensor | None, eos: int, length: int):
+    """Columns (rows, length) of the infix fillers: the `length` tokens before each row's first
+    real EOS (the separator; see DecoderOnlyFormat.prompt_ids)."""
+    real = input_ids == eos
+    if attention_mask is not None:
+        real &= attention_mask.bool()
+    if not bool(real.any(dim=1).all()):
+        raise ValueError("every row needs the source/target separator (EOS) to place the infix")
+    separator = real.long().argmax(dim=1)
+    return separator[:, None] - length + torch.arange(length, device=input_ids.device)

@@ -32,8 +32,13 @@ class ParamCounts:
 
 
 class Method(Protocol):
-    # Optional attribute `reserved_positions: int` (default 0): positions a method takes from the
-    # real tokens (a prefix with GPT-2's position offset); token formats stay below the rest.
+    # Optional, for methods that need them (all read with getattr and a default):
+    #   slots: peftrun.data.formats.Slots   room in the token sequences (position offset, fillers)
+    #   wrap_format(fmt, cfg) -> format     change the prompts themselves (in-context examples)
+    #   initialize() -> None                one-off set-up before training from scratch (not on
+    #                                       resume, not for decoding), e.g. fitting an init
+    #   take_notes() -> list[str]           lines for the run log since the last call (what an
+    #                                       init fit reached, how many demonstrations fit, ...)
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         """What the optimizer updates."""

@@ -1,4 +1,4 @@
-"""Prefix-tuning (Li & Liang, ACL 2021, arXiv 2101.00190), Sec. 4.
+"""Prefix-tuning (Li & Liang, ACL 2021, arXiv 2101.00190), Sec. 4, and its Sec. 7 ablations.
 
 Every attention layer gets `L` extra positions whose keys/values are trained; the language
 model itself is frozen (and kept in eval mode). Activations at prefix positions are free
@@ -8,10 +8,28 @@ parameters P_θ[i, :]; every other activation follows the frozen model, attendin
     h_i = LM_φ(z_i, h_<i)       otherwise
 
 Reparametrisation (Sec. 4.3): P_θ = MLP(P'_θ), with P'_θ an embedding (L, d) and
-MLP = Linear(d, mlp_hidden) → Tanh → Linear(mlp_hidden, n_layer·2·d). After training only
-P_θ is stored — per kind (n_layer, 2, n_head, L, head_dim) — and the MLP is dropped, as the
-paper does and counts ("0.1%"). GPT-2 has one kind of attention; BART three independent
-prefixes: encoder self-attention, decoder self-attention, decoder cross-attention.
+MLP = Linear(d, mlp_hidden) → Tanh → Linear(mlp_hidden, width). After training only P_θ is
+stored and the MLP is dropped, as the paper does and counts ("0.1%"). GPT-2 has one kind of
+attention; BART three independent prefixes: encoder self-attention, decoder self-attention,
+decoder cross-attention.
+
+Variants (`method.variant`):
+- every-layer (the method): P_θ holds keys/values, (n_layer, 2, n_head, L, head_dim) per kind.
+- embedding-only (EMB-L): P_θ holds input-layer activations (L, d); the frozen model computes the
+  keys/values of every layer from them (`key_values_of_inputs`). GPT-2: one table; BART: an encoder
+  and a decoder table, the cross-attention prefix being the encoder prefix's outputs. Only (L, d)
+  per table is stored. On GPT-2 this is exactly prompt tuning with the same embeddings (tested).
+- infix (INFIX-L, GPT-2 only): [x; INFIX; y]. L filler tokens sit between the source and the
+  separator (see `peftrun.data.formats`); at every layer their keys/values are replaced by P_θ, so
+  the target sees x, the infix and itself. (The original added trained keys/values to the model's
+  own at those positions; we use the paper's definition, free activations.)
+
+Init from a real phrase (`init_phrase`, paper Sec. 7 low-data): the prefix takes the phrase's
+length (GPT-2 BPE with a leading space), and before training the MLP alone is fitted for
+`init_steps` Adam steps at `init_lr` by mean-squared error to the frozen model's activations for
+the phrase — its keys/values at every layer (BART: the encoder's on the phrase, the decoder's on
+the phrase cross-attending to the encoder's phrase states, and those states' cross-attention
+keys/values), or for embedding-only its token embeddings. The final MSE goes to the run log.
 
 The keys/values enter attention through `peftrun.prefix_attention` (one mechanism for every
 architecture). Positions: the original GPT-2 code passed the prefix as `past_key_values`, so
@@ -28,66 +46,147 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from peftrun.data.formats import Slots, infix_positions
+from peftrun.errors import PeftrunError
 from peftrun.method_options import PrefixOptions
 from peftrun.methods.base import ParamCounts
-from peftrun.models import LoadedModel, attention_sites, count_parameters
-from peftrun.prefix_attention import install
+from peftrun.models import LoadedModel, attention_sites, count_parameters, load_tokenizer
+from peftrun.prefix_attention import install, key_values_of_inputs
 
 WEIGHTS = "prefix.safetensors"
+DEFAULT_LENGTH = 10
 
 
 class PrefixTable(nn.Module):
-    """The prefix of one attention kind: produces (n_layer, 2, n_head, L, head_dim)."""
+    """L trained rows of `width` values: P_θ = MLP(P'_θ) (reparametrised), or P_θ itself."""
 
-    def __init__(self, n_layer: int, n_head: int, hidden: int, options: PrefixOptions) -> None:
+    def __init__(self, length: int, hidden: int, width: int, options: PrefixOptions) -> None:
         super().__init__()
-        self.shape = (options.prefix_len, n_layer, 2, n_head, hidden // n_head)
-        width = n_layer * 2 * hidden
+        self.length, self.width = length, width
         if options.reparametrize:
-            self.embedding = nn.Parameter(torch.randn(options.prefix_len, hidden) * 0.02)  # P'_θ
+            self.embedding = nn.Parameter(torch.randn(length, hidden) * 0.02)  # P'_θ
             self.mlp = nn.Sequential(
                 nn.Linear(hidden, options.mlp_hidden), nn.Tanh(), nn.Linear(options.mlp_hidden, width)
             )
         else:
-            self.embedding = nn.Parameter(torch.randn(options.prefix_len, width) * 0.02)  # P_θ
+            self.embedding = nn.Parameter(torch.randn(length, width) * 0.02)  # P_θ
             self.mlp = nn.Identity()
 
     def forward(self) -> torch.Tensor:
-        flat = self.mlp(self.embedding)  # (L, n_layer·2·d), laid out layer-major, then key/value
-        return flat.view(self.shape).permute(1, 2, 3, 0, 4)  # (n_layer, 2, n_head, L, head_dim)
+        return self.mlp(self.embedding)  # (L, width)
+
+
+def kv_layout(flat: torch.Tensor, n_layer: int, n_head: int) -> torch.Tensor:
+    """(L, n_layer·2·d), laid out layer-major then key/value → (n_layer, 2, n_head, L, head_dim)."""
+    length = flat.shape[0]
+    return flat.view(length, n_layer, 2, n_head, -1).permute(1, 2, 3, 0, 4)
+
+
+def phrase_ids(tokenizer, phrase: str) -> list[int]:
+    """The phrase's tokens as they appear inside text (with a leading space: "table-to-text:" is 6
+    GPT-2 tokens, "summarize" 1)."""
+    return tokenizer(" " + phrase, add_special_tokens=False)["input_ids"]
 
 
 class Prefix:
-    """Frozen model + trained prefix key/values at every attention layer."""
+    """Frozen model + a trained prefix (every layer, embedding-only or infix)."""
 
     def __init__(self, loaded: LoadedModel, options: PrefixOptions) -> None:
         self.model = loaded.model
         self.options = options
+        self.variant = options.variant
+        self.notes: list[str] = []
         self.model.requires_grad_(False)
-        sites = attention_sites(self.model)
         arch = loaded.arch
+        self.tokenizer = loaded.tokenizer
+        self.length = self._length(loaded)
+        sites = attention_sites(self.model)
         layers = {"self": arch.n_layer, "encoder": arch.n_encoder_layer}
+        self.n_layers = {kind: layers.get(kind, arch.n_layer) for kind in sites}
+        self.n_head = arch.n_head
+        # Where input-layer activations enter: GPT-2's one stack, BART's encoder and decoder.
+        self.input_kinds = ("self",) if arch.family == "gpt2" else ("encoder", "decoder")
+        if self.variant == "embedding-only":
+            kinds = {kind: arch.hidden for kind in self.input_kinds}
+        elif self.variant == "infix":
+            kinds = {"self": arch.n_layer * 2 * arch.hidden}
+        else:
+            kinds = {kind: n * 2 * arch.hidden for kind, n in self.n_layers.items()}
         self.tables = nn.ModuleDict(
-            {
-                kind: PrefixTable(layers.get(kind, arch.n_layer), arch.n_head, arch.hidden, options)
-                for kind in sites
-            }
+            {kind: PrefixTable(self.length, arch.hidden, width, options) for kind, width in kinds.items()}
         ).to(self.model.device)
         self.stored: dict[str, torch.Tensor] | None = None  # set by `load`: P_θ without its MLP
         self.slot = install(self.model, sites)
-        offset = options.position_offset if options.position_offset is not None else arch.family == "gpt2"
-        # Positions the shifted real tokens can no longer use (the token formats stay below them).
-        self.reserved_positions = options.prefix_len if offset else 0
+        default_offset = arch.family == "gpt2" and self.variant != "infix"
+        offset = options.position_offset if options.position_offset is not None else default_offset
+        self.slots = Slots(
+            reserved_positions=self.length if offset else 0,
+            infix=self.length if self.variant == "infix" else 0,
+        )
+        self._shift = self.length if offset else 0
         if offset:
-            # Real tokens' positions become L … L+T−1, in training and in generate() alike.
-            shift = options.prefix_len
-            self.model.transformer.wpe.register_forward_pre_hook(lambda _, args: (args[0] + shift,))
+            # Real tokens' positions become L … L+T−1, in training and in generate() alike (but
+            # not while the frozen model computes the prefix itself, at 0 … L−1).
+            self.model.transformer.wpe.register_forward_pre_hook(lambda _, args: (args[0] + self._shift,))
+        self._infix: torch.Tensor | None = None  # (n_layer, 2, n_head, L, head_dim) while active
+        self._infix_columns: torch.Tensor | None = None
+        if self.variant == "infix":
+            self._install_infix(loaded)
 
-    def key_values(self) -> dict[str, torch.Tensor]:
-        """Prefix K/V per kind, (n_layer, 2, n_head, L, head_dim) each."""
+    def _length(self, loaded: LoadedModel) -> int:
+        phrase = self.options.init_phrase
+        if phrase is None:
+            return self.options.prefix_len or DEFAULT_LENGTH
+        if self.tokenizer is None and self.options.prefix_len is not None:
+            return self.options.prefix_len  # counting parameters without weights or tokenizer
+        if self.tokenizer is None:
+            try:
+                self.tokenizer = load_tokenizer(loaded.name)
+            except PeftrunError:
+                raise PeftrunError(
+                    f"method.init_phrase needs {loaded.name}'s tokenizer to count the phrase's tokens and "
+                    "it cannot be loaded here; set method.prefix_len to that count (GPT-2/BART BPE: "
+                    "'table-to-text:' 6, 'summarize' 1)"
+                ) from None
+        count = len(phrase_ids(self.tokenizer, phrase))
+        if count == 0:
+            raise PeftrunError(f"method.init_phrase={phrase!r} has no tokens")
+        if self.options.prefix_len not in (None, count):
+            raise PeftrunError(
+                f"method.prefix_len={self.options.prefix_len}, but init_phrase {phrase!r} is {count} "
+                "tokens and the prefix takes its length; remove prefix_len"
+            )
+        return count
+
+    # What the prefix is -------------------------------------------------------------------
+
+    def values(self) -> dict[str, torch.Tensor]:
+        """P_θ per table: keys/values (n_layer, 2, n_head, L, head_dim), or embeddings (L, d)."""
         if self.stored is not None:
             return self.stored
-        return {kind: table() for kind, table in self.tables.items()}
+        if self.variant == "embedding-only":
+            return {kind: table() for kind, table in self.tables.items()}
+        return {
+            kind: kv_layout(table(), self.n_layers[kind], self.n_head) for kind, table in self.tables.items()
+        }  # noqa: E501
+
+    def key_values(self) -> dict[str, torch.Tensor]:
+        """Prefix K/V per attention kind, (n_layer, 2, n_head, L, head_dim) each."""
+        values = self.values()
+        if self.variant != "embedding-only":
+            return values
+        with self._unshifted():
+            return key_values_of_inputs(self.model, self.slot, values)
+
+    @contextmanager
+    def _unshifted(self):
+        shift, self._shift = self._shift, 0
+        try:
+            yield
+        finally:
+            self._shift = shift
+
+    # The Method protocol -------------------------------------------------------------------
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return list(self.tables.parameters())
@@ -98,10 +197,63 @@ class Prefix:
 
     @contextmanager
     def active(self, batch_size: int):
+        if self.variant == "infix":
+            self._infix = self.values()["self"]
+            try:
+                yield
+            finally:
+                self._infix = self._infix_columns = None
+            return
         # One row serves the whole batch (the slot broadcasts it).
         rows = {kind: kv.unsqueeze(0) for kind, kv in self.key_values().items()}
         with self.slot.active(rows):
             yield
+
+    def initialize(self) -> None:
+        """Init from a real phrase: fit the MLP (or set P_θ) to the phrase's activations."""
+        phrase = self.options.init_phrase
+        if phrase is None:
+            return
+        targets = self.phrase_targets()
+        if not self.options.reparametrize:
+            with torch.no_grad():
+                for kind, table in self.tables.items():
+                    table.embedding.copy_(_flat(targets[kind], self.variant))
+            self.notes.append(f"prefix set to the activations of {phrase!r} ({self.length} tokens)")
+            return
+        mlp = [p for table in self.tables.values() for p in table.mlp.parameters()]
+        optimizer = torch.optim.Adam(mlp, lr=self.options.init_lr)
+        first = None
+        for _ in range(self.options.init_steps):
+            loss = self.phrase_mse(targets)
+            first = loss.item() if first is None else first
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        with torch.no_grad():
+            self.init_mse = self.phrase_mse(targets).item()
+        self.notes.append(
+            f"prefix initialised from {phrase!r} ({self.length} tokens): MLP fitted for "
+            f"{self.options.init_steps} Adam steps at lr {self.options.init_lr:g}; MSE to the phrase's "
+            f"activations {first:.4g} -> {self.init_mse:.4g}"
+        )
+
+    def phrase_targets(self) -> dict[str, torch.Tensor]:
+        """What each table should hold to be the phrase: its token embeddings (embedding-only) or
+        the frozen model's keys/values for it (every-layer)."""
+        ids = torch.tensor(phrase_ids(self.tokenizer, self.options.init_phrase), device=self.model.device)
+        with torch.no_grad(), self._unshifted():
+            embeddings = self.model.get_input_embeddings()(ids)
+            inputs = {kind: embeddings for kind in self.input_kinds}
+            if self.variant == "embedding-only":
+                return inputs
+            return key_values_of_inputs(self.model, self.slot, inputs)
+
+    def phrase_mse(self, targets: dict[str, torch.Tensor]) -> torch.Tensor:
+        values = self.values()
+        got = torch.cat([values[kind].reshape(-1) for kind in sorted(targets)])
+        want = torch.cat([targets[kind].reshape(-1) for kind in sorted(targets)])
+        return nn.functional.mse_loss(got, want)
 
     def training_state(self) -> dict[str, torch.Tensor]:
         return self.tables.state_dict()
@@ -111,28 +263,77 @@ class Prefix:
 
     def save(self, directory: Path) -> None:
         with torch.no_grad():
-            tensors = {kind: kv.detach().contiguous().cpu() for kind, kv in self.key_values().items()}
+            tensors = {kind: value.detach().contiguous().cpu() for kind, value in self.values().items()}
         save_file(tensors, str(directory / WEIGHTS))
-        shapes = {kind: list(kv.shape) for kind, kv in tensors.items()}
+        layout = "(L, d)" if self.variant == "embedding-only" else "(n_layer, 2, n_head, L, head_dim)"
+        shapes = {kind: list(value.shape) for kind, value in tensors.items()}
         (directory / "prefix.json").write_text(
-            json.dumps({"layout": "(n_layer, 2, n_head, L, head_dim)", "shapes": shapes}, indent=2)
+            json.dumps({"variant": self.variant, "layout": layout, "shapes": shapes}, indent=2)
         )
 
     def load(self, directory: Path) -> None:
         tensors = load_file(str(directory / WEIGHTS), device=str(self.model.device))
-        expected = {kind: tuple(table().shape) for kind, table in self.tables.items()}
-        got = {kind: tuple(kv.shape) for kind, kv in tensors.items()}
+        self.stored = None
+        with torch.no_grad():
+            expected = {kind: tuple(value.shape) for kind, value in self.values().items()}
+        got = {kind: tuple(value.shape) for kind, value in tensors.items()}
         if got != expected:
             raise ValueError(f"prefix in {directory} has shapes {got}, this model needs {expected}")
         self.stored = tensors
 
+    def take_notes(self) -> list[str]:
+        notes, self.notes = self.notes, []
+        return notes
+
     def counts(self) -> ParamCounts:
-        stored = sum(
-            table.shape[0] * table.shape[1] * 2 * table.shape[3] * table.shape[4]
-            for table in self.tables.values()
-        )
         return ParamCounts(
             base=count_parameters(self.model.parameters()),
             trainable=count_parameters(self.tables.parameters()),
-            stored=stored,
+            stored=sum(table.length * table.width for table in self.tables.values()),
         )
+
+    # Infix -----------------------------------------------------------------------------------
+
+    def _install_infix(self, loaded: LoadedModel) -> None:
+        """Replace the keys/values the model computes at the infix fillers, in every layer.
+
+        The fused q/k/v projection's output is edited before attention (and before the KV cache
+        stores it), so generate() keeps the infix's keys/values for every later step."""
+        eos = self.model.config.eos_token_id
+        hidden = loaded.arch.hidden
+
+        def find_fillers(_, args, kwargs):
+            ids = kwargs.get("input_ids", args[0] if args else None)
+            mask = kwargs.get("attention_mask")
+            whole = ids is not None and (mask is None or mask.shape[1] == ids.shape[1])
+            # Later decoding steps feed only new tokens: the infix is already in the cache.
+            active = self._infix is not None and whole
+            self._infix_columns = infix_positions(ids, mask, eos, self.length) if active else None
+
+        def replace_key_values(layer: int):
+            def hook(_, __, output):
+                if self._infix is None or self._infix_columns is None:
+                    return None
+                columns = self._infix_columns
+                rows = torch.arange(output.shape[0], device=output.device)[:, None]
+                key, value = (
+                    self._infix[layer, i].transpose(0, 1).reshape(self.length, hidden).to(output.dtype)
+                    for i in (0, 1)
+                )
+                output = output.clone()
+                output[rows, columns, hidden : 2 * hidden] = key
+                output[rows, columns, 2 * hidden :] = value
+                return output
+
+            return hook
+
+        self.model.transformer.register_forward_pre_hook(find_fillers, with_kwargs=True)
+        for layer, block in enumerate(self.model.transformer.h):
+            block.attn.c_attn.register_forward_hook(replace_key_values(layer))
+
+
+def _flat(target: torch.Tensor, variant: str) -> torch.Tensor:
+    """A table's (L, width) rows holding `target` (inverse of `kv_layout` for keys/values)."""
+    if variant == "embedding-only":
+        return target
+    return target.permute(3, 0, 1, 2, 4).reshape(target.shape[3], -1)

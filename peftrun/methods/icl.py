@@ -1,0 +1,120 @@
+"""In-context learning (Brown et al. 2020): a few solved training examples before each input.
+
+Nothing is trained. k demonstrations are drawn once from the training set with `method.seed`
+and put, in that order, before every input at decoding time, each written as the model's own
+token format writes a training example (GPT-2: " table <|endoftext|> text <|endoftext|>";
+BART's encoder: "<s> source </s> target </s> … input </s>"). When they do not fit the model's
+positions (GPT-2: leaving room for the output; BART: the encoder's source limit), the first ones
+that fit are used, and the run log says how many for how many inputs. The drawn demonstrations
+are written to the adapter folder (`icl.json`), so a later `peftrun decode` uses the same ones.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter
+from collections.abc import Sequence
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+
+from peftrun.data.examples import Pair
+from peftrun.method_options import ICLOptions
+from peftrun.methods.base import ParamCounts
+from peftrun.models import LoadedModel, count_parameters
+
+FILE = "icl.json"
+
+
+class InContext:
+    def __init__(self, loaded: LoadedModel, options: ICLOptions) -> None:
+        self.model = loaded.model
+        self.model.requires_grad_(False)
+        self.options = options
+        self._demonstrations: list[Pair] | None = None
+        self._data_cfg = None
+        self.used: Counter[int] = Counter()  # demonstrations used → inputs, since the last notes
+
+    # Demonstrations --------------------------------------------------------------------------
+
+    @property
+    def demonstrations(self) -> list[Pair]:
+        if self._demonstrations is None:
+            from peftrun import data
+
+            if self._data_cfg is None:
+                raise RuntimeError("icl needs the data config (wrap_format) or saved demonstrations (load)")
+            pairs = data.load_pairs(self._data_cfg, "train")
+            k = min(self.options.k, len(pairs))
+            chosen = random.Random(self.options.seed).sample(range(len(pairs)), k)
+            self._demonstrations = [pairs[i] for i in chosen]
+        return self._demonstrations
+
+    def wrap_format(self, text_format, cfg):
+        self._data_cfg = cfg.data
+        return Demonstrations(text_format, self, text_format.context_budget(cfg.decode.max_new_tokens))
+
+    def take_notes(self) -> list[str]:
+        notes = []
+        if self.used:
+            spread = ", ".join(f"{n} for {c} inputs" for n, c in sorted(self.used.items(), reverse=True))
+            notes.append(f"icl: demonstrations per input (k={self.options.k}, fewer if too long): {spread}")
+        self.used.clear()
+        return notes
+
+    # The Method protocol (nothing trains) -----------------------------------------------------
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        return []
+
+    def set_training(self, training: bool) -> None:
+        self.model.eval()
+
+    def active(self, batch_size: int):
+        return nullcontext()
+
+    def training_state(self) -> dict[str, torch.Tensor]:
+        return {}
+
+    def load_training_state(self, state: dict[str, torch.Tensor]) -> None:
+        pass
+
+    def save(self, directory: Path) -> None:
+        records = [{"source": d.source, "target": d.target} for d in self.demonstrations]
+        payload = {"k": self.options.k, "seed": self.options.seed, "demonstrations": records}
+        (directory / FILE).write_text(json.dumps(payload, indent=2, ensure_ascii=False), encoding="utf-8")
+
+    def load(self, directory: Path) -> None:
+        payload = json.loads((directory / FILE).read_text(encoding="utf-8"))
+        self._demonstrations = [Pair(d["source"], d["target"]) for d in payload["demonstrations"]]
+
+    def counts(self) -> ParamCounts:
+        return ParamCounts(base=count_parameters(self.model.parameters()), trainable=0, stored=0)
+
+
+class Demonstrations:
+    """A token format whose prompts start with as many of the demonstrations as fit."""
+
+    def __init__(self, base, method: InContext, budget: int) -> None:
+        self.base, self.method, self.budget = base, method, budget
+
+    def __getattr__(self, name):  # everything but prompts is the base format's
+        return getattr(self.base, name)
+
+    def prompt_ids(self, source: str) -> list[int]:
+        room = self.budget - len(self.base.prompt_ids(source))
+        context: list[int] = []
+        used = 0
+        for pair in self.method.demonstrations:
+            ids = self.base.demonstration_ids(pair)
+            if len(context) + len(ids) > room:
+                break
+            context += ids
+            used += 1
+        self.method.used[used] += 1
+        return self.base.with_context(context, source)
+
+    def prompt_batch(self, sources: Sequence[str]) -> dict[str, torch.Tensor]:
+        return self.base.pad_prompts([self.prompt_ids(source) for source in sources])
