@@ -168,6 +168,13 @@ def input_stack(model):
     return model.transformer if model.config.model_type == "gpt2" else model.model.encoder
 
 
+def reads_from_start(kwargs: dict) -> bool:
+    """Whether a forward call of the input stack reads the sequence from its first token (training,
+    or generate()'s first step) rather than only new tokens after a KV cache."""
+    cache = kwargs.get("past_key_values")
+    return cache is None or cache.get_seq_length() == 0
+
+
 def count_parameters(parameters) -> int:
     """Distinct parameters' sizes (tied weights, e.g. GPT-2's embedding and LM head, count once)."""
     return sum(p.numel() for p in {id(p): p for p in parameters}.values())

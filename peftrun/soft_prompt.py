@@ -24,7 +24,7 @@ from torch import nn
 
 from peftrun.data.formats import Slots, first_visible
 from peftrun.methods.base import ParamCounts, save_tensors
-from peftrun.models import LoadedModel, count_parameters, input_stack
+from peftrun.models import LoadedModel, count_parameters, input_stack, reads_from_start
 
 WEIGHTS = "prompt.safetensors"
 
@@ -48,7 +48,7 @@ class SoftInput:
     def _substitute(self, _module, args, kwargs):
         ids = kwargs.get("input_ids", args[0] if args else None)
         mask = kwargs.get("attention_mask")
-        if self.prompt is None or ids is None or (mask is not None and mask.shape[1] != ids.shape[1]):
+        if self.prompt is None or ids is None or not reads_from_start(kwargs):
             return None
         embeddings = self.embed(ids)
         rows = torch.arange(ids.shape[0], device=ids.device)[:, None]

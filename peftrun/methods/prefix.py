@@ -50,7 +50,7 @@ from peftrun.data.formats import Slots, infix_positions
 from peftrun.errors import PeftrunError
 from peftrun.method_options import PrefixOptions
 from peftrun.methods.base import ParamCounts
-from peftrun.models import LoadedModel, attention_sites, count_parameters, load_tokenizer
+from peftrun.models import LoadedModel, attention_sites, count_parameters, load_tokenizer, reads_from_start
 from peftrun.prefix_attention import install, key_values_of_inputs
 
 WEIGHTS = "prefix.safetensors"
@@ -304,10 +304,9 @@ class Prefix:
 
         def find_fillers(_, args, kwargs):
             ids = kwargs.get("input_ids", args[0] if args else None)
-            mask = kwargs.get("attention_mask")
-            whole = ids is not None and (mask is None or mask.shape[1] == ids.shape[1])
             # Later decoding steps feed only new tokens: the infix is already in the cache.
-            active = self._infix is not None and whole
+            active = self._infix is not None and ids is not None and reads_from_start(kwargs)
+            mask = kwargs.get("attention_mask")
             self._infix_columns = infix_positions(ids, mask, eos, self.length) if active else None
 
         def replace_key_values(layer: int):
