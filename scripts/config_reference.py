@@ -1,11 +1,16 @@
-"""Print the config reference (markdown) from the pydantic models' fields and descriptions.
+"""The config reference (markdown) from the pydantic models' fields and descriptions.
 
-python scripts/config_reference.py > docs/config.md   (README.md includes its output)
+python scripts/config_reference.py           print it
+python scripts/config_reference.py --write   replace README.md's copy (between its markers)
 """
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 from pydantic import BaseModel
+from pydantic_core import PydanticUndefined
 
 from peftrun.config import Config
 from peftrun.method_options import OPTIONS_BY_KIND
@@ -19,6 +24,7 @@ def rows(model: type[BaseModel], prefix: str) -> list[str]:
         default = field.default if field.default_factory is None else field.default_factory()
         if isinstance(default, BaseModel):
             continue
+        shown = "required" if default is PydanticUndefined else f"`{default!r}`"
         annotation = (
             str(field.annotation)
             .replace("typing.", "")
@@ -26,21 +32,37 @@ def rows(model: type[BaseModel], prefix: str) -> list[str]:
             .replace("'>", "")
             .replace("|", "\\|")
         )
-        out.append(f"| `{prefix}{name}` | `{annotation}` | `{default!r}` | {field.description or ''} |")
+        out.append(f"| `{prefix}{name}` | `{annotation}` | {shown} | {field.description or ''} |")
     return out
 
 
-def main() -> None:
-    print("| key | type | default | meaning |\n|---|---|---|---|")
-    print(
-        "| `name` | `str \\| None` | `None` | run name (default: dataset-model-method); the run dir adds a config hash |"  # noqa: E501
-    )
+README = Path(__file__).resolve().parent.parent / "README.md"
+START, END = "<!-- config-reference:start -->", "<!-- config-reference:end -->"
+
+
+def reference() -> str:
+    lines = [
+        "| key | type | default | meaning |",
+        "|---|---|---|---|",
+        "| `name` | `str \\| None` | `None` | run name (default: dataset-model-method); the run dir adds a config hash |",  # noqa: E501
+    ]
     for section in ("model", "data", "train", "decode", "output"):
-        print("\n".join(rows(Config.model_fields[section].annotation, f"{section}.")))
+        lines += rows(Config.model_fields[section].annotation, f"{section}.")
     for kind, options in OPTIONS_BY_KIND.items():
-        print(f"| `method.kind: {kind}` | | | {(options.__doc__ or '').strip()} |")
-        print("\n".join(rows(options, "method.")))
+        lines.append(f"| `method.kind: {kind}` | | | {' '.join((options.__doc__ or '').split())} |")
+        lines += rows(options, "method.")
+    return "\n".join(lines)
+
+
+def spliced(readme: str) -> str:
+    """README.md with the reference between its markers replaced by the current one."""
+    head, rest = readme.split(START, 1)
+    _, tail = rest.split(END, 1)
+    return f"{head}{START}\n{reference()}\n{END}{tail}"
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:] == ["--write"]:
+        README.write_text(spliced(README.read_text(encoding="utf-8")), encoding="utf-8")
+    else:
+        print(reference())

@@ -110,3 +110,13 @@ def test_unloadable_model_suggests_local_path_or_builtin(tmp_path):
     with pytest.raises(PeftrunError, match="tiny-gpt2") as err:
         check_against_model(cfg)
     assert "local copy" in str(err.value)
+
+
+def test_readme_config_reference_is_current():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("config_reference", ROOT / "scripts" / "config_reference.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert module.spliced(readme) == readme, "run: python scripts/config_reference.py --write"
