@@ -75,6 +75,7 @@ class PrefixOptions(_Options):
     )
     init_phrase: str | None = Field(
         None,
+        pattern=r"\S",
         description="start from a real phrase (paper, low-data: 'table-to-text:', 'summarize'): the MLP "
         "is fitted to the frozen model's activations for it before training",
     )

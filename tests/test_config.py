@@ -115,7 +115,8 @@ def test_unloadable_model_suggests_local_path_or_builtin(tmp_path):
 def test_readme_config_reference_is_current():
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("config_reference", ROOT / "scripts" / "config_reference.py")
+    script = ROOT / "scripts" / "config_reference.py"
+    spec = importlib.util.spec_from_file_location("config_reference", script)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     readme = (ROOT / "README.md").read_text(encoding="utf-8")

@@ -15,6 +15,9 @@ Sites. GPT-2: ``lin`` hooks ``transformer.h[i]``; ``houlsby`` hooks ``h[i].attn`
 ``h[i].mlp``. BART (encoder and decoder layers): ``lin`` hooks the layer; ``houlsby`` hooks
 ``self_attn`` (output[0]) and ``fc2`` (BART's decoder cross-attention gets no adapter).
 
+Our own code (forward hooks on the frozen layers): HF peft has no Lin et al. / Houlsby bottleneck
+adapters for GPT-2 and BART.
+
 ``up`` is initialised to zero, so an attached adapter leaves the model unchanged; ``down`` is small
 random (normal, std 0.01). The adapters are attached to the model as ``model.peft_adapters`` (so they
 move with it) and applied by forward hooks; the base model is frozen and stays in eval mode.

@@ -32,8 +32,12 @@ the phrase cross-attending to the encoder's phrase states, and those states' cro
 keys/values), or for embedding-only its token embeddings. The final MSE goes to the run log.
 
 The keys/values enter attention through `peftrun.prefix_attention` (one mechanism for every
-architecture). Positions: the original GPT-2 code passed the prefix as `past_key_values`, so
-real tokens were numbered L … L+T−1; `position_offset` (default on for GPT-2) does the same.
+architecture). Our own code, not HF peft's prefix tuning: peft hands the prefix to the model as
+its past keys/values (the decoder's cache), which reaches neither BART's encoder self-attention
+nor a batch of rows with different prefixes.
+
+Positions: the original GPT-2 code passed the prefix as `past_key_values`, so real tokens were
+numbered L … L+T−1; `position_offset` (default on for GPT-2) does the same.
 """
 
 from __future__ import annotations

@@ -1,0 +1,159 @@
+# ruff: noqa: E501
+"""In-context baseline (seeded demonstrations, fewer when they do not fit, logged, reproducible),
+whole runs of the new methods through `experiment.train`, and the one-line refusals of options a
+model cannot take."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pytest
+from conftest import write_config
+
+from peftrun import experiment, models
+from peftrun.config import DataConfig, DecodeConfig
+from peftrun.data.formats import text_format
+from peftrun.errors import PeftrunError
+from peftrun.method_options import ICLOptions, PrefixOptions, PromptOptions, PTuningOptions
+from peftrun.methods import METHODS
+
+
+def icl(model_name: str, k: int, seed: int = 0, max_source: int | None = None, max_new_tokens: int = 100):
+    loaded = models.load(model_name, seed=0)
+    method = METHODS["icl"](loaded, ICLOptions(k=k, seed=seed))
+    data = DataConfig(dataset="e2e", max_source_tokens=max_source)
+    cfg = SimpleNamespace(data=data, decode=DecodeConfig(max_new_tokens=max_new_tokens))
+    return loaded, method, method.wrap_format(text_format(loaded, data), cfg)
+
+
+def test_icl_prepends_seeded_demonstrations_as_training_text():
+    loaded, method, fmt = icl("tiny-gpt2", k=3)
+    demos = method.demonstrations
+    assert len(demos) == 3 and demos == icl("tiny-gpt2", k=3)[1].demonstrations  # same seed, same draw
+    assert demos != icl("tiny-gpt2", k=3, seed=1)[1].demonstrations
+    source = "name : Aromi | Type : pub"
+    ids = fmt.prompt_ids(source)
+    context = sum((fmt.base.demonstration_ids(d) for d in demos), [])
+    assert ids == context + fmt.base.prompt_ids(source)  # demos, each " table EOS text EOS", then the query
+    text = loaded.tokenizer.decode(ids)
+    assert all(d.target in text for d in demos)
+    assert method.take_notes() == ["icl: demonstrations per input (k=3, fewer if too long): 3 for 1 inputs"]
+    assert method.counts().trainable == method.counts().stored == 0
+
+
+def test_icl_uses_fewer_demonstrations_when_they_do_not_fit_and_says_so():
+    _, method, fmt = icl("tiny-gpt2", k=5, max_new_tokens=400)  # 512 positions - 400 for the output
+    budget = 512 - 400
+    prompt = fmt.prompt_ids("name : Aromi | Type : pub")
+    assert len(prompt) <= budget
+    used = method.used.most_common(1)[0][0]
+    assert 0 < used < 5
+    assert "fewer if too long" in method.take_notes()[0]
+    # BART: the budget is the encoder's source limit; an input that fills it gets no demonstrations.
+    _, bart_method, bart_fmt = icl("tiny-bart", k=3, max_source=40)
+    ids = bart_fmt.prompt_ids("word " * 100)
+    assert len(ids) == 40 and bart_method.take_notes() == [
+        "icl: demonstrations per input (k=3, fewer if too long): 0 for 1 inputs"
+    ]
+
+
+def test_icl_saved_demonstrations_are_reused(tmp_path):
+    _, method, _ = icl("tiny-bart", k=2)
+    method.save(tmp_path)
+    fresh = METHODS["icl"](models.load("tiny-bart", seed=0), ICLOptions(k=2, seed=9))
+    fresh.load(tmp_path)  # no data config needed: the stored draw is used
+    assert fresh.demonstrations == method.demonstrations
+
+
+RUN = """
+model: {name: MODEL}
+data: {dataset: e2e, train_size: 24, dev_loss_size: 4}
+method: METHOD
+train: {lr: 1e-3, epochs: EPOCHS, batch_size: 8, loss_reduction: token_mean}
+decode: {splits: [dev], limit: 2, num_beams: 2, max_new_tokens: 6, batch_size: 2}
+"""
+
+
+def run(tmp_path, model: str, method: str, epochs: int = 1):
+    text = RUN.replace("MODEL", model).replace("METHOD", method).replace("EPOCHS", str(epochs))
+    return experiment.train(write_config(tmp_path, text), [], str(tmp_path / "run"))
+
+
+def test_icl_run_trains_nothing_and_says_so(tmp_path, capsys):
+    run_dir, results = run(tmp_path, "tiny-gpt2", "{kind: icl, k: 2}", epochs=0)
+    err = capsys.readouterr().err
+    assert "trains nothing here: decoding and scoring only" in err
+    assert "icl: demonstrations per input (k=2, fewer if too long): 2 for 2 inputs" in err
+    assert not (run_dir / "checkpoints" / "last.pt").exists()
+    saved = json.loads((run_dir / "adapter" / "icl.json").read_text())
+    assert len(saved["demonstrations"]) == 2 and results["dev"]["instances"] == 2
+
+
+def test_phrase_init_run_logs_the_fit_in_meta(tmp_path, capsys):
+    method = "{kind: prefix, init_phrase: 'table-to-text:', mlp_hidden: 32, init_steps: 30}"
+    run_dir, _ = run(tmp_path, "tiny-gpt2", method)
+    meta = json.loads((run_dir / "meta.json").read_text())
+    assert len(meta["method_notes"]) == 1 and "MSE to the phrase's activations" in meta["method_notes"][0]
+    assert meta["method_notes"][0] in capsys.readouterr().err
+    stored = json.loads((run_dir / "adapter" / "prefix.json").read_text())
+    assert stored["shapes"]["self"][3] == 8  # the phrase's 8 tiny-BPE tokens set the length
+
+
+@pytest.mark.parametrize(
+    ("model", "method"),
+    [
+        ("tiny-bart", "{kind: prompt, prompt_len: 4}"),
+        ("tiny-gpt2", "{kind: prefix, variant: infix, prefix_len: 2}"),
+    ],
+)
+def test_new_methods_run_end_to_end(tmp_path, model, method):
+    run_dir, results = run(tmp_path, model, method)
+    assert (run_dir / "DONE").exists() and results["dev"]["instances"] == 2
+
+
+@pytest.mark.parametrize(
+    ("model", "options", "message"),
+    [
+        ("tiny-bart", PrefixOptions(variant="infix"), "defined for decoder-only models"),
+        (
+            "tiny-gpt2",
+            PrefixOptions(variant="infix", init_phrase="table-to-text:"),
+            "does not apply to an infix",
+        ),
+        ("tiny-gpt2", PrefixOptions(variant="infix", position_offset=True), "GPT-2 prefixes only"),
+        ("tiny-bart", PrefixOptions(position_offset=True), "GPT-2 prefixes only"),
+        ("tiny-gpt2", PromptOptions(prompt_len=300), "too little of the model's 512 positions"),
+        ("tiny-gpt2", PTuningOptions(encoder_hidden=33), "must be even"),
+    ],
+)
+def test_options_a_model_cannot_take_are_refused_in_one_line(model, options, message):
+    arch = models.summarize(models.hf_config(model))
+    with pytest.raises(PeftrunError, match=message) as err:
+        options.check(arch)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("method: {kind: prompt, prompt_len: 0}", "method.prompt_len"),
+        ("method: {kind: ptuning, lstm_layers: 0}", "method.lstm_layers"),
+        ("method: {kind: icl, k: -1}", "method.k"),
+        ("method: {kind: prefix, variant: middle}", "method.variant"),
+        ("method: {kind: prefix, init_phrase: '  '}", "method.init_phrase"),
+        ("method: {kind: prompt, init: zeros}", "method.init"),
+    ],
+)
+def test_bad_new_method_options_are_config_errors(tmp_path, text, message):
+    from peftrun import config
+
+    with pytest.raises(PeftrunError, match=message) as err:
+        config.load(write_config(tmp_path, text))
+    assert "\n" not in str(err.value)
+
+
+def test_phrase_length_and_prefix_len_must_agree():
+    options = PrefixOptions(init_phrase="table-to-text:", prefix_len=3)
+    with pytest.raises(PeftrunError, match="is 8 tokens and the prefix takes its length"):
+        METHODS["prefix"](models.load("tiny-gpt2", seed=0), options)
