@@ -145,15 +145,15 @@ def train(
         f"parameters: base {counts['base']:,}; trainable {counts['trainable']:,} ({counts['trainable_pct']:.3f}%); "  # noqa: E501
         f"stored {counts['stored']:,} ({counts['stored_pct']:.3f}%)"
     )
+    initialize = getattr(session.method, "initialize", None)
+    if initialize is not None and not run.has_checkpoint:  # a resumed run has its state already
+        initialize()
+        notes = session.log_notes()
+        if notes:
+            run.update_meta(method_notes=notes)
     if session.method.trainable_parameters() and train_pairs:
         from peftrun.train import fit
 
-        initialize = getattr(session.method, "initialize", None)
-        if initialize is not None and not run.has_checkpoint:  # a resumed run has its state already
-            initialize()
-            notes = session.log_notes()
-            if notes:
-                run.update_meta(method_notes=notes)
         progress = fit(
             session.model,
             session.method,

@@ -153,6 +153,7 @@ def fit(
             patience = cfg.early_stopping_patience
             progress.stopped_early = patience is not None and progress.evals_without_gain >= patience
 
+    optimizer.zero_grad(set_to_none=True)  # whatever ran before (an init fit) left no gradients in
     method.set_training(True)
     bar = tqdm(
         total=total, initial=progress.step, desc="train", unit="step", dynamic_ncols=True, disable=None

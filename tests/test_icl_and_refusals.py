@@ -157,3 +157,37 @@ def test_phrase_length_and_prefix_len_must_agree():
     options = PrefixOptions(init_phrase="table-to-text:", prefix_len=3)
     with pytest.raises(PeftrunError, match="is 8 tokens and the prefix takes its length"):
         METHODS["prefix"](models.load("tiny-gpt2", seed=0), options)
+
+
+def test_icl_skips_a_demonstration_too_long_but_keeps_later_ones_that_fit():
+    from peftrun.data.examples import Pair
+
+    _, method, fmt = icl("tiny-bart", k=2, max_source=60)
+    method._demonstrations = [Pair("word " * 200, "long"), Pair("short", "s")]
+    ids = fmt.prompt_ids("name : Aromi")
+    assert ids[
+        1 : 1 + len(fmt.base.demonstration_ids(method._demonstrations[1]))
+    ] == fmt.base.demonstration_ids(method._demonstrations[1])
+    assert method.take_notes() == ["icl: demonstrations per input (k=2, fewer if too long): 1 for 1 inputs"]
+
+
+def test_phrase_init_fit_leaves_no_gradients_for_training():
+    method = METHODS["prefix"](
+        models.load("tiny-gpt2", seed=0),
+        PrefixOptions(init_phrase="table-to-text:", mlp_hidden=32, init_steps=5),
+    )
+    method.initialize()
+    assert all(p.grad is None for p in method.trainable_parameters())
+
+
+def test_phrase_init_also_applies_when_nothing_trains(tmp_path):
+    run_dir, _ = run(
+        tmp_path,
+        "tiny-gpt2",
+        "{kind: prefix, init_phrase: 'table-to-text:', mlp_hidden: 32, init_steps: 5}",
+        0,
+    )
+    assert (
+        "MSE to the phrase's activations"
+        in json.loads((run_dir / "meta.json").read_text())["method_notes"][0]
+    )

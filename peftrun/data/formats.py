@@ -119,9 +119,13 @@ class DecoderOnlyFormat:
     def with_context(self, context: list[int], source: str) -> list[int]:
         return context + self.prompt_ids(source)
 
-    def context_budget(self, max_new_tokens: int | None) -> int:
-        """Tokens a prompt may have and still leave room for the output."""
-        return self.max_positions - (max_new_tokens or 0)
+    def context_budget(self, decode_cfg) -> int:
+        """Tokens a prompt may have and still leave room for the output (with only a total
+        `max_length`, the prompt gets half of it, as sources get half the positions)."""
+        budget = self.max_positions - (decode_cfg.max_new_tokens or 0)
+        if decode_cfg.max_new_tokens is None and decode_cfg.max_length:
+            budget = min(budget, decode_cfg.max_length // 2)
+        return budget
 
     def generated_ids(self, output: torch.Tensor, prompt: dict[str, torch.Tensor]) -> list[list[int]]:
         return [_until_eos(row.tolist(), self.eos) for row in output[:, prompt["input_ids"].shape[1] :]]
@@ -189,7 +193,7 @@ class Seq2SeqFormat:
         ids = self.prompt_ids(source)
         return ids[:1] + context + ids[1:]  # after <s>
 
-    def context_budget(self, max_new_tokens: int | None) -> int:
+    def context_budget(self, decode_cfg) -> int:
         """Tokens the encoder input may have (the output has positions of its own)."""
         return self.max_source
 

@@ -5,7 +5,8 @@ and put, in that order, before every input at decoding time, each written as the
 token format writes a training example (GPT-2: " table <|endoftext|> text <|endoftext|>";
 BART's encoder: "<s> source </s> target </s> … input </s>"). When they do not fit the model's
 positions (GPT-2: leaving room for the output; BART: the encoder's source limit), the first ones
-that fit are used, and the run log says how many for how many inputs. The drawn demonstrations
+that fit are used (in draw order, skipping any too long), and the run log says how many for how
+many inputs. The drawn demonstrations
 are written to the adapter folder (`icl.json`), so a later `peftrun decode` uses the same ones.
 """
 
@@ -54,7 +55,7 @@ class InContext:
 
     def wrap_format(self, text_format, cfg):
         self._data_cfg = cfg.data
-        return Demonstrations(text_format, self, text_format.context_budget(cfg.decode.max_new_tokens))
+        return Demonstrations(text_format, self, text_format.context_budget(cfg.decode))
 
     def take_notes(self) -> list[str]:
         notes = []
@@ -99,20 +100,22 @@ class Demonstrations:
 
     def __init__(self, base, method: InContext, budget: int) -> None:
         self.base, self.method, self.budget = base, method, budget
+        self._ids: tuple[list[Pair], list[list[int]]] | None = None  # (demonstrations, their tokens)
 
     def __getattr__(self, name):  # everything but prompts is the base format's
         return getattr(self.base, name)
 
     def prompt_ids(self, source: str) -> list[int]:
         room = self.budget - len(self.base.prompt_ids(source))
+        demonstrations = self.method.demonstrations
+        if self._ids is None or self._ids[0] is not demonstrations:  # tokenise each one once
+            self._ids = (demonstrations, [self.base.demonstration_ids(pair) for pair in demonstrations])
         context: list[int] = []
         used = 0
-        for pair in self.method.demonstrations:
-            ids = self.base.demonstration_ids(pair)
-            if len(context) + len(ids) > room:
-                break
-            context += ids
-            used += 1
+        for ids in self._ids[1]:
+            if len(context) + len(ids) <= room:
+                context += ids
+                used += 1
         self.method.used[used] += 1
         return self.base.with_context(context, source)
 

@@ -234,6 +234,7 @@ class Prefix:
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+        self.tables.zero_grad(set_to_none=True)  # the fit's gradients must not reach training
         with torch.no_grad():
             self.init_mse = self.phrase_mse(targets).item()
         self.notes.append(
