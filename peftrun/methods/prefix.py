@@ -20,9 +20,9 @@ Variants (`method.variant`):
   and a decoder table, the cross-attention prefix being the encoder prefix's outputs. Only (L, d)
   per table is stored. On GPT-2 this is exactly prompt tuning with the same embeddings (tested).
 - infix (INFIX-L, GPT-2 only): [x; INFIX; y]. L filler tokens sit between the source and the
-  separator (see `peftrun.data.formats`); at every layer their keys/values are replaced by P_θ, so
-  the target sees x, the infix and itself. (The original added trained keys/values to the model's
-  own at those positions; we use the paper's definition, free activations.)
+  separator; at every layer their keys/values are replaced by P_θ (`peftrun.infix_attention`),
+  so the target sees x, the infix and itself. (The original added trained keys/values to the
+  model's own at those positions; we use the paper's definition, free activations.)
 
 Init from a real phrase (`init_phrase`, paper Sec. 7 low-data): the prefix takes the phrase's
 length (GPT-2 BPE with a leading space), and before training the MLP alone is fitted for
@@ -50,11 +50,12 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from peftrun.data.formats import Slots, infix_positions
+from peftrun.data.formats import Slots
 from peftrun.errors import PeftrunError
+from peftrun.infix_attention import InfixSlot
 from peftrun.method_options import PrefixOptions
 from peftrun.methods.base import ParamCounts
-from peftrun.models import LoadedModel, attention_sites, count_parameters, load_tokenizer, reads_from_start
+from peftrun.models import LoadedModel, attention_sites, count_parameters, load_tokenizer
 from peftrun.prefix_attention import install, key_values_of_inputs
 
 WEIGHTS = "prefix.safetensors"
@@ -132,10 +133,7 @@ class Prefix:
             # Real tokens' positions become L … L+T−1, in training and in generate() alike (but
             # not while the frozen model computes the prefix itself, at 0 … L−1).
             self.model.transformer.wpe.register_forward_pre_hook(lambda _, args: (args[0] + self._shift,))
-        self._infix: torch.Tensor | None = None  # (n_layer, 2, n_head, L, head_dim) while active
-        self._infix_columns: torch.Tensor | None = None
-        if self.variant == "infix":
-            self._install_infix(loaded)
+        self.infix = InfixSlot(self.model, arch.hidden) if self.variant == "infix" else None
 
     def _length(self, loaded: LoadedModel) -> int:
         phrase = self.options.init_phrase
@@ -172,7 +170,7 @@ class Prefix:
             return {kind: table() for kind, table in self.tables.items()}
         return {
             kind: kv_layout(table(), self.n_layers[kind], self.n_head) for kind, table in self.tables.items()
-        }  # noqa: E501
+        }
 
     def key_values(self) -> dict[str, torch.Tensor]:
         """Prefix K/V per attention kind, (n_layer, 2, n_head, L, head_dim) each."""
@@ -201,12 +199,9 @@ class Prefix:
 
     @contextmanager
     def active(self, batch_size: int):
-        if self.variant == "infix":
-            self._infix = self.values()["self"]
-            try:
+        if self.infix is not None:
+            with self.infix.active(self.values()["self"]):
                 yield
-            finally:
-                self._infix = self._infix_columns = None
             return
         # One row serves the whole batch (the slot broadcasts it).
         rows = {kind: kv.unsqueeze(0) for kind, kv in self.key_values().items()}
@@ -296,44 +291,6 @@ class Prefix:
             trainable=count_parameters(self.tables.parameters()),
             stored=sum(table.length * table.width for table in self.tables.values()),
         )
-
-    # Infix -----------------------------------------------------------------------------------
-
-    def _install_infix(self, loaded: LoadedModel) -> None:
-        """Replace the keys/values the model computes at the infix fillers, in every layer.
-
-        The fused q/k/v projection's output is edited before attention (and before the KV cache
-        stores it), so generate() keeps the infix's keys/values for every later step."""
-        eos = self.model.config.eos_token_id
-        hidden = loaded.arch.hidden
-
-        def find_fillers(_, args, kwargs):
-            ids = kwargs.get("input_ids", args[0] if args else None)
-            # Later decoding steps feed only new tokens: the infix is already in the cache.
-            active = self._infix is not None and ids is not None and reads_from_start(kwargs)
-            mask = kwargs.get("attention_mask")
-            self._infix_columns = infix_positions(ids, mask, eos, self.length) if active else None
-
-        def replace_key_values(layer: int):
-            def hook(_, __, output):
-                if self._infix is None or self._infix_columns is None:
-                    return None
-                columns = self._infix_columns
-                rows = torch.arange(output.shape[0], device=output.device)[:, None]
-                key, value = (
-                    self._infix[layer, i].transpose(0, 1).reshape(self.length, hidden).to(output.dtype)
-                    for i in (0, 1)
-                )
-                output = output.clone()
-                output[rows, columns, hidden : 2 * hidden] = key
-                output[rows, columns, 2 * hidden :] = value
-                return output
-
-            return hook
-
-        self.model.transformer.register_forward_pre_hook(find_fillers, with_kwargs=True)
-        for layer, block in enumerate(self.model.transformer.h):
-            block.attn.c_attn.register_forward_hook(replace_key_values(layer))
 
 
 def _flat(target: torch.Tensor, variant: str) -> torch.Tensor:
