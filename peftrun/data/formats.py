@@ -11,7 +11,7 @@ decoder start token, as `generate()` produces them.
 `labels` are aligned with the logits (position i predicts labels[i]; -100 = no loss), so the
 training loop computes one cross-entropy for every model family.
 
-A method can ask for room in the sequences (`Slots`, via its optional `adapt_format`):
+A method can ask for room in the sequences (`Slots`, its optional `slots` attribute):
 positions it takes from the real tokens (a prefix's position offset), filler tokens at the start
 of the source whose embeddings it replaces (soft prompts), or filler tokens between the source and
 the separator whose keys/values it replaces (infix, decoder-only):
