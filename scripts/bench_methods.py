@@ -48,12 +48,12 @@ def measure(model_name: str, method_name: str, batch_size: int, steps: int, devi
     config = models.hf_config(model_name)
     family = config.model_type
     torch.manual_seed(0)
-    skeleton = models.load(f"tiny-{family}", seed=0)  # its tokenizer: ids fit any GPT-2/BART vocabulary
+    tokenizer = models.load_tokenizer(f"tiny-{family}")  # its ids fit any GPT-2/BART vocabulary
     from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
     auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
     model = auto.from_config(config, attn_implementation="sdpa").to(device)
-    loaded = models.LoadedModel(model, skeleton.tokenizer, models.summarize(config), model_name)
+    loaded = models.LoadedModel(model, tokenizer, models.summarize(config), model_name)
     spec = dict(METHODS[method_name])
     method = IMPLEMENTATIONS[spec["kind"]](loaded, OPTIONS_BY_KIND[spec["kind"]](**spec))
     data_cfg = DataConfig(dataset="e2e", train_size=batch_size * (steps + 1), subset_seed=0)

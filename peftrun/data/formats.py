@@ -116,8 +116,9 @@ class DecoderOnlyFormat:
         """A solved example for in-context prompts: its training text."""
         return self.prompt_ids(pair.source) + self.target_ids(pair.target)
 
-    def with_context(self, context: list[int], source: str) -> list[int]:
-        return context + self.prompt_ids(source)
+    def with_context(self, context: list[int], prompt: list[int]) -> list[int]:
+        """`prompt` (from prompt_ids) preceded by in-context examples."""
+        return context + prompt
 
     def context_budget(self, decode_cfg) -> int:
         """Tokens a prompt may have and still leave room for the output (with only a total
@@ -189,9 +190,9 @@ class Seq2SeqFormat:
         source, target = self.tokenizer(pair.source, **plain), self.tokenizer(pair.target, **plain)
         return source["input_ids"] + [self.eos] + target["input_ids"] + [self.eos]
 
-    def with_context(self, context: list[int], source: str) -> list[int]:
-        ids = self.prompt_ids(source)
-        return ids[:1] + context + ids[1:]  # after <s>
+    def with_context(self, context: list[int], prompt: list[int]) -> list[int]:
+        """`prompt` (from prompt_ids) with in-context examples after its <s>."""
+        return prompt[:1] + context + prompt[1:]
 
     def context_budget(self, decode_cfg) -> int:
         """Tokens the encoder input may have (the output has positions of its own)."""

@@ -106,7 +106,8 @@ class Demonstrations:
         return getattr(self.base, name)
 
     def prompt_ids(self, source: str) -> list[int]:
-        room = self.budget - len(self.base.prompt_ids(source))
+        prompt = self.base.prompt_ids(source)
+        room = self.budget - len(prompt)
         demonstrations = self.method.demonstrations
         if self._ids is None or self._ids[0] is not demonstrations:  # tokenise each one once
             self._ids = (demonstrations, [self.base.demonstration_ids(pair) for pair in demonstrations])
@@ -117,7 +118,7 @@ class Demonstrations:
                 context += ids
                 used += 1
         self.method.used[used] += 1
-        return self.base.with_context(context, source)
+        return self.base.with_context(context, prompt)
 
     def prompt_batch(self, sources: Sequence[str]) -> dict[str, torch.Tensor]:
         return self.base.pad_prompts([self.prompt_ids(source) for source in sources])
