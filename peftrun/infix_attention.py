@@ -43,7 +43,7 @@ class InfixSlot:
     def _find_fillers(self, _module, args, kwargs) -> None:
         ids = kwargs.get("input_ids", args[0] if args else None)
         # Later decoding steps feed only new tokens: the infix is already in the cache.
-        if self.key_values is None or ids is None or not reads_from_start(kwargs):
+        if self.key_values is None or ids is None or not reads_from_start(args, kwargs):
             self.columns = None
             return
         self.columns = infix_positions(ids, kwargs.get("attention_mask"), self.eos, self.key_values.shape[3])

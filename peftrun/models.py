@@ -168,11 +168,31 @@ def input_stack(model):
     return model.transformer if model.config.model_type == "gpt2" else model.model.encoder
 
 
-def reads_from_start(kwargs: dict) -> bool:
-    """Whether a forward call of the input stack reads the sequence from its first token (training,
-    or generate()'s first step) rather than only new tokens after a KV cache."""
-    cache = kwargs.get("past_key_values")
-    return cache is None or cache.get_seq_length() == 0
+def reads_from_start(args: tuple, kwargs: dict) -> bool:
+    """Whether a forward call of the input stack reads each sequence from its first token (training,
+    or generate()'s first step) rather than only the new tokens after a KV cache.
+
+    Decided from the tensors of the call, not from how a transformers release names its cache
+    argument: an attention mask covers the cached tokens as well as the new ones, so the call
+    reads from the start exactly when it brings as many tokens as the mask covers. Without a
+    mask, any cache-like argument that already holds tokens (whatever its name) says no."""
+    tokens = _call_tokens(args, kwargs)
+    mask = kwargs.get("attention_mask")
+    if tokens is not None and getattr(mask, "dim", lambda: 0)() == 2:
+        return tokens.shape[1] == mask.shape[1]
+    for value in kwargs.values():
+        seen = getattr(value, "get_seq_length", None)
+        if callable(seen) and seen() > 0:
+            return False
+    return True
+
+
+def _call_tokens(args: tuple, kwargs: dict):
+    """The (B, T) ids or (B, T, d) embeddings a forward call brings, positional or by name."""
+    for name in ("input_ids", "inputs_embeds"):
+        if kwargs.get(name) is not None:
+            return kwargs[name]
+    return args[0] if args else None
 
 
 def count_parameters(parameters) -> int:

@@ -48,7 +48,7 @@ class SoftInput:
     def _substitute(self, _module, args, kwargs):
         ids = kwargs.get("input_ids", args[0] if args else None)
         mask = kwargs.get("attention_mask")
-        if self.prompt is None or ids is None or not reads_from_start(kwargs):
+        if self.prompt is None or ids is None or not reads_from_start(args, kwargs):
             return None
         embeddings = self.embed(ids)
         rows = torch.arange(ids.shape[0], device=ids.device)[:, None]
