@@ -104,14 +104,14 @@ def evaluate(
 ) -> None:
     """Score a run's predictions, or any outputs file against a dataset split; or compare two runs."""
     try:
-        from peftrun import experiment
+        from peftrun import scoring
 
         if compare:
             if len(compare) != 2:
                 raise PeftrunError(
                     "--compare takes exactly two run directories: --compare RUN_A --compare RUN_B"
                 )
-            rows = experiment.compare_runs(compare[0], compare[1], split, samples, seed=0)
+            rows = scoring.compare_runs(compare[0], compare[1], split, samples, seed=0)
             if as_json:
                 typer.echo(json.dumps(rows, indent=2))
             else:
@@ -123,9 +123,9 @@ def evaluate(
                     )
             return
         if predictions is not None:
-            results = {split: experiment.score_file(predictions, dataset, split, reference_style, references)}
+            results = {split: scoring.score_file(predictions, dataset, split, reference_style, references)}
         elif run_dir is not None:
-            results = experiment.rescore(run_dir)
+            results = scoring.rescore(run_dir)
         else:
             raise PeftrunError("give a run directory, or --predictions FILE --dataset e2e --split test")
     except PeftrunError as err:
@@ -179,11 +179,11 @@ def list_runs(
     as_json: JsonOpt = False,
 ) -> None:
     """List runs: status, dataset, model, method and the key metric per split."""
-    from peftrun.experiment import summary
+    from peftrun.runs import Run, is_run_dir
 
     if not directory.is_dir():
         _fail(PeftrunError(f"{directory} is not a directory"))
-    rows = [summary(p) for p in sorted(directory.iterdir()) if (p / "config.resolved.yaml").is_file()]
+    rows = [Run(p).summary() for p in sorted(directory.iterdir()) if is_run_dir(p)]
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return

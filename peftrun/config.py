@@ -17,7 +17,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from peftrun.errors import PeftrunError
-from peftrun.method_options import METHOD_KINDS, OPTIONS_BY_KIND, FullOptions, MethodOptions
+from peftrun.methods import METHOD_KINDS, REGISTRY, AnyMethodOptions
+from peftrun.methods.finetune_options import FullOptions
 
 DATASETS = ("e2e", "xsum")
 
@@ -126,7 +127,7 @@ class Config(_Section):
     name: str | None = Field(None, description="run name (default: dataset-model-method)")
     model: ModelConfig = ModelConfig()
     data: DataConfig = DataConfig()
-    method: MethodOptions = Field(default_factory=FullOptions)
+    method: AnyMethodOptions = Field(default_factory=FullOptions)
     train: TrainConfig = TrainConfig()
     decode: DecodeConfig = DecodeConfig()
     output: OutputConfig = OutputConfig()
@@ -251,7 +252,8 @@ def _closest(loc: list[str], data: dict[str, Any]) -> str | None:
             return None
         annotation = field.annotation
         if part == "method":
-            annotation = OPTIONS_BY_KIND.get(_lookup(data, ["method", "kind"]))
+            entry = REGISTRY.get(_lookup(data, ["method", "kind"]))
+            annotation = entry.options if entry else None
         if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
             return None
         model = annotation

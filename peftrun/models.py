@@ -9,12 +9,12 @@ parameter counts work offline at real sizes too (`KNOWN_CONFIGS`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import operator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from peftrun.errors import PeftrunError
-from peftrun.method_options import ArchSummary
 
 ASSETS = Path(__file__).parent / "assets" / "tiny"
 TINY_SPECIAL_IDS = {"<|endoftext|>": 0, "<pad>": 1, "<s>": 2, "</s>": 3, "<unk>": 4, "<mask>": 5}
@@ -56,7 +56,126 @@ BUILTIN: dict[str, dict[str, Any]] = {
         forced_bos_token_id=2,
     ),
 }  # fmt: skip
-FAMILIES = ("gpt2", "bart")
+
+
+# --------------------------------------------------------------------------- model families
+
+
+@dataclass(frozen=True)
+class Family:
+    """Where one model family keeps its parts, as attribute paths from the HF model object, and
+    how its config names its sizes. Methods and mechanisms find modules only through this, so a
+    new family (T5, a Llama-style decoder) is one entry here plus tests.
+
+    Stacks are the lists of transformer blocks ("encoder", "decoder"); attention kinds are where a
+    prefix adds keys/values, each (stack, attribute of a block). Projections name the attention
+    module's q/k/v/o layers; names shared by q, k and v mean one fused layer whose output is
+    [q | k | v] (GPT-2's `c_attn`)."""
+
+    name: str
+    sizes: dict[str, str | None]  # ArchSummary field → HF config attribute (None: 0)
+    stacks: dict[str, str]
+    attention: dict[str, tuple[str, str]]
+    projections: dict[str, str]
+    sublayers: dict[str, str]  # "attention" / "ffn" → the block's sublayer module (its output, pre-residual)
+    input_stack: str  # turns input ids into hidden states: where soft prompts enter
+    decoder_stack: str  # runs the decoder (GPT-2: the whole transformer)
+    encoder_stack: str | None
+    token_embedding: str
+    position_embedding: str | None  # learned absolute positions a prefix's offset can shift
+    final_norm: str | None  # the decoder's norm after its last block (absent in BART)
+    embedding_norm: str | None  # a decoder-side norm outside the blocks, when there is no final one
+    lm_head: str = "lm_head"
+    encoder_decoder: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "encoder_decoder", self.encoder_stack is not None)
+
+    def get(self, model, path: str | None):
+        """The module at `path` (None when the path is None or the model has no such module)."""
+        if path is None:
+            return None
+        try:
+            return operator.attrgetter(path)(model)
+        except AttributeError:
+            return None
+
+    def blocks(self, model, stack: str) -> list:
+        return list(self.get(model, self.stacks[stack]))
+
+    def projection_slices(self, hidden: int) -> dict[str, tuple[str, int, int]]:
+        """q/k/v/o → (attribute of the attention module, first and end output column)."""
+        fused = self.projections["q"] == self.projections["k"] == self.projections["v"]
+        out = {}
+        for index, target in enumerate(("q", "k", "v", "o")):
+            if fused and target != "o":
+                out[target] = (self.projections[target], index * hidden, (index + 1) * hidden)
+            else:
+                out[target] = (self.projections[target], 0, hidden)
+        return out
+
+
+FAMILIES: dict[str, Family] = {
+    "gpt2": Family(
+        name="gpt2",
+        sizes=dict(n_layer="n_layer", n_encoder_layer=None, hidden="n_embd", n_head="n_head",
+                   max_positions="n_positions"),
+        stacks={"decoder": "transformer.h"},
+        attention={"self": ("decoder", "attn")},
+        projections={"q": "c_attn", "k": "c_attn", "v": "c_attn", "o": "c_proj"},
+        sublayers={"attention": "attn", "ffn": "mlp"},
+        input_stack="transformer",
+        decoder_stack="transformer",
+        encoder_stack=None,
+        token_embedding="transformer.wte",
+        position_embedding="transformer.wpe",
+        final_norm="transformer.ln_f",
+        embedding_norm=None,
+    ),
+    "bart": Family(
+        name="bart",
+        sizes=dict(n_layer="decoder_layers", n_encoder_layer="encoder_layers", hidden="d_model",
+                   n_head="decoder_attention_heads", max_positions="max_position_embeddings"),
+        stacks={"encoder": "model.encoder.layers", "decoder": "model.decoder.layers"},
+        attention={"encoder": ("encoder", "self_attn"), "decoder": ("decoder", "self_attn"),
+                   "cross": ("decoder", "encoder_attn")},
+        projections={"q": "q_proj", "k": "k_proj", "v": "v_proj", "o": "out_proj"},
+        sublayers={"attention": "self_attn", "ffn": "fc2"},
+        input_stack="model.encoder",
+        decoder_stack="model.decoder",
+        encoder_stack="model.encoder",
+        token_embedding="model.shared",
+        position_embedding=None,  # BART's learned positions: the original code never shifted them
+        final_norm="model.decoder.layer_norm",  # mBART-style models have it; BART has not
+        embedding_norm="model.decoder.layernorm_embedding",
+    ),
+}  # fmt: skip
+
+
+def family_of(model) -> Family:
+    return FAMILIES[model.config.model_type]
+
+
+@dataclass(frozen=True)
+class ArchSummary:
+    """What validation needs to know of a model, read from its config (no weights)."""
+
+    family: str  # a key of FAMILIES
+    n_layer: int  # decoder layers (GPT-2: all layers)
+    n_encoder_layer: int  # 0 for decoder-only models
+    hidden: int
+    n_head: int
+    max_positions: int
+
+    @property
+    def is_encoder_decoder(self) -> bool:
+        return self.n_encoder_layer > 0
+
+    @property
+    def shifts_positions(self) -> bool:
+        """Whether real tokens' positions can be offset (the family has learned absolute positions
+        and is decoder-only, as the original prefix code's GPT-2)."""
+        return FAMILIES[self.family].position_embedding is not None
 
 
 def hf_config(name: str):
@@ -80,16 +199,9 @@ def hf_config(name: str):
 
 def summarize(config) -> ArchSummary:
     """The facts config validation needs, read off an HF config."""
-    if config.model_type == "gpt2":
-        return ArchSummary("gpt2", config.n_layer, 0, config.n_embd, config.n_head, config.n_positions)
-    return ArchSummary(
-        "bart",
-        config.decoder_layers,
-        config.encoder_layers,
-        config.d_model,
-        config.decoder_attention_heads,
-        config.max_position_embeddings,
-    )
+    family = FAMILIES[config.model_type]
+    sizes = {name: getattr(config, key) if key else 0 for name, key in family.sizes.items()}
+    return ArchSummary(family.name, **sizes)
 
 
 @dataclass
@@ -152,47 +264,11 @@ def _unloadable(name: str, err: Exception) -> PeftrunError:
 
 def attention_sites(model) -> dict[str, list]:
     """Attention modules by kind, in layer order (where prefix-tuning adds keys/values)."""
-    if model.config.model_type == "gpt2":
-        return {"self": [block.attn for block in model.transformer.h]}
-    core = model.model
+    family = family_of(model)
     return {
-        "encoder": [layer.self_attn for layer in core.encoder.layers],
-        "decoder": [layer.self_attn for layer in core.decoder.layers],
-        "cross": [layer.encoder_attn for layer in core.decoder.layers],
+        kind: [getattr(block, attribute) for block in family.blocks(model, stack)]
+        for kind, (stack, attribute) in family.attention.items()
     }
-
-
-def input_stack(model):
-    """The module that turns input ids into hidden states (GPT-2's transformer, BART's encoder):
-    where soft prompts enter."""
-    return model.transformer if model.config.model_type == "gpt2" else model.model.encoder
-
-
-def reads_from_start(args: tuple, kwargs: dict) -> bool:
-    """Whether a forward call of the input stack reads each sequence from its first token (training,
-    or generate()'s first step) rather than only the new tokens after a KV cache.
-
-    Decided from the tensors of the call, not from how a transformers release names its cache
-    argument: an attention mask covers the cached tokens as well as the new ones, so the call
-    reads from the start exactly when it brings as many tokens as the mask covers. Without a
-    mask, any cache-like argument that already holds tokens (whatever its name) says no."""
-    tokens = _call_tokens(args, kwargs)
-    mask = kwargs.get("attention_mask")
-    if tokens is not None and getattr(mask, "dim", lambda: 0)() == 2:
-        return tokens.shape[1] == mask.shape[1]
-    for value in kwargs.values():
-        seen = getattr(value, "get_seq_length", None)
-        if callable(seen) and seen() > 0:
-            return False
-    return True
-
-
-def _call_tokens(args: tuple, kwargs: dict):
-    """The (B, T) ids or (B, T, d) embeddings a forward call brings, positional or by name."""
-    for name in ("input_ids", "inputs_embeds"):
-        if kwargs.get(name) is not None:
-            return kwargs[name]
-    return args[0] if args else None
 
 
 def count_parameters(parameters) -> int:

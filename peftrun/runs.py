@@ -1,4 +1,4 @@
-"""The run directory: create, lock, resume, atomic writes, DONE.
+"""The run directory: every file name in it, create, lock, resume, atomic writes, DONE, its `ls` row.
 
 RUN/
   config.yaml            the config as given (file text; overrides are in meta.json)
@@ -11,6 +11,9 @@ RUN/
   predictions/SPLIT.txt, SPLIT.jsonl
   metrics/SPLIT.json
   DONE
+  .lock                  held (flock) by the process training into the directory: pid and host
+
+Only this module spells these names; everything else asks a `Run`.
 """
 
 from __future__ import annotations
@@ -28,7 +31,19 @@ from typing import Any
 from peftrun import __version__
 from peftrun.errors import PeftrunError
 
+GIVEN = "config.yaml"
 RESOLVED = "config.resolved.yaml"
+META = "meta.json"
+TRAIN_LOG = "train_log.jsonl"
+ADAPTER = "adapter"
+ADAPTER_META = "adapter.json"
+DONE = "DONE"
+LOCK = ".lock"
+
+
+def is_run_dir(path: Path) -> bool:
+    """Whether `path` is a run directory (it has a resolved config)."""
+    return (Path(path) / RESOLVED).is_file()
 
 
 def write_atomic(path: Path, data: str | bytes) -> None:
@@ -52,6 +67,7 @@ class Run:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
+        self._lock_fd: int | None = None
 
     # ----------------------------------------------------------------- opening
 
@@ -74,51 +90,115 @@ class Run:
         return run, "done" if run.done else "resume"
 
     def start(self, state: str, given_text: str, resolved_yaml: str, meta: dict[str, Any]) -> None:
-        """Create/lock the directory and write the config files and meta.json."""
+        """Create and lock the directory and write the config files and meta.json."""
         if state == "overwrite":
             shutil.rmtree(self.path)
         self.path.mkdir(parents=True, exist_ok=True)
         self.lock()
         if state in ("new", "overwrite"):
-            write_atomic(self.path / "config.yaml", given_text)
+            write_atomic(self.path / GIVEN, given_text)
             write_atomic(self.path / RESOLVED, resolved_yaml)
-            write_json(self.path / "meta.json", {**environment(), **meta, "started": _now(), "resumed": []})
+            write_json(self.path / META, {**environment(), **meta, "started": _now(), "resumed": []})
         else:
             previous = self.meta()
             previous.setdefault("resumed", []).append(_now())
-            write_json(self.path / "meta.json", previous)
+            write_json(self.path / META, previous)
+
+    # The lock is an flock on RUN/.lock, written by hand rather than with `filelock` because the
+    # refusal must name the holder (pid and host, written in the file) and `peftrun ls` must ask
+    # "is it held?" without waiting. The kernel takes the lock atomically and drops it when the
+    # holder dies, even by SIGKILL, so a stale lock is simply not held and is taken over.
 
     def lock(self) -> None:
-        lock = self.path / ".lock"
-        if lock.exists():
-            pid = int(lock.read_text() or 0)
-            if pid and pid != os.getpid() and _alive(pid):
-                raise PeftrunError(f"{self.path} is in use by process {pid}; wait for it or stop it first")
-        lock.write_text(str(os.getpid()))
+        """Hold the directory's lock, or refuse with the holder's pid and host."""
+        import fcntl
+
+        path = self.path / LOCK
+        while True:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 200, 0).decode("utf-8", "replace").split() or ["?"]
+                os.close(fd)
+                where = f" on {holder[1]}" if len(holder) > 1 else ""
+                raise PeftrunError(
+                    f"{self.path} is in use by process {holder[0]}{where}; wait for it or stop it first"
+                ) from None
+            # A releaser may have unlinked the file between our open and flock: retry on the new one.
+            try:
+                same = os.fstat(fd).st_ino == os.stat(path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()} {socket.gethostname()}\n".encode(), 0)
+        self._lock_fd = fd
 
     def unlock(self) -> None:
-        (self.path / ".lock").unlink(missing_ok=True)
+        """Release the lock (safe to call when it is not held)."""
+        if self._lock_fd is None:
+            return
+        (self.path / LOCK).unlink(missing_ok=True)
+        os.close(self._lock_fd)
+        self._lock_fd = None
+
+    @property
+    def in_use(self) -> bool:
+        """Whether some process holds this directory's lock right now."""
+        import fcntl
+
+        try:
+            fd = os.open(self.path / LOCK, os.O_RDONLY)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+        return False
 
     # ----------------------------------------------------------------- contents
 
     @property
     def done(self) -> bool:
-        return (self.path / "DONE").exists()
+        return (self.path / DONE).exists()
 
     @property
     def adapter_dir(self) -> Path:
-        return self.path / "adapter"
+        return self.path / ADAPTER
+
+    @property
+    def has_adapter(self) -> bool:
+        return (self.adapter_dir / ADAPTER_META).is_file()
+
+    def write_adapter_meta(self, payload: dict[str, Any]) -> None:
+        write_json(self.adapter_dir / ADAPTER_META, payload)
+
+    @property
+    def resolved_config_path(self) -> Path:
+        return self.path / RESOLVED
 
     def meta(self) -> dict[str, Any]:
-        path = self.path / "meta.json"
+        path = self.path / META
         return read_json(path) if path.is_file() else {}
 
     def update_meta(self, **values: Any) -> None:
-        write_json(self.path / "meta.json", {**self.meta(), **values})
+        write_json(self.path / META, {**self.meta(), **values})
 
     def log(self, record: dict[str, Any]) -> None:
-        with (self.path / "train_log.jsonl").open("a", encoding="utf-8") as f:
+        with (self.path / TRAIN_LOG).open("a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
+
+    def read_log(self) -> list[dict[str, Any]]:
+        path = self.path / TRAIN_LOG
+        if not path.is_file():
+            return []
+        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
     def save_checkpoint(self, state: dict[str, Any]) -> None:
         _torch_save(state, self.path / "checkpoints" / "last.pt")
@@ -169,8 +249,38 @@ class Run:
 
     def finish(self) -> None:
         self.update_meta(finished=_now())
-        write_atomic(self.path / "DONE", _now() + "\n")
+        write_atomic(self.path / DONE, _now() + "\n")
         self.unlock()
+
+    # ----------------------------------------------------------------- listing
+
+    def status(self) -> str:
+        """done, running (its lock is held) or incomplete."""
+        if self.done:
+            return "done"
+        return "running" if self.in_use else "incomplete"
+
+    def summary(self) -> dict[str, Any]:
+        """One row of `peftrun ls`."""
+        import yaml
+
+        from peftrun.metrics import KEY_METRIC
+
+        resolved = self.resolved_config_path
+        cfg = yaml.safe_load(resolved.read_text(encoding="utf-8")) if resolved.is_file() else None
+        cfg = cfg if isinstance(cfg, dict) else {}
+        dataset = cfg.get("data", {}).get("dataset")
+        key = KEY_METRIC.get(dataset or "", "")
+        return {
+            "run": str(self.path),
+            "status": self.status(),
+            "dataset": dataset,
+            "model": cfg.get("model", {}).get("name"),
+            "method": cfg.get("method", {}).get("kind"),
+            "key_metric": key,
+            "scores": {split: m["scores"].get(key) for split, m in self.read_metrics().items()},
+            "started": self.meta().get("started"),
+        }
 
 
 def _torch_save(state: Any, path: Path) -> None:

@@ -40,9 +40,9 @@ def measure(model_name: str, method_name: str, batch_size: int, steps: int, devi
 
     from peftrun import data, models
     from peftrun.config import DataConfig
-    from peftrun.data.formats import Slots, text_format
-    from peftrun.method_options import OPTIONS_BY_KIND
-    from peftrun.methods import METHODS as IMPLEMENTATIONS
+    from peftrun.data.formats import text_format
+    from peftrun.methods import options_for
+    from peftrun.methods.base import attach
     from peftrun.train import batch_loss, to_device
 
     config = models.hf_config(model_name)
@@ -54,10 +54,9 @@ def measure(model_name: str, method_name: str, batch_size: int, steps: int, devi
     auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
     model = auto.from_config(config, attn_implementation="sdpa").to(device)
     loaded = models.LoadedModel(model, tokenizer, models.summarize(config), model_name)
-    spec = dict(METHODS[method_name])
-    method = IMPLEMENTATIONS[spec["kind"]](loaded, OPTIONS_BY_KIND[spec["kind"]](**spec))
+    method = attach(loaded, options_for(**METHODS[method_name]))
     data_cfg = DataConfig(dataset="e2e", train_size=batch_size * (steps + 1), subset_seed=0)
-    fmt = text_format(loaded, data_cfg, getattr(method, "slots", Slots()))
+    fmt = text_format(loaded, data_cfg, method.room)
     pairs = data.load_pairs(data_cfg, "train")
     params = method.trainable_parameters()
     optimizer = torch.optim.AdamW(params, lr=1e-5)

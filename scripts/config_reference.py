@@ -13,7 +13,7 @@ from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
 from peftrun.config import Config
-from peftrun.method_options import OPTIONS_BY_KIND
+from peftrun.methods import REGISTRY
 
 
 def rows(model: type[BaseModel], prefix: str) -> list[str]:
@@ -48,7 +48,8 @@ def reference() -> str:
     ]
     for section in ("model", "data", "train", "decode", "output"):
         lines += rows(Config.model_fields[section].annotation, f"{section}.")
-    for kind, options in OPTIONS_BY_KIND.items():
+    for kind, entry in REGISTRY.items():
+        options = entry.options
         lines.append(f"| `method.kind: {kind}` | | | {' '.join((options.__doc__ or '').split())} |")
         lines += rows(options, "method.")
     return "\n".join(lines)

@@ -8,9 +8,9 @@ from method_helpers import batch, logits_of
 
 from peftrun import config, models
 from peftrun.errors import PeftrunError
-from peftrun.method_options import AdapterOptions
-from peftrun.methods import METHODS
+from peftrun.methods import AdapterOptions
 from peftrun.methods.adapter import Adapter
+from peftrun.methods.base import attach
 
 MODELS = ("tiny-gpt2", "tiny-bart")
 LAYOUTS = ("lin", "houlsby")
@@ -18,7 +18,7 @@ LAYOUTS = ("lin", "houlsby")
 
 def build(model_name: str, layout: str, seed: int = 0):
     loaded = models.load(model_name, seed=seed)
-    return loaded, METHODS["adapter"](loaded, AdapterOptions(layout=layout, bottleneck=4))
+    return loaded, attach(loaded, AdapterOptions(layout=layout, bottleneck=4))
 
 
 @pytest.mark.parametrize("model_name", MODELS)
@@ -29,7 +29,7 @@ def test_zero_up_is_identity_and_adapters_are_applied(layout, model_name):
     loaded.model.eval()
     with torch.no_grad():
         reference = loaded.model(**inputs).logits
-    method = METHODS["adapter"](loaded, AdapterOptions(layout=layout, bottleneck=4))
+    method = attach(loaded, AdapterOptions(layout=layout, bottleneck=4))
     layers = loaded.arch.n_layer + loaded.arch.n_encoder_layer
     assert len(method.adapters) == layers * (1 if layout == "lin" else 2)
     assert torch.equal(logits_of(method, inputs), reference)  # up = 0: the pretrained model

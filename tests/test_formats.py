@@ -9,8 +9,8 @@ from peftrun.config import DataConfig, DecodeConfig
 from peftrun.data.examples import Pair
 from peftrun.data.formats import IGNORE, text_format
 from peftrun.decode import _fit_positions, generate, generation_config
-from peftrun.method_options import FullOptions
-from peftrun.methods import METHODS
+from peftrun.methods import FullOptions
+from peftrun.methods.base import attach
 
 LONG = "The council said the road would close for repairs next week. " * 200  # ~2,400 tokens
 
@@ -45,7 +45,7 @@ def test_gpt2_prompt_and_target_fit_the_positions_and_decoding_never_crashes():
     gen_cfg = generation_config(DecodeConfig(max_new_tokens=400), gpt2.tokenizer, gpt2.model.config)
     room = 512 - prompt["input_ids"].shape[1]
     assert _fit_positions(gen_cfg, prompt, fmt).max_new_tokens == room  # capped, never past the positions
-    method = METHODS["full"](gpt2, FullOptions())
+    method = attach(gpt2, FullOptions())
     outputs = generate(
         gpt2.model,
         method,

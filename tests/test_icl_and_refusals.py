@@ -6,25 +6,29 @@ model cannot take."""
 from __future__ import annotations
 
 import json
-from types import SimpleNamespace
 
 import pytest
 from conftest import write_config
 
 from peftrun import experiment, models
 from peftrun.config import DataConfig, DecodeConfig
+from peftrun.data import load_pairs
 from peftrun.data.formats import text_format
 from peftrun.errors import PeftrunError
-from peftrun.method_options import ICLOptions, PrefixOptions, PromptOptions, PTuningOptions
-from peftrun.methods import METHODS
+from peftrun.methods import ICLOptions, PrefixOptions, PromptOptions, PTuningOptions
+from peftrun.methods.base import attach
 
 
 def icl(model_name: str, k: int, seed: int = 0, max_source: int | None = None, max_new_tokens: int = 100):
     loaded = models.load(model_name, seed=0)
-    method = METHODS["icl"](loaded, ICLOptions(k=k, seed=seed))
+    method = attach(loaded, ICLOptions(k=k, seed=seed))
     data = DataConfig(dataset="e2e", max_source_tokens=max_source)
-    cfg = SimpleNamespace(data=data, decode=DecodeConfig(max_new_tokens=max_new_tokens))
-    return loaded, method, method.wrap_format(text_format(loaded, data), cfg)
+    method.initialize(load_pairs(data, "train"))
+    return (
+        loaded,
+        method,
+        method.wrap_format(text_format(loaded, data), DecodeConfig(max_new_tokens=max_new_tokens)),
+    )
 
 
 def test_icl_prepends_seeded_demonstrations_as_training_text():
@@ -61,8 +65,8 @@ def test_icl_uses_fewer_demonstrations_when_they_do_not_fit_and_says_so():
 def test_icl_saved_demonstrations_are_reused(tmp_path):
     _, method, _ = icl("tiny-bart", k=2)
     method.save(tmp_path)
-    fresh = METHODS["icl"](models.load("tiny-bart", seed=0), ICLOptions(k=2, seed=9))
-    fresh.load(tmp_path)  # no data config needed: the stored draw is used
+    fresh = attach(models.load("tiny-bart", seed=0), ICLOptions(k=2, seed=9))
+    fresh.load(tmp_path)  # no training pairs needed: the stored draw is used
     assert fresh.demonstrations == method.demonstrations
 
 
@@ -156,7 +160,7 @@ def test_bad_new_method_options_are_config_errors(tmp_path, text, message):
 def test_phrase_length_and_prefix_len_must_agree():
     options = PrefixOptions(init_phrase="table-to-text:", prefix_len=3)
     with pytest.raises(PeftrunError, match="is 8 tokens and the prefix takes its length"):
-        METHODS["prefix"](models.load("tiny-gpt2", seed=0), options)
+        attach(models.load("tiny-gpt2", seed=0), options)
 
 
 def test_icl_skips_a_demonstration_too_long_but_keeps_later_ones_that_fit():
@@ -172,11 +176,11 @@ def test_icl_skips_a_demonstration_too_long_but_keeps_later_ones_that_fit():
 
 
 def test_phrase_init_fit_leaves_no_gradients_for_training():
-    method = METHODS["prefix"](
+    method = attach(
         models.load("tiny-gpt2", seed=0),
         PrefixOptions(init_phrase="table-to-text:", mlp_hidden=32, init_steps=5),
     )
-    method.initialize()
+    method.initialize([])
     assert all(p.grad is None for p in method.trainable_parameters())
 
 

@@ -15,11 +15,11 @@ import torch
 from peftrun import models
 from peftrun.config import DataConfig, DecodeConfig
 from peftrun.data.examples import Pair
-from peftrun.data.formats import Slots, text_format
+from peftrun.data.formats import text_format
 from peftrun.decode import generate
 from peftrun.errors import PeftrunError
-from peftrun.method_options import OPTIONS_BY_KIND
-from peftrun.methods import METHODS
+from peftrun.methods import options_for
+from peftrun.methods.base import attach as attach_method
 from peftrun.methods.prefix import phrase_ids
 from peftrun.train import batch_loss
 
@@ -53,10 +53,9 @@ RUN_CFG = SimpleNamespace(data=DataConfig(dataset="e2e"), decode=DecodeConfig(ma
 def attach(model_name: str, case: str):
     kind, options = CASES[case]
     loaded = models.load(model_name, seed=0)
-    method = METHODS[kind](loaded, OPTIONS_BY_KIND[kind](kind=kind, **options))
-    fmt = text_format(loaded, RUN_CFG.data, getattr(method, "slots", Slots()))
-    if hasattr(method, "wrap_format"):
-        fmt = method.wrap_format(fmt, RUN_CFG)
+    method = attach_method(loaded, options_for(kind, **options))
+    fmt = text_format(loaded, RUN_CFG.data, method.room)
+    fmt = method.wrap_format(fmt, RUN_CFG.decode)
     return loaded, method, fmt
 
 
@@ -139,18 +138,17 @@ def test_method_contract(case, model_name, tmp_path):
     arch = models.summarize(models.hf_config(model_name))
     if (case, model_name) in REFUSED:
         with pytest.raises(PeftrunError, match=REFUSED[(case, model_name)]) as err:
-            OPTIONS_BY_KIND[kind](kind=kind, **options).check(arch)
+            options_for(kind, **options).check(arch)
         assert "\n" not in str(err.value)
         return
-    OPTIONS_BY_KIND[kind](kind=kind, **options).check(arch)
+    options_for(kind, **options).check(arch)
     loaded, method, fmt = attach(model_name, case)
 
     counts = method.counts()
     assert counts.base == base_count(loaded)
     assert (counts.trainable, counts.stored) == expected_counts(case, loaded)
 
-    if hasattr(method, "initialize"):
-        method.initialize()
+    method.initialize(PAIRS)
     batch = fmt.training_batch(PAIRS)
     params = method.trainable_parameters()
     if kind == "icl":

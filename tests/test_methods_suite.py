@@ -8,8 +8,8 @@ from method_helpers import batch, logits_of
 
 from peftrun import models
 from peftrun.errors import PeftrunError
-from peftrun.method_options import OPTIONS_BY_KIND, LoRAOptions, TopKOptions
-from peftrun.methods import METHODS
+from peftrun.methods import LoRAOptions, TopKOptions, options_for
+from peftrun.methods.base import attach
 
 CASES = {
     "top-k": {"k": 1},
@@ -22,8 +22,8 @@ MODELS = ("tiny-gpt2", "tiny-bart")
 
 def build(model_name: str, kind: str, seed: int = 0, **overrides):
     loaded = models.load(model_name, seed=seed)
-    options = OPTIONS_BY_KIND[kind](kind=kind, **{**CASES[kind], **overrides})
-    return loaded, METHODS[kind](loaded, options)
+    options = options_for(kind, **{**CASES[kind], **overrides})
+    return loaded, attach(loaded, options)
 
 
 def loss_of(method, inputs) -> torch.Tensor:
@@ -89,7 +89,7 @@ def test_feature_extraction_head_is_untied_copy(model_name):
     loaded.model.eval()
     with torch.no_grad():
         reference = loaded.model(**inputs).logits
-    method = METHODS["feature-extraction"](loaded, OPTIONS_BY_KIND["feature-extraction"]())
+    method = attach(loaded, options_for("feature-extraction"))
     head = method.model.lm_head.weight
     assert torch.equal(head, original)
     assert head.data_ptr() != method.model.get_input_embeddings().weight.data_ptr()
@@ -106,7 +106,7 @@ def test_lora_zero_b_is_identity_and_merge_matches(model_name, tmp_path):
     loaded.model.eval()
     with torch.no_grad():
         reference = loaded.model(**inputs).logits
-    method = METHODS["lora"](loaded, LoRAOptions(rank=2))
+    method = attach(loaded, LoRAOptions(rank=2))
     assert torch.equal(logits_of(method, inputs), reference)  # B = 0: the pretrained model
 
     torch.manual_seed(3)
@@ -118,7 +118,7 @@ def test_lora_zero_b_is_identity_and_merge_matches(model_name, tmp_path):
     assert not torch.allclose(unmerged, reference, atol=1e-4)
     method.save(tmp_path)
     merged_loaded = models.load(model_name, seed=0)
-    merged = METHODS["lora"](merged_loaded, LoRAOptions(rank=2, merge=True))
+    merged = attach(merged_loaded, LoRAOptions(rank=2, merge=True))
     merged.load(tmp_path)
     assert merged.merged
     torch.testing.assert_close(logits_of(merged, inputs), unmerged, atol=1e-5, rtol=1e-5)
@@ -131,7 +131,7 @@ def test_gpt2_lora_leaves_k_slice_unchanged():
     x = torch.randn(2, 5, d)
     with torch.no_grad():
         before = c_attn(x)
-    method = METHODS["lora"](loaded, LoRAOptions(rank=2))
+    method = attach(loaded, LoRAOptions(rank=2))
     layer = method.model.transformer.h[0].attn.c_attn
     with torch.no_grad():
         for p in layer.lora_B.values():
@@ -143,7 +143,7 @@ def test_gpt2_lora_leaves_k_slice_unchanged():
 
 
 def counts(name: str, kind: str, **options):
-    return METHODS[kind](models.skeleton(name), OPTIONS_BY_KIND[kind](kind=kind, **options)).counts()
+    return attach(models.skeleton(name), options_for(kind, **options)).counts()
 
 
 def test_pinned_counts_gpt2_medium():

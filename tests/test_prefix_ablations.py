@@ -20,8 +20,8 @@ from peftrun.config import DataConfig, DecodeConfig
 from peftrun.data.examples import Pair
 from peftrun.data.formats import text_format
 from peftrun.decode import generate
-from peftrun.method_options import PrefixOptions, PromptOptions
-from peftrun.methods import METHODS
+from peftrun.methods import PrefixOptions, PromptOptions
+from peftrun.methods.base import attach as attach_method
 from peftrun.methods.prefix import phrase_ids
 
 PAIRS = [
@@ -33,9 +33,9 @@ CPU = torch.device("cpu")
 
 def attach(model_name: str, options):
     loaded = models.load(model_name, seed=0)
-    method = METHODS[options.kind](loaded, options)
+    method = attach_method(loaded, options)
     method.set_training(False)
-    return loaded, method, text_format(loaded, DataConfig(), method.slots)
+    return loaded, method, text_format(loaded, DataConfig(), method.room)
 
 
 def run(loaded, method, inputs) -> torch.Tensor:
@@ -131,7 +131,7 @@ def test_infix_of_real_key_values_is_the_text_with_those_tokens():
 def test_prefix_set_to_a_phrase_is_the_phrase_as_text_on_gpt2(variant):
     options = PrefixOptions(variant=variant, init_phrase="table-to-text:", reparametrize=False)
     loaded, method, _ = attach("tiny-gpt2", options)
-    method.initialize()  # without the MLP: P_θ is set to the phrase's activations exactly
+    method.initialize([])  # without the MLP: P_θ is set to the phrase's activations exactly
     phrase = torch.tensor(phrase_ids(loaded.tokenizer, "table-to-text:"))
     assert method.length == len(phrase)
     x = torch.randint(6, 2000, (2, 7), generator=torch.Generator().manual_seed(0))
@@ -151,7 +151,7 @@ def test_phrase_init_fits_the_phrase_within_tolerance(model_name, phrase, mlp_hi
     targets = method.phrase_targets()
     with torch.no_grad():
         before = method.phrase_mse(targets).item()
-    method.initialize()  # 500 Adam steps at lr 1e-4 on the MLP only
+    method.initialize([])  # 500 Adam steps at lr 1e-4 on the MLP only
     assert method.init_mse < tolerance < before
     note = method.take_notes()
     assert len(note) == 1 and f"{method.init_mse:.4g}" in note[0] and "500 Adam steps" in note[0]

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from peftrun import models
-from peftrun.method_options import PrefixOptions
-from peftrun.methods import METHODS
+from peftrun.methods import PrefixOptions
+from peftrun.methods.base import attach as attach_method
 
 
 @pytest.fixture
@@ -48,7 +48,7 @@ def capture_key_values(modules, run) -> torch.Tensor:
 
 
 def attach(loaded, prefix_len):
-    method = METHODS["prefix"](loaded, PrefixOptions(prefix_len=prefix_len, mlp_hidden=32))
+    method = attach_method(loaded, PrefixOptions(prefix_len=prefix_len, mlp_hidden=32))
     method.set_training(False)
     return method
 
@@ -66,7 +66,7 @@ def test_decoder_self_attention_prefix_equals_running_the_decoder_on_the_sequenc
         self_attn = [layer.self_attn for layer in core.decoder.layers]
         kv = capture_key_values(self_attn, lambda: model(input_ids=src, decoder_input_ids=d0))
         method = attach(bart, prefix_len=4)
-        with method.slot.active({"decoder": kv}):
+        with method.prefix_attention.active({"decoder": kv}):
             got = model(input_ids=src, decoder_input_ids=d1).logits
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
 
@@ -82,7 +82,7 @@ def test_encoder_prefix_from_real_activations_equals_encoding_the_concatenation(
             self_attn, lambda: full.setdefault("out", encoder(torch.cat([s0, s1], 1)).last_hidden_state)
         )
         method = attach(bart, prefix_len=3)
-        with method.slot.active({"encoder": kv[:, :, :, :, :3]}):
+        with method.prefix_attention.active({"encoder": kv[:, :, :, :, :3]}):
             got = encoder(s1).last_hidden_state
         alone = encoder(s1).last_hidden_state
     torch.testing.assert_close(got, full["out"][:, 3:], atol=1e-5, rtol=1e-5)
@@ -103,7 +103,7 @@ def test_cross_attention_prefix_equals_extra_encoder_states_and_changes_cross_at
         cross = [layer.encoder_attn for layer in core.decoder.layers]
         kv = capture_key_values(cross, lambda: model(encoder_outputs=(states,), decoder_input_ids=dec))
         method = attach(bart, prefix_len=4)
-        with method.slot.active({"cross": kv[:, :, :, :, :4]}):
+        with method.prefix_attention.active({"cross": kv[:, :, :, :, :4]}):
             got = model(encoder_outputs=(states[:, 4:],), decoder_input_ids=dec).logits
             encoded_with_cross_prefix = core.encoder(s1).last_hidden_state
             decoder_self = capture_key_values(
@@ -121,7 +121,7 @@ def test_cross_attention_prefix_equals_extra_encoder_states_and_changes_cross_at
 
 
 def test_three_prefixes_are_independent_and_every_layer_gets_gradients(bart):
-    method = METHODS["prefix"](bart, PrefixOptions(prefix_len=3, mlp_hidden=16))
+    method = attach_method(bart, PrefixOptions(prefix_len=3, mlp_hidden=16))
     method.set_training(True)
     assert set(method.tables) == {"encoder", "decoder", "cross"}
     ids = {id(p) for p in method.trainable_parameters()}
@@ -140,7 +140,7 @@ def test_three_prefixes_are_independent_and_every_layer_gets_gradients(bart):
     # Every layer of every kind influences the loss: its prefix K/V slice gets gradient.
     with method.active(2):
         kv = {kind: v.detach().requires_grad_(True) for kind, v in method.key_values().items()}
-        with method.slot.active({kind: v.unsqueeze(0) for kind, v in kv.items()}):
+        with method.prefix_attention.active({kind: v.unsqueeze(0) for kind, v in kv.items()}):
             bart.model(input_ids=src, decoder_input_ids=dec, labels=dec).loss.backward()
     for kind, v in kv.items():
         per_layer = v.grad.abs().flatten(1).sum(1)
@@ -154,7 +154,7 @@ def test_bart_large_prefix_counts():
     with torch.device("meta"):
         model = AutoModelForSeq2SeqLM.from_config(config)
     loaded = models.LoadedModel(model, None, models.summarize(config), "facebook/bart-large")
-    counts = METHODS["prefix"](loaded, PrefixOptions(prefix_len=100, mlp_hidden=800)).counts()
+    counts = attach_method(loaded, PrefixOptions(prefix_len=100, mlp_hidden=800)).counts()
     assert (counts.base, counts.trainable, counts.stored) == (406_291_456, 61_823_328, 7_372_800)
     assert round(counts.as_dict()["stored_pct"], 2) == 1.81
 
@@ -165,7 +165,7 @@ def test_beam_search_with_a_prefix_batch_equals_each_source_alone(bart):
     from peftrun.decode import generate
 
     torch.manual_seed(3)
-    method = METHODS["prefix"](bart, PrefixOptions(prefix_len=4, mlp_hidden=16))
+    method = attach_method(bart, PrefixOptions(prefix_len=4, mlp_hidden=16))
     with torch.no_grad():
         for p in method.trainable_parameters():
             p.mul_(50)

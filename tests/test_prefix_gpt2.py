@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from peftrun import models
-from peftrun.method_options import PrefixOptions
-from peftrun.methods import METHODS
+from peftrun.methods import PrefixOptions
+from peftrun.methods.base import attach as attach_method
 
 
 def real_key_values(model, tokens: torch.Tensor) -> torch.Tensor:
@@ -31,7 +31,7 @@ def tiny():
 
 
 def attach(loaded, prefix_len, **options):
-    return METHODS["prefix"](loaded, PrefixOptions(prefix_len=prefix_len, **options))
+    return attach_method(loaded, PrefixOptions(prefix_len=prefix_len, **options))
 
 
 def test_prefix_from_real_activations_equals_running_on_the_concatenation(tiny):
@@ -42,10 +42,10 @@ def test_prefix_from_real_activations_equals_running_on_the_concatenation(tiny):
         kv = real_key_values(tiny.model, t)
         method = attach(tiny, prefix_len=6)
         method.set_training(False)
-        with method.slot.active({"self": kv}):
+        with method.prefix_attention.active({"self": kv}):
             got = tiny.model(x).logits
             padded = tiny.model(x, attention_mask=torch.ones_like(x)).logits
-        plain = tiny.model(x).logits  # slot empty again: no prefix
+        plain = tiny.model(x).logits  # no prefix active again
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(padded, expected, atol=1e-5, rtol=1e-5)
     assert (plain - expected).abs().max() > 1e-2  # the prefix really changed something
@@ -58,7 +58,7 @@ def test_without_position_offset_it_no_longer_matches(tiny):
         expected = tiny.model(torch.cat([t, x], dim=1)).logits[:, 6:]
         kv = real_key_values(tiny.model, t)
         method = attach(tiny, prefix_len=6, position_offset=False)
-        with method.slot.active({"self": kv}):
+        with method.prefix_attention.active({"self": kv}):
             got = tiny.model(x).logits
     assert (got - expected).abs().max() > 1e-3
 
@@ -84,10 +84,10 @@ def test_mixed_prefix_batch_equals_each_row_alone(tiny):
     prefixes = torch.randn(3, 4, 2, 4, 5, 64)  # (rows, n_layer, 2, n_head, L, head_dim)
     x = torch.randint(6, 2000, (3, 7))
     with torch.no_grad():
-        with method.slot.active({"self": prefixes}):
+        with method.prefix_attention.active({"self": prefixes}):
             mixed = tiny.model(x).logits
         for row in range(3):
-            with method.slot.active({"self": prefixes[row : row + 1]}):
+            with method.prefix_attention.active({"self": prefixes[row : row + 1]}):
                 alone = tiny.model(x[row : row + 1]).logits
             torch.testing.assert_close(mixed[row : row + 1], alone, atol=1e-5, rtol=1e-5)
 
@@ -100,10 +100,10 @@ def test_mixed_prefix_beam_search_equals_each_row_alone(tiny):
     prompt = torch.randint(6, 2000, (2, 4))
     settings = dict(num_beams=3, max_new_tokens=6, do_sample=False, pad_token_id=0, eos_token_id=0)
     with torch.no_grad():
-        with method.slot.active({"self": prefixes}):
+        with method.prefix_attention.active({"self": prefixes}):
             mixed = tiny.model.generate(prompt, attention_mask=torch.ones_like(prompt), **settings)
         for row in range(2):
-            with method.slot.active({"self": prefixes[row : row + 1]}):
+            with method.prefix_attention.active({"self": prefixes[row : row + 1]}):
                 alone = tiny.model.generate(
                     prompt[row : row + 1], attention_mask=torch.ones_like(prompt[row : row + 1]), **settings
                 )
@@ -173,7 +173,7 @@ def test_position_offset_reserves_positions_so_long_inputs_never_overflow(tiny):
 
     method = attach(tiny, prefix_len=20)
     method.set_training(False)
-    fmt = text_format(tiny, DataConfig(), method.slots)
+    fmt = text_format(tiny, DataConfig(), method.room)
     long = "the food is good " * 400
     batch = fmt.training_batch([Pair(long, long)])
     assert batch["inputs"]["input_ids"].shape[1] == 512 - 20

@@ -11,7 +11,7 @@ decoder start token, as `generate()` produces them.
 `labels` are aligned with the logits (position i predicts labels[i]; -100 = no loss), so the
 training loop computes one cross-entropy for every model family.
 
-A method can ask for room in the sequences (`Slots`, its optional `slots` attribute):
+A method can ask for room in the sequences (`Room`, its `room` attribute):
 positions it takes from the real tokens (a prefix's position offset), filler tokens at the start
 of the source whose embeddings it replaces (soft prompts), or filler tokens between the source and
 the separator whose keys/values it replaces (infix, decoder-only):
@@ -31,8 +31,8 @@ IGNORE = -100
 
 
 @dataclass(frozen=True)
-class Slots:
-    """Room a method needs in the token sequences (see the module docstring)."""
+class Room:
+    """What a method needs in the token sequences (see the module docstring)."""
 
     reserved_positions: int = 0  # positions real tokens cannot use (a prefix's position offset)
     leading: int = 0  # filler tokens before the source, replaced by soft embeddings
@@ -61,14 +61,14 @@ class DecoderOnlyFormat:
         max_positions: int,
         max_source: int | None,
         max_target: int | None,
-        slots: Slots = Slots(),
+        room: Room = Room(),
     ):
         self.tokenizer = tokenizer
         self.eos = tokenizer.eos_token_id
-        self.max_positions = max_positions - slots.reserved_positions  # what real tokens can use
+        self.max_positions = max_positions - room.reserved_positions  # what real tokens can use
         self.max_source = max_source
         self.max_target = max_target
-        self.slots = slots
+        self.room = room
         space = self._ids(" ")
         # Fillers only hold places (a method replaces their embeddings or keys/values); the infix
         # filler must not be the EOS, which marks where the infix ends (`infix_positions`).
@@ -79,7 +79,7 @@ class DecoderOnlyFormat:
 
     def prompt_ids(self, source: str) -> list[int]:
         ids = self._ids(" " + source)
-        lead, infix = [self.filler] * self.slots.leading, [self.filler] * self.slots.infix
+        lead, infix = [self.filler] * self.room.leading, [self.filler] * self.room.infix
         # Keep room for the EOS and at least some target within the model's positions.
         room = self.max_positions - len(lead) - len(infix)
         limit = min(self.max_source or len(ids), room // 2)
@@ -142,18 +142,18 @@ class Seq2SeqFormat:
         max_source: int | None,
         max_target: int | None,
         decoder_start: int,
-        slots: Slots = Slots(),
+        room: Room = Room(),
     ):
-        if slots.infix:
+        if room.infix:
             raise ValueError("an infix needs the source and target in one sequence (decoder-only models)")
         self.tokenizer = tokenizer
         self.eos = tokenizer.eos_token_id
         self.pad = tokenizer.pad_token_id
-        positions = max_positions - slots.reserved_positions
-        self.max_source = min(max_source or positions, positions - slots.leading)
+        positions = max_positions - room.reserved_positions
+        self.max_source = min(max_source or positions, positions - room.leading)
         self.max_target = min(max_target or positions, positions)
         self.decoder_start = decoder_start
-        self.slots = slots
+        self.room = room
         self.filler = tokenizer.unk_token_id if tokenizer.unk_token_id is not None else self.eos
 
     def _encode(self, text: str, limit: int) -> list[int]:
@@ -162,7 +162,7 @@ class Seq2SeqFormat:
         return ids if len(ids) <= limit else ids[: limit - 1] + [self.eos]
 
     def prompt_ids(self, source: str) -> list[int]:
-        return [self.filler] * self.slots.leading + self._encode(source, self.max_source)
+        return [self.filler] * self.room.leading + self._encode(source, self.max_source)
 
     def training_batch(self, pairs) -> dict[str, torch.Tensor | dict]:
         sources = [self.prompt_ids(pair.source) for pair in pairs]
@@ -207,16 +207,16 @@ def _until_eos(ids: list[int], eos: int) -> list[int]:
     return ids[: ids.index(eos)] if eos in ids else ids
 
 
-def text_format(loaded, data_cfg, slots: Slots = Slots()):
+def text_format(loaded, data_cfg, room: Room = Room()):
     """The format for this model family, with the room a method asked for."""
     positions = loaded.arch.max_positions
     if loaded.arch.is_encoder_decoder:
         start = loaded.model.config.decoder_start_token_id
         return Seq2SeqFormat(
-            loaded.tokenizer, positions, data_cfg.max_source_tokens, data_cfg.max_target_tokens, start, slots
+            loaded.tokenizer, positions, data_cfg.max_source_tokens, data_cfg.max_target_tokens, start, room
         )
     return DecoderOnlyFormat(
-        loaded.tokenizer, positions, data_cfg.max_source_tokens, data_cfg.max_target_tokens, slots
+        loaded.tokenizer, positions, data_cfg.max_source_tokens, data_cfg.max_target_tokens, room
     )
 
 

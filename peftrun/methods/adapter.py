@@ -32,7 +32,6 @@ at least 1) so the adapters are about that fraction of the base model. GPT-2-med
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -40,9 +39,9 @@ from safetensors.torch import load_file
 from torch import nn
 from torch.nn import functional as F
 
-from peftrun.method_options import AdapterOptions
-from peftrun.methods.base import ParamCounts, copy_into, save_tensors
-from peftrun.models import LoadedModel, count_parameters
+from peftrun.methods.adapter_options import AdapterOptions
+from peftrun.methods.base import MethodBase, ParamCounts, copy_into, save_tensors
+from peftrun.models import LoadedModel, count_parameters, family_of
 
 WEIGHTS = "adapter.safetensors"
 ATTRIBUTE = "peft_adapters"
@@ -68,17 +67,15 @@ class Bottleneck(nn.Module):
         return h + self.up(self.act(self.down(self.norm(h))))
 
 
-def _sites(model, family: str, layout: str) -> list[nn.Module]:
-    """The modules whose output (or output[0]) an adapter rewrites."""
-    if family == "gpt2":
-        layers = list(model.transformer.h)
-        if layout == "lin":
-            return layers
-        return [m for block in layers for m in (block.attn, block.mlp)]
-    layers = list(model.model.encoder.layers) + list(model.model.decoder.layers)
+def _sites(model, layout: str) -> list[nn.Module]:
+    """The modules whose output (or output[0]) an adapter rewrites: every block of every stack
+    (lin), or each block's attention and FFN sublayers (houlsby)."""
+    family = family_of(model)
+    blocks = [block for stack in family.stacks for block in family.blocks(model, stack)]
     if layout == "lin":
-        return layers
-    return [m for layer in layers for m in (layer.self_attn, layer.fc2)]
+        return blocks
+    sublayers = (family.sublayers["attention"], family.sublayers["ffn"])
+    return [getattr(block, name) for block in blocks for name in sublayers]
 
 
 def adapter_size(hidden: int, bottleneck: int, layout: str) -> int:
@@ -101,16 +98,15 @@ def _hook(adapter: Bottleneck):
     return hook
 
 
-class Adapter:
+class Adapter(MethodBase):
     """Frozen model + trained bottleneck adapters (layout ``lin`` or ``houlsby``)."""
 
     def __init__(self, loaded: LoadedModel, options: AdapterOptions) -> None:
-        options.check(loaded.arch)
         self.model = loaded.model
         self.options = options
         self.base = count_parameters(self.model.parameters())
         self.model.requires_grad_(False)
-        sites = _sites(self.model, loaded.arch.family, options.layout)
+        sites = _sites(self.model, options.layout)
         hidden = loaded.arch.hidden
         self.bottleneck = options.bottleneck or solve_bottleneck(
             options.target_fraction, self.base, len(sites), hidden, options.layout
@@ -134,9 +130,6 @@ class Adapter:
     def set_training(self, training: bool) -> None:
         self.model.train(False)  # frozen base: no dropout
         self.adapters.train(training)
-
-    def active(self, batch_size: int):
-        return nullcontext()
 
     def training_state(self) -> dict[str, torch.Tensor]:
         return {name: p.detach() for name, p in self._named().items()}

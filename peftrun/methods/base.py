@@ -1,19 +1,27 @@
-"""The Method protocol: everything train.py and decode.py need of a tuning method.
+"""The Method protocol: everything train.py and decode.py need of a tuning method, and `attach()`.
 
-A method is built around a loaded base model (`Method(loaded, options)`), decides which
+A method is built around a loaded base model (`attach(loaded, options)`), decides which
 parameters train, how the forward pass changes while it is active, what is checkpointed during
 training and what is stored afterwards. train.py and decode.py call only these, so they never
-branch on the method's name; a new method is one file plus one line in `METHODS`.
+branch on the method's name. Optional hooks have their defaults in `MethodBase`, which every
+method derives from, so no caller needs `getattr` with a default.
 """
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol
 
 import torch
+
+from peftrun.data.examples import Pair
+from peftrun.data.formats import Room
+from peftrun.methods import REGISTRY
+from peftrun.methods.options import MethodOptions
+from peftrun.models import LoadedModel
 
 
 @dataclass(frozen=True)
@@ -32,13 +40,11 @@ class ParamCounts:
 
 
 class Method(Protocol):
-    # Optional, for methods that need them (all read with getattr and a default):
-    #   slots: peftrun.data.formats.Slots   room in the token sequences (position offset, fillers)
-    #   wrap_format(fmt, cfg) -> format     change the prompts themselves (in-context examples)
-    #   initialize() -> None                one-off set-up before training from scratch (not on
-    #                                       resume, not for decoding), e.g. fitting an init
-    #   take_notes() -> list[str]           lines for the run log since the last call (what an
-    #                                       init fit reached, how many demonstrations fit, ...)
+    """What every method provides (the optional hooks below have defaults in `MethodBase`)."""
+
+    model: torch.nn.Module
+    room: Room  # what the method needs in the token sequences (position offset, fillers)
+    reads_train_pairs: bool  # initialize() needs the training pairs even when nothing trains
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         """What the optimizer updates."""
@@ -68,6 +74,48 @@ class Method(Protocol):
         ...
 
     def counts(self) -> ParamCounts: ...
+
+    def wrap_format(self, text_format, decode_cfg):
+        """The token format this method's prompts use (default: the model's own)."""
+        ...
+
+    def initialize(self, train_pairs: Sequence[Pair]) -> None:
+        """One-off set-up before training from scratch (not on resume, not for decoding), e.g.
+        fitting an init or drawing demonstrations."""
+        ...
+
+    def take_notes(self) -> list[str]:
+        """Lines for the run log since the last call (what an init fit reached, ...)."""
+        ...
+
+
+class MethodBase:
+    """The optional hooks' defaults: no room in the sequences, the format as it is, nothing to
+    initialise or report, and a forward pass that needs no context."""
+
+    room: Room = Room()
+    reads_train_pairs: bool = False
+
+    def active(self, batch_size: int) -> AbstractContextManager:
+        return nullcontext()
+
+    def wrap_format(self, text_format, decode_cfg):
+        return text_format
+
+    def initialize(self, train_pairs: Sequence[Pair]) -> None:
+        return None
+
+    def take_notes(self) -> list[str]:
+        return []
+
+
+def attach(loaded: LoadedModel, options: MethodOptions) -> Method:
+    """Check `options` against the model's architecture, then attach the method to the model."""
+    options.check(loaded.arch)
+    method = REGISTRY[options.kind].load()(loaded, options)
+    if not isinstance(method, MethodBase):
+        raise TypeError(f"{type(method).__name__} must derive from MethodBase (the optional hooks)")
+    return method
 
 
 def copy_into(named: dict[str, torch.nn.Parameter], state: dict[str, torch.Tensor], what: str) -> None:

@@ -20,22 +20,21 @@ These put the model in train mode while training (dropout on), as full fine-tuni
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from peftrun.method_options import BitFitOptions, FeatureExtractionOptions, FullOptions, TopKOptions
-from peftrun.methods.base import ParamCounts, copy_into, save_tensors
-from peftrun.models import LoadedModel, count_parameters
+from peftrun.methods.base import MethodBase, ParamCounts, copy_into, save_tensors
+from peftrun.methods.finetune_options import BitFitOptions, FeatureExtractionOptions, FullOptions, TopKOptions
+from peftrun.models import LoadedModel, count_parameters, family_of
 
 WEIGHTS = "model.safetensors"
 SUBSET_WEIGHTS = "trained.safetensors"
 
 
-class Full:
+class Full(MethodBase):
     """Every weight trains; the stored adapter is the whole model."""
 
     def __init__(self, loaded: LoadedModel, options: FullOptions) -> None:
@@ -49,9 +48,6 @@ class Full:
 
     def set_training(self, training: bool) -> None:
         self.model.train(training)
-
-    def active(self, batch_size: int):
-        return nullcontext()
 
     def training_state(self) -> dict[str, torch.Tensor]:
         return self.model.state_dict()
@@ -74,7 +70,7 @@ class Full:
         return ParamCounts(base=base, trainable=base, stored=base)
 
 
-class _Subset:
+class _Subset(MethodBase):
     """A subset of the base model's own parameters trains; only that subset is stored."""
 
     def __init__(self, loaded: LoadedModel, options) -> None:
@@ -100,9 +96,6 @@ class _Subset:
     def set_training(self, training: bool) -> None:
         self.model.train(training)
 
-    def active(self, batch_size: int):
-        return nullcontext()
-
     def training_state(self) -> dict[str, torch.Tensor]:
         return {name: p.detach() for name, p in self._named().items()}
 
@@ -124,23 +117,16 @@ class TopK(_Subset):
     """Only the top k layers (+ final norm, + optionally the tied token embedding) train."""
 
     def __init__(self, loaded: LoadedModel, options: TopKOptions) -> None:
-        options.check(loaded.arch)
         super().__init__(loaded, options)
 
     def _prepare(self, loaded: LoadedModel) -> None:
-        k = self.options.k
-        if loaded.arch.family == "gpt2":
-            core = self.model.transformer
-            modules = [*core.h[-k:], core.ln_f]
-            embedding = core.wte
-        else:
-            decoder = self.model.model.decoder
-            modules = list(decoder.layers[-k:])
-            if getattr(decoder, "layer_norm", None) is not None:
-                modules.append(decoder.layer_norm)
-            embedding = self.model.model.shared
+        family = family_of(self.model)
+        modules = family.blocks(self.model, "decoder")[-self.options.k :]
+        norm = family.get(self.model, family.final_norm)
+        if norm is not None:
+            modules.append(norm)
         if self.options.train_embeddings:
-            modules.append(embedding)  # tied to the LM head: trains both
+            modules.append(family.get(self.model, family.token_embedding))  # tied to the LM head: trains both
         for module in modules:
             module.requires_grad_(True)
 
@@ -164,7 +150,8 @@ class FeatureExtraction(_Subset):
         super().__init__(loaded, options)
 
     def _prepare(self, loaded: LoadedModel) -> None:
-        old = self.model.lm_head
+        family = family_of(self.model)
+        old = family.get(self.model, family.lm_head)
         head = nn.Linear(
             old.in_features,
             old.out_features,
@@ -176,15 +163,11 @@ class FeatureExtraction(_Subset):
             head.weight.copy_(old.weight)
             if old.bias is not None:
                 head.bias.copy_(old.bias)
-        self.model.lm_head = head
+        setattr(self.model, family.lm_head, head)
         # Keep a later tie_weights() from re-tying the new head to the input embedding.
         self.model.config.tie_word_embeddings = False
-        if loaded.arch.family == "gpt2":
-            norm = self.model.transformer.ln_f
-        else:
-            decoder = self.model.model.decoder
-            norm = getattr(decoder, "layer_norm", None)
-            if norm is None:
-                norm = decoder.layernorm_embedding
+        norm = family.get(self.model, family.final_norm)
+        if norm is None:  # BART: its only decoder-side norm outside the blocks
+            norm = family.get(self.model, family.embedding_norm)
         head.requires_grad_(True)
         norm.requires_grad_(True)

@@ -1,13 +1,14 @@
 """In-context learning (Brown et al. 2020): a few solved training examples before each input.
 
-Nothing is trained. k demonstrations are drawn once from the training set with `method.seed`
-and put, in that order, before every input at decoding time, each written as the model's own
-token format writes a training example (GPT-2: " table <|endoftext|> text <|endoftext|>";
-BART's encoder: "<s> source </s> target </s> … input </s>"). When they do not fit the model's
-positions (GPT-2: leaving room for the output; BART: the encoder's source limit), the first ones
-that fit are used (in draw order, skipping any too long), and the run log says how many for how
-many inputs. The drawn demonstrations
-are written to the adapter folder (`icl.json`), so a later `peftrun decode` uses the same ones.
+Nothing is trained. k demonstrations are drawn once, with `method.seed`, from the training pairs
+the run hands to `initialize` (the method never loads data itself), and put, in that order,
+before every input at decoding time, each written as the model's own token format writes a
+training example (GPT-2: " table <|endoftext|> text <|endoftext|>"; BART's encoder: "<s> source
+</s> target </s> … input </s>"). When they do not fit the model's positions (GPT-2: leaving room
+for the output; BART: the encoder's source limit), the first ones that fit are used (in draw
+order, skipping any too long), and the run log says how many for how many inputs. The drawn
+demonstrations are written to the adapter folder (`icl.json`), so a later `peftrun decode` uses
+the same ones.
 """
 
 from __future__ import annotations
@@ -16,46 +17,44 @@ import json
 import random
 from collections import Counter
 from collections.abc import Sequence
-from contextlib import nullcontext
 from pathlib import Path
 
 import torch
 
 from peftrun.data.examples import Pair
-from peftrun.method_options import ICLOptions
-from peftrun.methods.base import ParamCounts
+from peftrun.methods.base import MethodBase, ParamCounts
+from peftrun.methods.icl_options import ICLOptions
 from peftrun.models import LoadedModel, count_parameters
 
 FILE = "icl.json"
 
 
-class InContext:
+class InContext(MethodBase):
+    reads_train_pairs = True  # the demonstrations come from them
+
     def __init__(self, loaded: LoadedModel, options: ICLOptions) -> None:
         self.model = loaded.model
         self.model.requires_grad_(False)
         self.options = options
         self._demonstrations: list[Pair] | None = None
-        self._data_cfg = None
         self.used: Counter[int] = Counter()  # demonstrations used → inputs, since the last notes
 
     # Demonstrations --------------------------------------------------------------------------
 
+    def initialize(self, train_pairs: Sequence[Pair]) -> None:
+        """Draw the k demonstrations from the training pairs."""
+        k = min(self.options.k, len(train_pairs))
+        chosen = random.Random(self.options.seed).sample(range(len(train_pairs)), k)
+        self._demonstrations = [train_pairs[i] for i in chosen]
+
     @property
     def demonstrations(self) -> list[Pair]:
         if self._demonstrations is None:
-            from peftrun import data
-
-            if self._data_cfg is None:
-                raise RuntimeError("icl needs the data config (wrap_format) or saved demonstrations (load)")
-            pairs = data.load_pairs(self._data_cfg, "train")
-            k = min(self.options.k, len(pairs))
-            chosen = random.Random(self.options.seed).sample(range(len(pairs)), k)
-            self._demonstrations = [pairs[i] for i in chosen]
+            raise RuntimeError("icl has no demonstrations: initialize() it or load() saved ones")
         return self._demonstrations
 
-    def wrap_format(self, text_format, cfg):
-        self._data_cfg = cfg.data
-        return Demonstrations(text_format, self, text_format.context_budget(cfg.decode))
+    def wrap_format(self, text_format, decode_cfg):
+        return Demonstrations(text_format, self, text_format.context_budget(decode_cfg))
 
     def take_notes(self) -> list[str]:
         notes = []
@@ -72,9 +71,6 @@ class InContext:
 
     def set_training(self, training: bool) -> None:
         self.model.eval()
-
-    def active(self, batch_size: int):
-        return nullcontext()
 
     def training_state(self) -> dict[str, torch.Tensor]:
         return {}

@@ -38,7 +38,7 @@ and stays in eval mode (no dropout) like prefix-tuning; only the LoRA dropout fo
 from __future__ import annotations
 
 import math
-from contextlib import nullcontext
+from collections import defaultdict
 from pathlib import Path
 
 import torch
@@ -46,9 +46,9 @@ from safetensors.torch import load_file
 from torch import nn
 from torch.nn import functional as F
 
-from peftrun.method_options import LoRAOptions
-from peftrun.methods.base import ParamCounts, copy_into, save_tensors
-from peftrun.models import LoadedModel, attention_sites, count_parameters
+from peftrun.methods.base import MethodBase, ParamCounts, copy_into, save_tensors
+from peftrun.methods.lora_options import LoRAOptions
+from peftrun.models import LoadedModel, attention_sites, count_parameters, family_of
 
 WEIGHTS = "lora.safetensors"
 
@@ -104,41 +104,31 @@ class LoRALayer(nn.Module):
         self.merged = True
 
 
-def _sites(
-    model, arch_family: str, targets: tuple[str, ...], hidden: int
-) -> list[tuple[nn.Module, str, dict]]:
-    """(parent module, attribute, {target: slice}) for every layer LoRA wraps."""
+def _sites(model, targets: tuple[str, ...], hidden: int) -> list[tuple[nn.Module, str, dict]]:
+    """(attention module, attribute, {target: output slice}) for every layer LoRA wraps: a fused
+    q/k/v projection is wrapped once, with one slice per chosen target."""
+    slices = family_of(model).projection_slices(hidden)
     found = []
     for modules in attention_sites(model).values():
         for attn in modules:
-            if arch_family == "gpt2":
-                columns = {"q": (0, hidden), "k": (hidden, 2 * hidden), "v": (2 * hidden, 3 * hidden)}
-                fused = {t: columns[t] for t in targets if t in columns}
-                if fused:
-                    found.append((attn, "c_attn", fused))
-                if "o" in targets:
-                    found.append((attn, "c_proj", {"o": (0, hidden)}))
-            else:
-                names = {"q": "q_proj", "k": "k_proj", "v": "v_proj", "o": "out_proj"}
-                for t in targets:
-                    layer = getattr(attn, names[t])
-                    found.append((attn, names[t], {t: (0, layer.out_features)}))
+            by_layer: dict[str, dict[str, tuple[int, int]]] = defaultdict(dict)
+            for target in targets:
+                name, start, end = slices[target]
+                by_layer[name][target] = (start, end)
+            found += [(attn, name, chosen) for name, chosen in by_layer.items()]
     return found
 
 
-class LoRA:
+class LoRA(MethodBase):
     """Frozen model + trained low-rank updates on the chosen attention projections."""
 
     def __init__(self, loaded: LoadedModel, options: LoRAOptions) -> None:
-        options.check(loaded.arch)
         self.model = loaded.model
         self.options = options
         self.base = count_parameters(self.model.parameters())
         self.model.requires_grad_(False)
         self.layers: list[LoRALayer] = []
-        for parent, attr, slices in _sites(
-            self.model, loaded.arch.family, options.targets, loaded.arch.hidden
-        ):
+        for parent, attr, slices in _sites(self.model, options.targets, loaded.arch.hidden):
             layer = LoRALayer(getattr(parent, attr), slices, options.rank, options.alpha, options.dropout)
             setattr(parent, attr, layer)
             self.layers.append(layer)
@@ -159,9 +149,6 @@ class LoRA:
         self.model.train(False)  # frozen base: no dropout
         for layer in self.layers:
             layer.dropout.train(training)
-
-    def active(self, batch_size: int):
-        return nullcontext()
 
     def training_state(self) -> dict[str, torch.Tensor]:
         return {name: p.detach() for name, p in self._named().items()}

@@ -20,7 +20,7 @@ Variants (`method.variant`):
   and a decoder table, the cross-attention prefix being the encoder prefix's outputs. Only (L, d)
   per table is stored. On GPT-2 this is exactly prompt tuning with the same embeddings (tested).
 - infix (INFIX-L, GPT-2 only): [x; INFIX; y]. L filler tokens sit between the source and the
-  separator; at every layer their keys/values are replaced by P_θ (`peftrun.infix_attention`),
+  separator; at every layer their keys/values are replaced by P_θ (`peftrun.methods.inject.infix_kv`),
   so the target sees x, the infix and itself. (The original added trained keys/values to the
   model's own at those positions; we use the paper's definition, free activations.)
 
@@ -31,8 +31,8 @@ the phrase — its keys/values at every layer (BART: the encoder's on the phrase
 the phrase cross-attending to the encoder's phrase states, and those states' cross-attention
 keys/values), or for embedding-only its token embeddings. The final MSE goes to the run log.
 
-The keys/values enter attention through `peftrun.prefix_attention` (one mechanism for every
-architecture). Our own code, not HF peft's prefix tuning: peft hands the prefix to the model as
+The keys/values enter attention through `peftrun.methods.inject.prefix_kv` (one mechanism for
+every architecture). Our own code, not HF peft's prefix tuning: peft hands the prefix to the model as
 its past keys/values (the decoder's cache), which reaches neither BART's encoder self-attention
 nor a batch of rows with different prefixes.
 
@@ -50,13 +50,13 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from peftrun.data.formats import Slots
+from peftrun.data.formats import Room
 from peftrun.errors import PeftrunError
-from peftrun.infix_attention import InfixSlot
-from peftrun.method_options import PrefixOptions
-from peftrun.methods.base import ParamCounts
-from peftrun.models import LoadedModel, attention_sites, count_parameters, load_tokenizer
-from peftrun.prefix_attention import install, key_values_of_inputs
+from peftrun.methods.base import MethodBase, ParamCounts
+from peftrun.methods.inject.infix_kv import InfixKeyValues
+from peftrun.methods.inject.prefix_kv import install, key_values_of_inputs
+from peftrun.methods.prefix_options import PrefixOptions
+from peftrun.models import LoadedModel, attention_sites, count_parameters, family_of, load_tokenizer
 
 WEIGHTS = "prefix.safetensors"
 DEFAULT_LENGTH = 10
@@ -93,7 +93,7 @@ def phrase_ids(tokenizer, phrase: str) -> list[int]:
     return tokenizer(" " + phrase, add_special_tokens=False)["input_ids"]
 
 
-class Prefix:
+class Prefix(MethodBase):
     """Frozen model + a trained prefix (every layer, embedding-only or infix)."""
 
     def __init__(self, loaded: LoadedModel, options: PrefixOptions) -> None:
@@ -105,12 +105,10 @@ class Prefix:
         arch = loaded.arch
         self.tokenizer = loaded.tokenizer
         self.length = self._length(loaded)
-        sites = attention_sites(self.model)
-        layers = {"self": arch.n_layer, "encoder": arch.n_encoder_layer}
-        self.n_layers = {kind: layers.get(kind, arch.n_layer) for kind in sites}
+        self.n_layers = {kind: len(modules) for kind, modules in attention_sites(self.model).items()}
         self.n_head = arch.n_head
         # Where input-layer activations enter: GPT-2's one stack, BART's encoder and decoder.
-        self.input_kinds = ("self",) if arch.family == "gpt2" else ("encoder", "decoder")
+        self.input_kinds = ("encoder", "decoder") if arch.is_encoder_decoder else ("self",)
         if self.variant == "embedding-only":
             kinds = {kind: arch.hidden for kind in self.input_kinds}
         elif self.variant == "infix":
@@ -121,10 +119,10 @@ class Prefix:
             {kind: PrefixTable(self.length, arch.hidden, width, options) for kind, width in kinds.items()}
         ).to(self.model.device)
         self.stored: dict[str, torch.Tensor] | None = None  # set by `load`: P_θ without its MLP
-        self.slot = install(self.model, sites)
-        default_offset = arch.family == "gpt2" and self.variant != "infix"
+        self.prefix_attention = install(self.model)
+        default_offset = arch.shifts_positions and self.variant != "infix"
         offset = options.position_offset if options.position_offset is not None else default_offset
-        self.slots = Slots(
+        self.room = Room(
             reserved_positions=self.length if offset else 0,
             infix=self.length if self.variant == "infix" else 0,
         )
@@ -132,8 +130,10 @@ class Prefix:
         if offset:
             # Real tokens' positions become L … L+T−1, in training and in generate() alike (but
             # not while the frozen model computes the prefix itself, at 0 … L−1).
-            self.model.transformer.wpe.register_forward_pre_hook(lambda _, args: (args[0] + self._shift,))
-        self.infix = InfixSlot(self.model, arch.hidden) if self.variant == "infix" else None
+            family = family_of(self.model)
+            positions = family.get(self.model, family.position_embedding)
+            positions.register_forward_pre_hook(lambda _, args: (args[0] + self._shift,))
+        self.infix = InfixKeyValues(self.model, arch.hidden) if self.variant == "infix" else None
 
     def _length(self, loaded: LoadedModel) -> int:
         phrase = self.options.init_phrase
@@ -178,7 +178,7 @@ class Prefix:
         if self.variant != "embedding-only":
             return values
         with self._unshifted():
-            return key_values_of_inputs(self.model, self.slot, values)
+            return key_values_of_inputs(self.model, self.prefix_attention, values)
 
     @contextmanager
     def _unshifted(self):
@@ -205,10 +205,10 @@ class Prefix:
             return
         # One row serves the whole batch (the slot broadcasts it).
         rows = {kind: kv.unsqueeze(0) for kind, kv in self.key_values().items()}
-        with self.slot.active(rows):
+        with self.prefix_attention.active(rows):
             yield
 
-    def initialize(self) -> None:
+    def initialize(self, train_pairs=()) -> None:
         """Init from a real phrase: fit the MLP (or set P_θ) to the phrase's activations."""
         phrase = self.options.init_phrase
         if phrase is None:
@@ -247,7 +247,7 @@ class Prefix:
             inputs = {kind: embeddings for kind in self.input_kinds}
             if self.variant == "embedding-only":
                 return inputs
-            return key_values_of_inputs(self.model, self.slot, inputs)
+            return key_values_of_inputs(self.model, self.prefix_attention, inputs)
 
     def phrase_mse(self, targets: dict[str, torch.Tensor]) -> torch.Tensor:
         values = self.values()

@@ -4,7 +4,8 @@ The embeddings are the parameters themselves (no reparametrisation). Init (`meth
 `vocab`, Lester et al.'s sampled-vocabulary init — embeddings of L token ids drawn uniformly from
 the 5,000 lowest ids (byte-level BPE ids grow roughly with rarity, standing in for their "5,000
 most common tokens"); or `random`, normal with the token embeddings' standard deviation.
-The mechanism (fillers, substitution, storage) is `peftrun.soft_prompt`; our own code, because
+The mechanism (fillers, substitution) is `peftrun.methods.inject.soft_input`, storage
+`peftrun.methods.soft_prompt`; our own code, because
 HF peft's prompt tuning prepends to every input of an encoder-decoder model's forward and does
 not run inside our token formats.
 """
@@ -14,9 +15,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from peftrun.method_options import PromptOptions
+from peftrun.methods.prompt_options import PromptOptions
+from peftrun.methods.soft_prompt import SoftPromptMethod
 from peftrun.models import LoadedModel
-from peftrun.soft_prompt import SoftPromptMethod
 
 VOCAB_INIT_IDS = 5000
 

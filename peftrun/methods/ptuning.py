@@ -5,7 +5,7 @@ Virtual token embeddings come from a prompt encoder over L trained inputs: a bid
 the model's width), as in the P-tuning code. The encoder only serves training: afterwards the
 (L, d) embeddings it produces are stored and the encoder is dropped. The virtual tokens are
 prepended to the input (BART: the encoder input); P-tuning's hand-written templates with anchor
-tokens are task-specific and not reproduced. Mechanism: `peftrun.soft_prompt` (our own code,
+tokens are task-specific and not reproduced. Mechanism: `peftrun.methods.inject.soft_input` (our own code,
 for the same reason as prompt tuning).
 """
 
@@ -14,9 +14,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from peftrun.method_options import PTuningOptions
+from peftrun.methods.ptuning_options import PTuningOptions
+from peftrun.methods.soft_prompt import SoftPromptMethod
 from peftrun.models import LoadedModel
-from peftrun.soft_prompt import SoftPromptMethod
 
 
 class PromptEncoder(nn.Module):

@@ -12,11 +12,11 @@ layer's prefix in front of the keys and values, with matching always-visible mas
 
 Every attention module of the model is tagged with its *site* (kind, layer): GPT-2 has one kind
 (`self`); BART three (`encoder` self-attention, `decoder` self-attention, `cross` attention).
-The prefix lives in a `PrefixSlot` shared by the model's sites and is set for the duration of a
-forward pass or a whole `generate()` call. (transformers 5 passes extra forward kwargs down to
-attention, but `generate()` rejects unknown kwargs, so the slot is how decoding sees the prefix.)
+The prefix lives in a `PrefixAttention` shared by the model's sites and is set for the duration of
+a forward pass or a whole `generate()` call. (transformers 5 passes extra forward kwargs down to
+attention, but `generate()` rejects unknown kwargs, so this object is how decoding sees the prefix.)
 
-Prefixes are looked up **per row**: a slot tensor has R rows, R = 1 (one prefix for the batch) or
+Prefixes are looked up **per row**: a prefix tensor has R rows, R = 1 (one prefix for the batch) or
 R = batch size (a different prefix per example: several tasks/users in one batch). Beam search
 expands rows with `repeat_interleave`, so R rows serve R·beams queries.
 """
@@ -31,11 +31,13 @@ from transformers import AttentionInterface
 from transformers.masking_utils import AttentionMaskInterface, eager_mask, sdpa_mask
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
+from peftrun.models import attention_sites, family_of
+
 # Our implementation name per inner kernel; each needs the inner kernel's mask format.
 _MASKS = {"sdpa": sdpa_mask, "eager": eager_mask}
 
 
-class PrefixSlot:
+class PrefixAttention:
     """The prefix K/V visible to attention right now: kind → (R, n_layer, 2, n_head, L, head_dim)."""
 
     def __init__(self) -> None:
@@ -63,13 +65,13 @@ class PrefixSlot:
 
 @dataclass(frozen=True)
 class _Site:
-    slot: PrefixSlot
+    prefix: PrefixAttention
     kind: str
     layer: int
     inner: str  # the attention kernel doing the work ("sdpa" or "eager")
 
 
-def install(model, sites: dict[str, list[torch.nn.Module]]) -> PrefixSlot:
+def install(model) -> PrefixAttention:
     """Tag the model's attention modules and switch it to the prefix-aware attention function."""
     inner = model.config._attn_implementation
     if inner.startswith("peftrun_prefix_"):
@@ -79,21 +81,21 @@ def install(model, sites: dict[str, list[torch.nn.Module]]) -> PrefixSlot:
     name = f"peftrun_prefix_{inner}"
     AttentionInterface.register(name, prefixed_attention)
     AttentionMaskInterface.register(name, _MASKS[inner])
-    slot = PrefixSlot()
-    for kind, modules in sites.items():
+    prefix = PrefixAttention()
+    for kind, modules in attention_sites(model).items():
         for layer, module in enumerate(modules):
-            module.peftrun_prefix_site = _Site(slot, kind, layer, inner)
+            module.peftrun_prefix_site = _Site(prefix, kind, layer, inner)
     model.set_attn_implementation(name)
-    return slot
+    return prefix
 
 
 def prefixed_attention(module, query, key, value, attention_mask, **kwargs):
     """Attention over [prefix ; real] keys/values. query/key/value: (B, H, T, head_dim)."""
     site: _Site = module.peftrun_prefix_site
     inner = ALL_ATTENTION_FUNCTIONS[site.inner]
-    if site.slot.recorded is not None:
-        site.slot.recorded[(site.kind, site.layer)] = (key, value)
-    prefix = site.slot.key_values.get(site.kind)
+    if site.prefix.recorded is not None:
+        site.prefix.recorded[(site.kind, site.layer)] = (key, value)
+    prefix = site.prefix.key_values.get(site.kind)
     if prefix is None:
         return inner(module, query, key, value, attention_mask, **kwargs)
     rows = _rows(prefix[:, site.layer], query.shape[0]).to(key.dtype)  # (B, 2, H, L, hd)
@@ -132,23 +134,27 @@ def _extend_mask(mask, prefix_len: int, query, key, causal: bool):
     return torch.cat([columns, mask], dim=-1)
 
 
-def key_values_of_inputs(model, slot: PrefixSlot, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def key_values_of_inputs(
+    model, prefix: PrefixAttention, inputs: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
     """The frozen model's own keys/values for input-layer activations (L, d), at positions 0 … L−1,
     per attention kind (n_layer, 2, n_head, L, head_dim): what a prefix made of these inputs is.
 
-    GPT-2: `inputs["self"]` runs through the model (causal). BART: `inputs["encoder"]` runs through
-    the encoder alone, `inputs["decoder"]` through the decoder cross-attending to those encoder
-    states; the cross-attention keys/values are the decoder layers' projections of them. The
-    prefix positions see only each other, as a prefix passed as past keys/values does.
+    Decoder-only (GPT-2): `inputs["self"]` runs through the model (causal). Encoder-decoder (BART):
+    `inputs["encoder"]` runs through the encoder alone, `inputs["decoder"]` through the decoder
+    cross-attending to those encoder states; the cross-attention keys/values are the decoder
+    layers' projections of them. The prefix positions see only each other, as a prefix passed as
+    past keys/values does.
     """
-    with slot.recording() as recorded:
-        if "self" in inputs:
-            model.transformer(inputs_embeds=inputs["self"][None], use_cache=False)
+    family = family_of(model)
+    decoder = family.get(model, family.decoder_stack)
+    with prefix.recording() as recorded:
+        if not family.encoder_decoder:
+            decoder(inputs_embeds=inputs["self"][None], use_cache=False)
         else:
-            encoded = model.model.encoder(inputs_embeds=inputs["encoder"][None]).last_hidden_state
-            model.model.decoder(
-                inputs_embeds=inputs["decoder"][None], encoder_hidden_states=encoded, use_cache=False
-            )
+            encoder = family.get(model, family.encoder_stack)
+            encoded = encoder(inputs_embeds=inputs["encoder"][None]).last_hidden_state
+            decoder(inputs_embeds=inputs["decoder"][None], encoder_hidden_states=encoded, use_cache=False)
     kinds = sorted({kind for kind, _ in recorded})
     return {
         kind: torch.stack(

@@ -1,0 +1,224 @@
+"""One run, start to finish (DESIGN.md's flow), and nothing else:
+
+    config → run dir (lock, meta, resume point) → model + method → data → fit → adapter
+           → decode (one output per unique source) → metrics → DONE
+
+Everything that can fail because of the user's input (config, model name, data files, an
+existing run directory) is checked before the run directory is created. Whatever ends the run
+(success, a user error, an exception), its lock is released.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from peftrun import config as config_module
+from peftrun.config import Config
+from peftrun.errors import PeftrunError
+from peftrun.runs import Run
+from peftrun.scoring import log, open_run, score_records
+
+
+def check_against_model(cfg: Config):
+    """Phase two of validation: the config against the model's architecture (no weights)."""
+    from peftrun import models
+
+    arch = models.summarize(models.hf_config(cfg.model.name))
+    cfg.method.check(arch)
+    return arch
+
+
+def resolve(config_path: str | Path, overrides: list[str], run_dir: str | None) -> Config:
+    if run_dir:
+        overrides = [*overrides, f"output.run_dir={json.dumps(str(run_dir))}"]
+    cfg = config_module.load(config_path, overrides)
+    check_against_model(cfg)
+    return cfg
+
+
+def pick_device(wanted: str):
+    import torch
+
+    if wanted == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(wanted)
+
+
+class Session:
+    """A model with its method attached, ready to train or decode."""
+
+    def __init__(self, cfg: Config) -> None:
+        from peftrun import models
+        from peftrun.data.formats import text_format
+        from peftrun.methods.base import attach
+
+        self.cfg = cfg
+        self.device = pick_device(cfg.train.device)
+        self.loaded = models.load(cfg.model.name, cfg.model.attention, seed=cfg.train.seed)
+        self.loaded.model.to(self.device)
+        self.method = attach(self.loaded, cfg.method)
+        plain = text_format(self.loaded, cfg.data, self.method.room)
+        self.format = self.method.wrap_format(plain, cfg.decode)
+
+    @property
+    def model(self):
+        return self.loaded.model
+
+    def log_notes(self) -> list[str]:
+        """Log what the method has to say (an init fit's result, demonstrations used, ...)."""
+        notes = self.method.take_notes()
+        for note in notes:
+            log(note)
+        return notes
+
+    def decode_and_score(self, run: Run, splits) -> dict[str, dict[str, Any]]:
+        from peftrun import data
+        from peftrun.decode import generate
+
+        results = {}
+        for split in splits:
+            instances = data.load_instances(self.cfg.data, split)[: self.cfg.decode.limit]
+            started = time.perf_counter()
+            outputs = generate(
+                self.model,
+                self.method,
+                self.format,
+                [i.source for i in instances],
+                self.cfg.decode,
+                self.device,
+            )
+            log(f"decoded {len(instances)} {split} instances in {time.perf_counter() - started:.1f}s")
+            self.log_notes()
+            records = [
+                {"id": inst.id, "source": inst.source, "output": out, "references": list(inst.references)}
+                for inst, out in zip(instances, outputs, strict=True)
+            ]
+            run.write_predictions(split, records)
+            results[split] = score_records(run, split, self.cfg.data.dataset, self.cfg.data.reference_style)
+        return results
+
+    def save_adapter(self, run: Run) -> None:
+        from peftrun import __version__
+
+        run.adapter_dir.mkdir(parents=True, exist_ok=True)
+        self.method.save(run.adapter_dir)
+        run.write_adapter_meta(
+            {
+                "peftrun": __version__,
+                "base_model": self.cfg.model.name,
+                "method": self.cfg.method.model_dump(mode="json"),
+                "parameters": self.method.counts().as_dict(),
+            }
+        )
+
+
+def train(
+    config_path: str | Path,
+    overrides: list[str],
+    run_dir: str | None = None,
+    overwrite: bool = False,
+    on_update: Callable[[int], None] | None = None,
+) -> tuple[Path, dict[str, dict[str, Any]] | None]:
+    """Train, decode and score one config. Returns the run dir and the metrics (None if it
+    had finished before)."""
+    from peftrun import data
+    from peftrun.methods import REGISTRY
+
+    cfg = resolve(config_path, overrides, run_dir)
+    resolved = cfg.to_yaml()
+    run, state = Run.prepare(cfg.run_dir(), resolved, overwrite)
+    if state == "done":
+        log(f"{run.path} is already finished (DONE); nothing to do. `peftrun eval {run.path}` re-scores it.")
+        return run.path, None
+    reads_train = cfg.train.epochs > 0 or REGISTRY[cfg.method.kind].load().reads_train_pairs
+    train_pairs = data.load_pairs(cfg.data, "train") if reads_train else []
+    dev_pairs = data.load_pairs(cfg.data, "dev") if cfg.train.epochs else []
+    session = Session(cfg)
+    counts = session.method.counts().as_dict()
+    run.start(
+        state,
+        Path(config_path).read_text(encoding="utf-8"),
+        resolved,
+        {
+            "overrides": overrides,
+            "parameters": counts,
+            "reference_style": cfg.data.reference_style,
+            "train_pairs": len(train_pairs),
+        },
+    )
+    try:
+        results = _run(session, run, state, train_pairs, dev_pairs, on_update)
+    finally:
+        run.unlock()
+    return run.path, results
+
+
+def _run(session: Session, run: Run, state: str, train_pairs, dev_pairs, on_update):
+    """The locked part of `train`: init, fit, adapter, decode, score, DONE."""
+    cfg, method = session.cfg, session.method
+    counts = method.counts().as_dict()
+    log(f"run {run.path} ({'resuming' if state == 'resume' else 'new'})")
+    log(
+        f"parameters: base {counts['base']:,}; trainable {counts['trainable']:,} "
+        f"({counts['trainable_pct']:.3f}%); stored {counts['stored']:,} ({counts['stored_pct']:.3f}%)"
+    )
+    if not run.has_checkpoint:  # a resumed run has its state already
+        method.initialize(train_pairs)
+        notes = session.log_notes()
+        if notes:
+            run.update_meta(method_notes=notes)
+    if method.trainable_parameters() and train_pairs and cfg.train.epochs:
+        from peftrun.train import fit
+
+        progress = fit(
+            session.model,
+            method,
+            train_pairs,
+            dev_pairs,
+            session.format.training_batch,
+            cfg.train,
+            run,
+            session.device,
+            on_update,
+        )
+        if cfg.train.select == "best":
+            best = run.load_best(session.device)
+            if best is None:
+                raise PeftrunError("train.select=best needs dev-loss evaluations; none ran (no dev data?)")
+            method.load_training_state(best)
+        run.update_meta(
+            best_dev_loss=progress.best_dev_loss if progress.dev_losses else None,
+            updates=progress.step,
+            stopped_early=progress.stopped_early,
+        )
+    else:
+        log(f"method {cfg.method.kind!r} trains nothing here: decoding and scoring only")
+    session.save_adapter(run)
+    method.load(run.adapter_dir)  # decode exactly what was stored
+    results = session.decode_and_score(run, cfg.decode.splits)
+    run.finish()
+    return results
+
+
+def decode(run_dir: str | Path, splits: list[str] | None) -> dict[str, dict[str, Any]]:
+    """Decode a trained run's stored adapter again (e.g. another split)."""
+    run, cfg = open_run(run_dir)
+    if not run.has_adapter:
+        raise PeftrunError(f"{run.path} has no trained adapter yet; finish it with `peftrun train`")
+    session = Session(cfg)
+    session.method.load(run.adapter_dir)
+    return session.decode_and_score(run, splits or list(cfg.decode.splits))
+
+
+def parameter_counts(config_path: str | Path, overrides: list[str]) -> dict[str, Any]:
+    """Trainable and stored parameters of the configured method, built without weights."""
+    from peftrun import models
+    from peftrun.methods.base import attach
+
+    cfg = resolve(config_path, overrides, None)
+    counts = attach(models.skeleton(cfg.model.name), cfg.method).counts()
+    return {"model": cfg.model.name, "method": cfg.method.kind, **counts.as_dict()}

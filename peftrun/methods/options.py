@@ -1,0 +1,31 @@
+"""The base of every method's options: validated with the rest of the config (pydantic, no torch).
+
+Each method declares its options beside its implementation (`<method>_options.py`) as one small
+pydantic model whose `kind` names it. Phase-two checks, against the model's architecture (known
+without weights), live in each class's `check`.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict
+
+from peftrun.errors import PeftrunError
+from peftrun.models import ArchSummary
+
+
+class MethodOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: str
+
+    def check(self, arch: ArchSummary) -> None:
+        """Raise PeftrunError when these options cannot apply to `arch`."""
+
+
+def check_prompt_fits(name: str, length: int, arch: ArchSummary) -> None:
+    """A soft prompt of `length` tokens must leave most of the model's positions to the input."""
+    if length >= arch.max_positions // 2:
+        raise PeftrunError(
+            f"method.{name}={length} leaves too little of the model's {arch.max_positions} positions "
+            f"for the input; use fewer than {arch.max_positions // 2}"
+        )
