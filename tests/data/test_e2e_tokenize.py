@@ -7,15 +7,14 @@ official CSVs: ``src1_test.txt`` with ``testset_w_refs.csv``, ``src1_valid.txt``
 from __future__ import annotations
 
 import csv
-from pathlib import Path
 
 import pytest
+from conftest import SHARED
 from conftest import shared_path as _shared
 
 from peftrun.data.e2e_tokenize import tokenize_reference
 from peftrun.errors import PeftrunError
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 E2E = SHARED / "data" / "e2e"
 
 # (paper file, official CSV, split whose convention it follows)

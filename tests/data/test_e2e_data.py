@@ -8,13 +8,13 @@ from importlib import resources
 from pathlib import Path
 
 import pytest
+from conftest import SHARED
 from conftest import shared_path as _shared
 
 from peftrun.data import e2e
 from peftrun.data.examples import Instance, Pair
 from peftrun.errors import PeftrunError
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 E2E = SHARED / "data" / "e2e"
 TRAIN_SHA256 = "f27d48df45815288ab15619d47a79028c300fbb7f42e373668aba0b98c1d57c6"
 

@@ -14,7 +14,6 @@ from peftrun.data import xsum
 from peftrun.data.examples import Instance, Pair
 from peftrun.errors import PeftrunError
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 URL_FIXTURE = Path(__file__).parent / "fixtures" / "xsum_urls.txt"
 EMPTY_DOCUMENT_ID = "32556640"  # the one validation article with an empty document
 

@@ -11,7 +11,6 @@ from peftrun.data import bbc_urls
 from peftrun.errors import PeftrunError
 
 FIXTURE = Path(__file__).parent / "fixtures" / "xsum_urls.txt"
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
 
 def ids(*numbers: int) -> set[str]:
