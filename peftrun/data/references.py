@@ -4,9 +4,10 @@ Accepted layouts, one instance per unique source, in the outputs file's order:
 - `.csv` with `mr` and `ref` columns (the E2E layout): consecutive rows with the same `mr`
   form one instance, as the official E2E scorer groups them;
 - `.jsonl` with a `references` list, or a single `summary` / `reference` / `ref` string;
-- anything else: plain text, one reference per line, instances separated by a blank line (the
-  official E2E scorer's multi-reference text layout); a file without blank lines has one
-  reference per instance.
+- anything else: plain text. With blank lines, instances are separated by a blank line and hold
+  one reference per line (the official E2E scorer's multi-reference layout); a file without blank
+  lines has one reference per line, one line per instance (summarisation gold files such as
+  `test.target`), aligned with the outputs.
 """
 
 from __future__ import annotations
@@ -37,8 +38,25 @@ def read_references(path: Path) -> list[list[str]]:
         return _from_csv(text, path)
     if path.suffix == ".jsonl":
         return _from_jsonl(text, path)
-    blocks = [block.splitlines() for block in text.replace("\r\n", "\n").split("\n\n") if block.strip()]
-    return [[line for line in block if line.strip()] for block in blocks]
+    return _from_text(text)
+
+
+def _from_text(text: str) -> list[list[str]]:
+    """Plain text, as the official E2E scorer reads it: with a blank line anywhere, blank lines
+    separate instances (several references each); without one, each line is one instance's
+    single reference (summarisation gold files such as test.target)."""
+    lines = text.replace("\r\n", "\n").split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()  # the final newline ends the last line; it is not a blank line
+    if not any(not line.strip() for line in lines):
+        return [[line] for line in lines]
+    groups: list[list[str]] = [[]]
+    for line in lines:
+        if line.strip():
+            groups[-1].append(line)
+        elif groups[-1]:
+            groups.append([])
+    return [group for group in groups if group]
 
 
 def _from_csv(text: str, path: Path) -> list[list[str]]:
