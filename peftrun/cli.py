@@ -31,6 +31,44 @@ RunDirArg = Annotated[
 JsonOpt = Annotated[bool, typer.Option("--json", help="print machine-readable JSON on stdout")]
 
 
+def versions() -> str:
+    """peftrun's version and the installed torch and transformers, read from package metadata
+    (importing torch would make every command slow to start)."""
+    from importlib import metadata
+
+    from peftrun import __version__
+
+    def installed(package: str) -> str:
+        try:
+            return metadata.version(package)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+
+    return f"peftrun {__version__} (torch {installed('torch')}, transformers {installed('transformers')})"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(versions())
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            help="print peftrun, torch and transformers versions",
+            callback=_print_version,
+            is_eager=True,
+        ),
+    ] = False,
+) -> None:
+    """peftrun: train, decode and score parameter-efficient fine-tuning experiments (prefix-tuning
+    and friends) from one YAML config."""
+
+
 def _fail(err: Exception) -> None:
     typer.echo(f"peftrun: error: {err}", err=True)
     raise typer.Exit(2)

@@ -110,3 +110,18 @@ def test_official_scorer_numbers(name: str) -> None:
     for metric in ("BLEU", "NIST", "BLEU_py", "NIST_py"):
         # Perl sums NIST information in hash order, so its last bits vary run to run.
         assert got[metric] == pytest.approx(OFFICIAL[name][metric], rel=1e-13, abs=1e-13), metric
+
+
+def test_perl_bleu_equals_sacrebleu_13a_lowercased_on_real_outputs() -> None:
+    """An independent implementation of the same definition: sacrebleu's corpus BLEU with 13a
+    tokens, lower-cased, closest-reference brevity penalty, on the challenge's TGen dev output."""
+    import sacrebleu
+    from _e2e_testdata import E2E, load_dev_refs
+
+    require_shared()
+    hyps = (E2E / "system_outputs" / "tgen_baseline_dev.txt").read_text(encoding="utf-8").splitlines()
+    refs = load_dev_refs()
+    most = max(len(r) for r in refs)
+    streams = [[r[k] if k < len(r) else None for r in refs] for k in range(most)]
+    expected = sacrebleu.corpus_bleu(hyps, streams, lowercase=True, tokenize="13a").score / 100
+    assert scores(hyps, refs)["BLEU"] == pytest.approx(expected, abs=1e-12)
