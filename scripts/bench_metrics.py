@@ -23,10 +23,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from peftrun.data import e2e  # noqa: E402
 from peftrun.data.references import read_references  # noqa: E402
 from peftrun.metrics.e2e import METRICS, score_e2e  # noqa: E402
-
-DEFAULT_REFS = REPO.parent / "shared" / "data" / "e2e" / "original" / "testset_w_refs.csv"
 
 
 def run_official(script: Path, python: str, refs: Path, outputs: Path, *flags: str) -> tuple[dict, float]:
@@ -47,7 +46,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--refs", type=Path, default=DEFAULT_REFS, help="E2E CSV with mr,ref columns")
+    parser.add_argument(
+        "--refs", type=Path, help="E2E CSV with mr,ref columns (default: the packaged official test set)"
+    )
     parser.add_argument("--outputs", type=Path, help="system outputs, one per line (default: first refs)")
     parser.add_argument("--repeat", type=int, default=2, help="timed runs (the first starts METEOR's JVM)")
     parser.add_argument("--official", type=Path, help="path to e2e-metrics measure_scores.py to time too")
@@ -55,8 +56,13 @@ def main() -> None:
         "--official-python", default=sys.executable, help="interpreter for the official scorer"
     )
     args = parser.parse_args()
+    if args.official and not args.refs:
+        parser.error("--official needs --refs (the official scorer reads the references from a file)")
 
-    refs = read_references(args.refs)  # grouped by consecutive MR, as the official scorer does
+    if args.refs:
+        refs = read_references(args.refs)  # grouped by consecutive MR, as the official scorer does
+    else:
+        refs = [list(instance.references) for instance in e2e.load_instances("test")]
     if args.outputs:
         outputs = [line.strip() for line in args.outputs.read_text(encoding="utf-8").splitlines()]
     else:

@@ -4,7 +4,7 @@ The tiny models exist so tests and the quickstart run offline. Their tokenizer i
 byte-level BPE (the same algorithm as GPT-2's and BART's), trained here on the E2E training
 references and tables, so it covers any text (byte fallback) but is small (2,048 tokens).
 
-    python scripts/build_tiny_tokenizer.py ../shared/data/e2e/original
+    python scripts/build_tiny_tokenizer.py [E2E_DIR]   (default: the packaged official E2E files)
 
 writes peftrun/assets/tiny/gpt2-tokenizer.json and bart-tokenizer.json (same vocabulary; the BART
 one adds <s> … </s> around every text, as BART's tokenizer does).
@@ -12,30 +12,29 @@ one adds <s> … </s> around every text, as BART's tokenizer does).
 
 from __future__ import annotations
 
-import csv
 import re
 import sys
 from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
+from peftrun.data import e2e
+
 VOCAB_SIZE = 2048
 SPECIAL_TOKENS = ["<|endoftext|>", "<pad>", "<s>", "</s>", "<unk>", "<mask>"]
 OUT = Path(__file__).resolve().parents[1] / "peftrun" / "assets" / "tiny"
 
 
-def e2e_texts(e2e_dir: Path) -> list[str]:
+def e2e_texts(e2e_dir: Path | None) -> list[str]:
     texts = []
-    for part in sorted(e2e_dir.glob("trainset*.csv")):
-        with part.open(newline="", encoding="utf-8") as f:
-            for row in csv.DictReader(f):
-                # A rough table linearisation is enough to learn the table's sub-words.
-                table = re.sub(r"\[(.*?)\]", r" : \1 |", row["mr"]).replace(",", "")
-                texts.extend([" " + row["ref"], " " + table])
+    for mr, ref in e2e.read_rows("train", e2e_dir):
+        # A rough table linearisation is enough to learn the table's sub-words.
+        table = re.sub(r"\[(.*?)\]", r" : \1 |", mr).replace(",", "")
+        texts.extend([" " + ref, " " + table])
     return texts
 
 
-def main(e2e_dir: Path) -> None:
+def main(e2e_dir: Path | None) -> None:
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
@@ -58,4 +57,4 @@ def main(e2e_dir: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1] if len(sys.argv) > 1 else "../shared/data/e2e/original"))
+    main(Path(sys.argv[1]) if len(sys.argv) > 1 else None)

@@ -121,3 +121,15 @@ def test_readme_config_reference_is_current():
     spec.loader.exec_module(module)
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert module.spliced(readme) == readme, "run: python scripts/config_reference.py --write"
+
+
+def test_shipped_configs_scripts_and_readme_use_only_what_the_project_ships():
+    """../shared exists only on development machines: a user's clone has none of it."""
+    shipped = [*SHIPPED, ROOT / "README.md", *sorted((ROOT / "scripts").glob("*"))]
+    offenders = [str(p.relative_to(ROOT)) for p in shipped if p.is_file() and "../shared" in p.read_text()]
+    assert offenders == []
+    for path in SHIPPED:
+        cfg = config.load(path)
+        for file in [*cfg.data.files.values(), cfg.data.url_file, cfg.data.data_dir]:
+            if file and not file.startswith(("runs/", "/")):
+                assert (ROOT / file).exists(), f"{path.name} names {file}, which the project does not ship"

@@ -133,6 +133,11 @@ def _targets(split: str, reference_style: str, data_dir: Path | None) -> tuple[s
     return tuple(tokenize_reference(ref, split) for ref in refs)
 
 
+def read_rows(split: str, data_dir: Path | None = None) -> tuple[Row, ...]:
+    """The split's CSV rows, (mr, ref), in file order (packaged copy when data_dir is None)."""
+    return _rows(split, _key(data_dir))
+
+
 @lru_cache(maxsize=16)  # the train file is 9 MB: parse it once per process
 def _rows(split: str, data_dir: Path | None) -> tuple[Row, ...]:
     name = FILES[split]
