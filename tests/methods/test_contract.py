@@ -187,3 +187,14 @@ def test_method_contract(case, model_name, tmp_path):
     assert len(outputs) == 3 and all(isinstance(o, str) for o in outputs)
     alone = [generate(fresh.model, reloaded, fresh_fmt, [s], cfg, torch.device("cpu"))[0] for s in sources]
     assert outputs == alone
+
+
+def test_every_registered_method_has_a_contract_case_and_a_loadable_implementation():
+    from peftrun.methods import REGISTRY
+    from peftrun.methods.base import MethodBase
+
+    assert {kind for kind, _ in CASES.values()} == set(REGISTRY)
+    for kind, options in CASES.values():
+        entry = REGISTRY[kind]
+        assert entry.kind == kind and entry.options(**options).kind == kind
+        assert issubclass(entry.load(), MethodBase), kind
