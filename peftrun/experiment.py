@@ -152,6 +152,9 @@ def train(
     )
     try:
         results = _run(session, run, state, train_pairs, dev_pairs, on_update)
+    except Exception as err:  # an interrupt (Ctrl-C, SIGTERM) is not a failure: it resumes
+        run.update_meta(status="failed", error=_one_line(err))
+        raise
     finally:
         run.unlock()
     return run.path, results
@@ -194,6 +197,9 @@ def _run(session: Session, run: Run, state: str, train_pairs, dev_pairs, on_upda
             best_dev_loss=progress.best_dev_loss if progress.dev_losses else None,
             updates=progress.step,
             stopped_early=progress.stopped_early,
+            train_seconds=progress.train_seconds,
+            train_tokens=progress.train_tokens,
+            tokens_per_s=progress.train_tokens / max(progress.train_seconds, 1e-9),
         )
     else:
         log(f"method {cfg.method.kind!r} trains nothing here: decoding and scoring only")
@@ -202,6 +208,11 @@ def _run(session: Session, run: Run, state: str, train_pairs, dev_pairs, on_upda
     results = session.decode_and_score(run, cfg.decode.splits)
     run.finish()
     return results
+
+
+def _one_line(err: BaseException) -> str:
+    lines = [line for line in str(err).splitlines() if line.strip()]
+    return f"{type(err).__name__}: {lines[0] if lines else ''}".strip()
 
 
 def decode(run_dir: str | Path, splits: list[str] | None) -> dict[str, dict[str, Any]]:

@@ -98,10 +98,12 @@ class Run:
         if state in ("new", "overwrite"):
             write_atomic(self.path / GIVEN, given_text)
             write_atomic(self.path / RESOLVED, resolved_yaml)
-            write_json(self.path / META, {**environment(), **meta, "started": _now(), "resumed": []})
+            started = {"started": _now(), "resumed": [], "status": "running"}
+            write_json(self.path / META, {**environment(), **meta, **started})
         else:
             previous = self.meta()
             previous.setdefault("resumed", []).append(_now())
+            previous.update(status="running", error=None)
             write_json(self.path / META, previous)
 
     # The lock is an flock on RUN/.lock, written by hand rather than with `filelock` because the
@@ -248,17 +250,20 @@ class Run:
         return {p.stem: read_json(p) for p in sorted((self.path / "metrics").glob("*.json"))}
 
     def finish(self) -> None:
-        self.update_meta(finished=_now())
+        self.update_meta(finished=_now(), status="done")
         write_atomic(self.path / DONE, _now() + "\n")
         self.unlock()
 
     # ----------------------------------------------------------------- listing
 
     def status(self) -> str:
-        """done, running (its lock is held) or incomplete."""
+        """done; running (its lock is held); failed (it stopped on an error, `error` in meta.json
+        says which); or incomplete (interrupted: re-running resumes it)."""
         if self.done:
             return "done"
-        return "running" if self.in_use else "incomplete"
+        if self.in_use:
+            return "running"
+        return "failed" if self.meta().get("status") == "failed" else "incomplete"
 
     def summary(self) -> dict[str, Any]:
         """One row of `peftrun ls`."""
@@ -280,6 +285,7 @@ class Run:
             "key_metric": key,
             "scores": {split: m["scores"].get(key) for split, m in self.read_metrics().items()},
             "started": self.meta().get("started"),
+            "error": self.meta().get("error"),
         }
 
 

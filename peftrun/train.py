@@ -36,6 +36,8 @@ class Progress:
     evals_without_gain: int = 0
     stopped_early: bool = False
     dev_losses: list[dict] = field(default_factory=list)
+    train_tokens: int = 0  # real (unpadded) tokens trained on, over every session of the run
+    train_seconds: float = 0.0  # time in training steps, over every session of the run
 
 
 def sequence_losses(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -158,7 +160,7 @@ def fit(
     bar = tqdm(
         total=total, initial=progress.step, desc="train", unit="step", dynamic_ncols=True, disable=None
     )
-    tokens, started = 0, time.perf_counter()
+    seconds_before, started = progress.train_seconds, time.perf_counter()
     while progress.step < total and progress.epoch < cfg.epochs and not progress.stopped_early:
         order = epoch_order(len(train_examples), cfg.seed, progress.epoch)
         while progress.batch_in_epoch < per_epoch and progress.step < total and not progress.stopped_early:
@@ -173,7 +175,7 @@ def fit(
                 loss = batch_loss(model, method, batch, cfg.loss_reduction, autocast)
                 (loss / cfg.grad_accum).backward()
                 losses.append(loss.item())
-                tokens += int(batch["inputs"]["attention_mask"].sum())
+                progress.train_tokens += int(batch["inputs"]["attention_mask"].sum())
                 progress.batch_in_epoch += 1
             if cfg.max_grad_norm:
                 torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
@@ -181,10 +183,11 @@ def fit(
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             progress.step += 1
-            elapsed = time.perf_counter() - started
+            progress.train_seconds = seconds_before + time.perf_counter() - started
+            tokens_per_s = progress.train_tokens / max(progress.train_seconds, 1e-9)
             mean_loss = sum(losses) / len(losses)
             bar.update(1)
-            bar.set_postfix(loss=f"{mean_loss:.3f}", tok_s=f"{tokens / elapsed:.0f}")
+            bar.set_postfix(loss=f"{mean_loss:.3f}", tok_s=f"{tokens_per_s:.0f}")
             if progress.step % cfg.log_every == 0 or progress.step == total:
                 lr = scheduler.get_last_lr()[0]
                 run.log(
@@ -193,7 +196,7 @@ def fit(
                         "epoch": progress.epoch,
                         "loss": mean_loss,
                         "lr": lr,
-                        "tokens_per_s": tokens / elapsed,
+                        "tokens_per_s": tokens_per_s,
                     }
                 )
             if cfg.eval_every and progress.step % cfg.eval_every == 0:

@@ -122,7 +122,8 @@ def test_a_run_that_fails_after_training_releases_its_lock(tmp_path):
         # eval_every=100 never fires and epoch-end evaluation is off: no best checkpoint exists
         experiment.train(config, ["train.eval_every=100"], str(tmp_path / "run"))
     run = Run(tmp_path / "run")
-    assert run.status() == "incomplete" and not run.in_use
+    assert run.status() == "failed" and not run.in_use
+    assert run.meta()["error"].startswith("PeftrunError: train.select=best")
     run.lock()  # and another process (or this one) can take it
     run.unlock()
 
@@ -135,7 +136,8 @@ def test_an_exception_inside_training_releases_the_lock(tmp_path):
 
     with pytest.raises(RuntimeError, match="simulated"):
         experiment.train(write_config(tmp_path, TINY), [], str(tmp_path / "run"), on_update=boom)
-    assert Run(tmp_path / "run").status() == "incomplete"
+    assert Run(tmp_path / "run").status() == "failed"
+    assert Run(tmp_path / "run").summary()["error"] == "RuntimeError: simulated crash"
     started = time.perf_counter()
     Run(tmp_path / "run").lock()
     assert time.perf_counter() - started < 1
