@@ -75,6 +75,11 @@ def test_cider_d_ignores_ngrams_in_every_reference_set() -> None:
     assert per_without[0] == pytest.approx(10 * 1 / 4)
 
 
+def test_cider_d_without_any_reference_ngram_is_zero() -> None:
+    # References that tokenise to nothing: pycocoevalcap's Cider fails here; the score is 0.
+    assert coco.cider_d(["a b", ""], [[""], ["", ""]]) == (0.0, [0.0, 0.0])
+
+
 def test_tokenize_groups_references_per_instance() -> None:
     hyps, refs = coco.tokenize(["A cat.", ""], [["The cat, sat.", "A dog!"], ["x"]])
     assert hyps == ["a cat", ""]
