@@ -115,8 +115,8 @@ def paired_bootstrap(
         if "ROUGE_L" in metrics:
             instance_scores["ROUGE_L"] = (coco.rouge_l(tok_a, tok_refs)[1], coco.rouge_l(tok_b, tok_refs)[1])
         if "CIDEr" in metrics:
-            cider = coco.CiderD(tok_refs)  # document frequencies of the full set
-            instance_scores["CIDEr"] = (cider.score(tok_a)[1], cider.score(tok_b)[1])
+            # document frequencies come from tok_refs: the full set's, the same for A and B
+            instance_scores["CIDEr"] = (coco.cider_d(tok_a, tok_refs)[1], coco.cider_d(tok_b, tok_refs)[1])
         if "METEOR" in metrics and coco.java_available():
             instance_scores["METEOR"] = (coco.meteor(tok_a, tok_refs)[1], coco.meteor(tok_b, tok_refs)[1])
     for metric, (inst_a, inst_b) in instance_scores.items():

@@ -7,25 +7,33 @@ here), then:
 * ROUGE-L (Lin, 2004; COCO ``rouge.py``): per instance, with LCS = longest common
   subsequence of whitespace-split tokens, P = max_r LCS/|hyp| and R = max_r LCS/|ref|
   taken *separately* over the references, F = (1 + b^2) P R / (R + b^2 P), b = 1.2;
-  the corpus score is the mean over instances.
-* CIDEr-D (Vedantam et al., 2015; COCO ``cider_scorer.py``): n = 1..4 TF-IDF vectors,
-  IDF = log(#instances) - log(max(1, df)) with df counted over the reference sets of the
-  evaluated instances; per reference the clipped cosine min(h, r)·r / (|h||r|) times a
-  Gaussian length penalty exp(-(l_h - l_r)^2 / (2·6^2)) (COCO's l counts *bigrams*);
-  averaged over n and references, times 10; the corpus score is the mean over instances.
+  the corpus score is the mean over instances.  Computed here, not by pycocoevalcap's
+  ``Rouge``, for speed only (see below); same arithmetic in the same order.
+* CIDEr-D (Vedantam et al., 2015; COCO ``cider_scorer.py``): pycocoevalcap's own
+  ``Cider`` (n = 1..4, sigma = 6), with document frequencies from the reference sets of
+  the evaluated instances; its per-instance scores average to its corpus score.
 * METEOR 1.5 (Denkowski & Lavie, 2014): the jar shipped in pycocoevalcap, started once
   as COCO starts it (``-l en -norm``, ``-stdio``); the corpus score is METEOR's own
   aggregate over all segment statistics (not the mean of segment scores).
 
-The arithmetic follows the COCO code step by step (same order, numpy where it uses
-numpy), so the scores agree to the last bits, not just to 1e-4.
+Why ROUGE-L is not pycocoevalcap's ``Rouge``: it fills an |r| x |h| LCS table in pure
+Python for every reference; ``lcs_length`` here is bit-parallel.  Measured with
+``python scripts/bench_coco.py`` (630 E2E test instances, 4,693 references, three output
+sets, 2 CPU cores): ``Rouge.compute_score`` 1.0-1.3 s per call, ``rouge_l`` 0.05-0.08 s
+(15-23x), with identical corpus and per-instance scores (difference 0).  The Python part
+of the E2E suite (``score_e2e`` without METEOR, 3.8 s CPU) would take 5.2 s with it
+(+35%), and a bootstrap scores two systems.  ``tests/metrics/test_coco.py`` checks
+``rouge_l`` against ``Rouge`` itself, on real E2E outputs and on random token strings.
+
+CIDEr-D used to be a copy of ``cider_scorer.py`` too; it was 1.6-1.8x faster (1.1-1.3 s
+against 1.9-2.3 s per call, +0.9 s CPU on the suite; ``scripts/bench_coco.py`` at commit
+0f303f6) with identical scores, which did not justify a second copy of the COCO code.
 """
 
 from __future__ import annotations
 
 import atexit
 import importlib.util
-import math
 import shutil
 import subprocess
 import tempfile
@@ -34,6 +42,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from pycocoevalcap.cider.cider import Cider
 
 from peftrun.metrics import ptb_tokenizer
 
@@ -101,80 +110,22 @@ def rouge_l(hypotheses: Sequence[str], references: Sequence[Sequence[str]]) -> t
 
 
 # --- CIDEr-D --------------------------------------------------------------------------
-def _ngrams(sentence: str) -> dict[tuple[str, ...], int]:
-    """1..4-gram counts of ``sentence.split()`` in COCO's insertion order."""
-    words = sentence.split()
-    counts: dict[tuple[str, ...], int] = {}
-    for k in range(1, CIDER_N + 1):
-        for i in range(len(words) - k + 1):
-            gram = tuple(words[i : i + k])
-            counts[gram] = counts.get(gram, 0) + 1
-    return counts
-
-
-class CiderD:
-    """CIDEr-D with document frequencies from a fixed set of reference sets."""
-
-    def __init__(self, references: Sequence[Sequence[str]]):
-        self.ref_counts = [[_ngrams(r) for r in refs] for refs in references]
-        df: dict[tuple[str, ...], float] = {}
-        for refs in self.ref_counts:
-            for gram in {g for counts in refs for g in counts}:
-                df[gram] = df.get(gram, 0.0) + 1
-        self.df = df
-        self.ref_len = np.log(float(len(self.ref_counts)))
-        self._idf: dict[tuple[str, ...], float] = {}
-
-    def _vector(self, counts: dict[tuple[str, ...], int]):
-        vec: list[dict[tuple[str, ...], float]] = [{} for _ in range(CIDER_N)]
-        norm = [0.0] * CIDER_N
-        length = 0
-        for gram, tf in counts.items():
-            idf = self._idf.get(gram)
-            if idf is None:  # np.log as COCO calls it (libm and numpy may differ in the last bit)
-                df = max(1.0, self.df.get(gram, 0.0))
-                idf = self._idf[gram] = float(self.ref_len - np.log(df))
-            n = len(gram) - 1
-            # Plain floats: the same IEEE operations as COCO's numpy scalars, ~5x faster.
-            vec[n][gram] = value = float(tf) * idf
-            norm[n] += pow(value, 2)
-            if n == 1:  # COCO's "length" counts bigrams
-                length += tf
-        return vec, [math.sqrt(x) for x in norm], length
-
-    def _sim(self, hyp, ref) -> list[float]:
-        (vec_h, norm_h, len_h), (vec_r, norm_r, len_r) = hyp, ref
-        delta = float(len_h - len_r)
-        val = [0.0] * CIDER_N
-        for n in range(CIDER_N):
-            for gram, value in vec_h[n].items():
-                ref_value = vec_r[n].get(gram, 0.0)
-                val[n] += min(value, ref_value) * ref_value
-            if norm_h[n] != 0 and norm_r[n] != 0:
-                val[n] /= norm_h[n] * norm_r[n]
-            val[n] *= math.e ** (-(delta**2) / (2 * CIDER_SIGMA**2))
-        return val
-
-    def instance(self, index: int, hypothesis: str) -> float:
-        """CIDEr-D of ``hypothesis`` against the references of instance ``index``."""
-        hyp = self._vector(_ngrams(hypothesis))
-        score = [0.0] * CIDER_N
-        refs = self.ref_counts[index]
-        for counts in refs:
-            sim = self._sim(hyp, self._vector(counts))
-            score = [s + x for s, x in zip(score, sim, strict=True)]
-        avg = np.mean(np.array(score))
-        avg /= len(refs)
-        return float(avg * 10.0)
-
-    def score(self, hypotheses: Sequence[str]) -> tuple[float, list[float]]:
-        scores = [self.instance(i, h) for i, h in enumerate(hypotheses)]
-        return float(np.mean(np.array(scores))), scores
-
-
 def cider_d(hypotheses: Sequence[str], references: Sequence[Sequence[str]]) -> tuple[float, list[float]]:
-    """Corpus CIDEr-D (document frequencies from ``references``) and instance scores."""
-    return CiderD(references).score(hypotheses)
+    """Corpus CIDEr-D and instance scores of tokenised text: pycocoevalcap's ``Cider``.
+
+    Document frequencies come from ``references`` alone, so two systems scored against the
+    same references are weighted alike.
+    """
+    if len(hypotheses) != len(references):
+        raise ValueError(f"{len(hypotheses)} hypotheses for {len(references)} reference sets")
+    gts = {i: list(refs) for i, refs in enumerate(references)}
+    res = {i: [hyp] for i, hyp in enumerate(hypotheses)}
+    if not any(r.split() for refs in gts.values() for r in refs):
+        # No reference n-gram at all: every cosine is 0, but pycocoevalcap fails (max() of
+        # its empty document-frequency table).
+        return 0.0, [0.0] * len(hypotheses)
+    corpus, scores = Cider(n=CIDER_N, sigma=CIDER_SIGMA).compute_score(gts, res)
+    return float(corpus), scores.tolist()
 
 
 # --- METEOR ---------------------------------------------------------------------------

@@ -102,8 +102,10 @@ def _scorer_names() -> dict[str, str]:
         "tokenizer": "Python port of CoreNLP 3.4.1 PTBTokenizer -preserveLines -lowerCase, "
         "COCO punctuation removal (METEOR, ROUGE_L, CIDEr)",
         "METEOR": f"pycocoevalcap {coco_version} {coco.METEOR_JAR}: java {' '.join(coco.METEOR_ARGS[1:])}",
-        "ROUGE_L": "COCO rouge.py definition: max P and max R over refs, F with beta=1.2, mean",
-        "CIDEr": "COCO CIDEr-D: n=1..4, sigma=6, df from the evaluated references, mean",
+        "ROUGE_L": "re-implementation of COCO rouge.py (bit-parallel LCS, equal to pycocoevalcap "
+        f"{coco_version} Rouge): max P and max R over refs, F with beta=1.2, mean",
+        "CIDEr": f"pycocoevalcap {coco_version} Cider (CIDEr-D): n=1..4, sigma=6, "
+        "df from the evaluated references, mean",
     }
 
 

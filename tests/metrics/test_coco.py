@@ -5,8 +5,11 @@ from __future__ import annotations
 import math
 import random
 
+import numpy as np
 import pytest
 from _e2e_testdata import OFFICIAL, official_system, require, require_shared
+from pycocoevalcap.cider.cider import Cider
+from pycocoevalcap.rouge.rouge import Rouge
 
 from peftrun.metrics import coco
 
@@ -72,6 +75,11 @@ def test_cider_d_ignores_ngrams_in_every_reference_set() -> None:
     assert per_without[0] == pytest.approx(10 * 1 / 4)
 
 
+def test_cider_d_without_any_reference_ngram_is_zero() -> None:
+    # References that tokenise to nothing: pycocoevalcap's Cider fails here; the score is 0.
+    assert coco.cider_d(["a b", ""], [[""], ["", ""]]) == (0.0, [0.0, 0.0])
+
+
 def test_tokenize_groups_references_per_instance() -> None:
     hyps, refs = coco.tokenize(["A cat.", ""], [["The cat, sat.", "A dog!"], ["x"]])
     assert hyps == ["a cat", ""]
@@ -84,6 +92,37 @@ def test_rouge_and_cider_match_official(name: str) -> None:
     hyps, refs = coco.tokenize(*official_system(name))
     assert coco.rouge_l(hyps, refs)[0] == pytest.approx(OFFICIAL[name]["ROUGE_L"], rel=1e-15)
     assert coco.cider_d(hyps, refs)[0] == pytest.approx(OFFICIAL[name]["CIDEr"], rel=1e-15)
+
+
+def pycocoevalcap_scores(scorer, hyps: list[str], refs: list[list[str]]) -> tuple[float, list[float]]:
+    """pycocoevalcap's own scorer, called as COCOEvalCap calls it (dicts keyed by id)."""
+    corpus, per = scorer().compute_score(
+        {i: list(r) for i, r in enumerate(refs)}, {i: [h] for i, h in enumerate(hyps)}
+    )
+    assert isinstance(per, np.ndarray) and len(per) == len(hyps)
+    return float(corpus), per.tolist()
+
+
+def test_rouge_l_equals_pycocoevalcap_on_random_tokens() -> None:
+    # Short vocabularies give long common subsequences; "" gives empty tokens (as COCO splits).
+    rng = random.Random(1)
+
+    def words() -> str:
+        return " ".join(rng.choice(["a", "b", "c", "", "d"]) for _ in range(rng.randint(0, 30)))
+
+    hyps = [words() for _ in range(300)]
+    refs = [[words() for _ in range(rng.randint(1, 6))] for _ in hyps]
+    assert coco.rouge_l(hyps, refs) == pycocoevalcap_scores(Rouge, hyps, refs)
+
+
+@pytest.mark.parametrize("name", ["tgen_dev", "perturbed_test"])
+def test_rouge_and_cider_equal_pycocoevalcap_on_real_data(name: str) -> None:
+    # Real E2E outputs (perturbed_test has empty, truncated and upper-cased outputs) after
+    # the same tokenisation: corpus and every instance score identical to the package's.
+    require_shared()
+    hyps, refs = coco.tokenize(*official_system(name))
+    assert coco.rouge_l(hyps, refs) == pycocoevalcap_scores(Rouge, hyps, refs)
+    assert coco.cider_d(hyps, refs) == pycocoevalcap_scores(Cider, hyps, refs)
 
 
 def test_meteor_process_scores_segments_and_corpus() -> None:
