@@ -237,6 +237,70 @@ def list_runs(
         )
 
 
+@app.command()
+def sweep(
+    sweep_file: Annotated[Path, typer.Argument(help="sweep file (YAML: base, set, grid, cases, seeds)")],
+    overrides: Overrides = None,
+    root: Annotated[Path, typer.Option("--root", help="parent of the sweep's folder")] = Path("runs"),
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="list the runs (name, run dir, overrides, state); run nothing")
+    ] = False,
+    workers: Annotated[
+        int | None, typer.Option("--workers", help="runs at once (default: one per visible GPU, else 1)")
+    ] = None,
+    executor: Annotated[
+        str, typer.Option("--executor", help="local (processes here) or slurm (submitit)")
+    ] = "local",
+    fail_fast: Annotated[bool, typer.Option("--fail-fast", help="stop at the first failed run")] = False,
+    partition: Annotated[str | None, typer.Option("--partition", help="Slurm partition")] = None,
+    gpus_per_task: Annotated[int | None, typer.Option("--gpus-per-task", help="Slurm: GPUs per run")] = None,
+    time_limit: Annotated[
+        str | None, typer.Option("--time", help="Slurm: time per run (minutes or H:MM:SS)")
+    ] = None,
+    mem: Annotated[str | None, typer.Option("--mem", help="Slurm: memory per run, e.g. 32G")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run a study: every point of SWEEP_FILE as its own run directory under ROOT/NAME. Points are
+    validated before anything starts; re-running skips DONE runs and resumes interrupted ones."""
+    try:
+        from peftrun.studies import sweep as sweeps
+
+        slurm = {"partition": partition, "gpus_per_task": gpus_per_task, "time": time_limit, "mem": mem}
+        summary = sweeps.run(
+            sweep_file,
+            root,
+            overrides or [],
+            dry_run=dry_run,
+            workers=workers,
+            executor=executor,
+            fail_fast=fail_fast,
+            slurm=slurm,
+        )
+    except PeftrunError as err:
+        _fail(err)
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+    elif dry_run:
+        typer.echo(f"sweep {summary['name']}: {len(summary['runs'])} runs in {summary['folder']}")
+        for r in summary["runs"]:
+            typer.echo(f"{r['state']:<12} {r['name']:<50} {r['run_dir']}")
+            typer.echo(f"{'':<12} {' '.join(r['overrides']) or '(no overrides)'}")
+    else:
+        counts = summary["counts"]
+        typer.echo(
+            f"sweep {summary['name']}: {counts.get('done', 0)} done, {counts.get('failed', 0)} failed, "
+            f"{counts.get('skipped', 0)} skipped (done before), {counts.get('interrupted', 0)} interrupted, "
+            f"{counts.get('not-started', 0)} not started",
+            err=True,
+        )
+        for r in summary["runs"]:
+            if r["state"] in ("failed", "interrupted"):
+                typer.echo(f"  {r['state']} {r['run_dir']}: {r['error']}", err=True)
+    failed = [r for r in summary["runs"] if r["state"] in ("failed", "interrupted", "not-started")]
+    if failed and not dry_run:
+        raise typer.Exit(1)
+
+
 def _print_table(results: dict) -> None:
     """Metrics per split, one row each (paper scale: BLEU/METEOR/ROUGE ×100 for E2E)."""
     if not results:

@@ -1,0 +1,268 @@
+"""Where a sweep's runs execute. A run is always its own `peftrun train` process, so one crash
+cannot take the sweep down, and a resumed sweep resumes each run exactly as `peftrun train` does.
+
+- `local`: N workers at once. With GPUs visible, one worker per GPU (each child sees only its GPU
+  through CUDA_VISIBLE_DEVICES); on a CPU, N processes sharing the cores (each gets cores / N
+  threads).
+- `slurm`: a submitit job array, one job per run, resources from the sweep's `slurm:` block;
+  submitit's local executor runs the same code path without a cluster (tests use it).
+
+Both report progress (done / failed / running / waiting, and an ETA) on stderr after every run.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from peftrun.studies.sweep import Manifest, Outcome, last_error, log_path, run_command
+from peftrun.studies.sweep_file import Point, Sweep, time_minutes
+
+# Exit codes of `peftrun train` that mean "stopped by a signal; it resumes": SIGINT, SIGTERM.
+INTERRUPTED = (130, 143, -signal.SIGINT, -signal.SIGTERM)
+
+
+class Progress:
+    """One line after each finished run: counts and an ETA from this invocation's run times."""
+
+    def __init__(self, total: int, workers: int, echo: Callable[[str], None]) -> None:
+        self.total, self.workers, self.echo = total, workers, echo
+        self.done = self.failed = self.running = 0
+        self.seconds: list[float] = []
+        self.lock = threading.Lock()
+
+    def started(self) -> None:
+        with self.lock:
+            self.running += 1
+
+    def finished(self, outcome: Outcome) -> None:
+        with self.lock:
+            self.running -= 1
+            if outcome.state == "done":
+                self.done += 1
+                self.seconds.append(outcome.seconds)
+            elif outcome.state in ("failed", "interrupted"):
+                self.failed += 1
+            waiting = self.total - self.done - self.failed - self.running
+            eta = ""
+            if self.seconds and waiting + self.running:
+                mean = sum(self.seconds) / len(self.seconds)
+                eta = f", ETA {_duration(mean * (waiting + self.running) / max(1, self.workers))}"
+            self.echo(
+                f"[sweep] {self.done}/{self.total} done, {self.failed} failed, {self.running} running, "
+                f"{waiting} waiting{eta}  (last: {outcome.point.name}: {outcome.state})"
+            )
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds + 0.5), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+def visible_gpus() -> list[str]:
+    """GPU ids a worker can be given (CUDA_VISIBLE_DEVICES order), or none on a CPU machine."""
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is not None:
+        return [d for d in listed.split(",") if d.strip()]
+    try:
+        import torch
+    except ImportError:
+        return []
+    return [str(i) for i in range(torch.cuda.device_count())]
+
+
+def run_local(
+    sweep: Sweep, pending: list[Point], manifest: Manifest, workers: int, fail_fast: bool, echo
+) -> list[Outcome]:
+    """Run `pending` with `workers` child processes at once; Ctrl-C stops them (they checkpoint)."""
+    gpus = visible_gpus()
+    workers = max(1, workers)
+    slots = gpus[:workers] if gpus else [None] * workers
+    threads = max(1, (os.cpu_count() or 1) // len(slots))
+    progress = Progress(len(pending), len(slots), echo)
+    queue, outcomes, children = list(pending), [], {}
+    lock, stop = threading.Lock(), threading.Event()
+
+    def worker(gpu: str | None) -> None:
+        while not stop.is_set():
+            with lock:
+                if not queue:
+                    return
+                point = queue.pop(0)
+            env = dict(os.environ)
+            if gpu is not None:
+                env["CUDA_VISIBLE_DEVICES"] = gpu
+            elif len(slots) > 1:
+                env.setdefault("OMP_NUM_THREADS", str(threads))
+            progress.started()
+            manifest.update(point.name, "running")
+            outcome = _run_child(sweep, point, env, children, lock)
+            with lock:
+                outcomes.append(outcome)
+            manifest.update(point.name, _manifest_state(outcome), outcome.error)
+            progress.finished(outcome)
+            if outcome.state == "failed" and fail_fast:
+                stop.set()
+
+    pool = [threading.Thread(target=worker, args=(slot,), daemon=True) for slot in slots]
+    for thread in pool:
+        thread.start()
+    try:
+        while any(thread.is_alive() for thread in pool):
+            time.sleep(0.2)
+            if stop.is_set():
+                _terminate(children, lock)
+    except KeyboardInterrupt:
+        stop.set()
+        _terminate(children, lock)
+        for thread in pool:
+            thread.join()
+        raise
+    for thread in pool:
+        thread.join()
+    started = {o.point.name for o in outcomes}
+    outcomes += [Outcome(p, "not-started") for p in pending if p.name not in started]
+    return outcomes
+
+
+def _run_child(sweep: Sweep, point: Point, env: dict, children: dict, lock) -> Outcome:
+    log = log_path(sweep, point)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    with log.open("a", encoding="utf-8") as handle:
+        handle.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(run_command(point))}\n")
+        handle.flush()
+        child = subprocess.Popen(run_command(point), stdout=handle, stderr=subprocess.STDOUT, env=env)
+        with lock:
+            children[point.name] = child
+        code = child.wait()
+        with lock:
+            children.pop(point.name, None)
+    seconds = time.perf_counter() - started
+    if code == 0:
+        return Outcome(point, "done", None, seconds)
+    state = "interrupted" if code in INTERRUPTED else "failed"
+    return Outcome(point, state, last_error(point, log), seconds)
+
+
+def _terminate(children: dict, lock) -> None:
+    """SIGTERM every running child: `peftrun train` checkpoints and exits (it resumes later)."""
+    with lock:
+        running = list(children.values())
+    for child in running:
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+
+
+def _manifest_state(outcome: Outcome) -> str:
+    return {"interrupted": "incomplete"}.get(outcome.state, outcome.state)
+
+
+# --------------------------------------------------------------------------- Slurm (submitit)
+
+
+def run_child_job(command: list[str], log: str) -> int:
+    """One Slurm job: the run's `peftrun train` process, its output appended to the sweep's log."""
+    Path(log).parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "a", encoding="utf-8") as handle:
+        handle.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(command)}\n")
+        handle.flush()
+        return subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT).returncode
+
+
+def run_slurm(
+    sweep: Sweep,
+    pending: list[Point],
+    manifest: Manifest,
+    workers: int,
+    fail_fast: bool,
+    echo,
+    cluster: str | None = None,
+) -> list[Outcome]:
+    """Submit `pending` as one job array and wait; `cluster="local"` runs it on this machine."""
+    try:
+        import submitit
+    except ImportError:
+        from peftrun.errors import PeftrunError
+
+        raise PeftrunError("--executor slurm needs submitit: pip install submitit") from None
+    slurm = sweep.spec.slurm
+    executor = submitit.AutoExecutor(folder=str(sweep.folder / "slurm"), cluster=cluster)
+    parameters = dict(
+        name=f"peftrun-{sweep.name}",
+        timeout_min=time_minutes(slurm.time),
+        gpus_per_node=slurm.gpus_per_task,
+        tasks_per_node=1,
+        nodes=1,
+    )
+    if slurm.cpus_per_task:
+        parameters["cpus_per_task"] = slurm.cpus_per_task
+    if slurm.mem:
+        parameters["mem_gb"] = _gigabytes(slurm.mem)
+    if executor.cluster == "slurm":
+        parameters.update(slurm_array_parallelism=max(1, workers), slurm_partition=slurm.partition)
+        if slurm.account:
+            parameters["slurm_account"] = slurm.account
+        if slurm.additional:
+            parameters["slurm_additional_parameters"] = dict(slurm.additional)
+        parameters = {k: v for k, v in parameters.items() if v is not None}
+    executor.update_parameters(**parameters)
+    commands = [run_command(point) for point in pending]
+    logs = [str(log_path(sweep, point)) for point in pending]
+    jobs = executor.map_array(run_child_job, commands, logs)
+    progress = Progress(len(pending), max(1, workers), echo)
+    for point in pending:
+        manifest.update(point.name, "running")
+        progress.started()
+    outcomes: dict[str, Outcome] = {}
+    started = time.perf_counter()
+    while len(outcomes) < len(jobs):
+        for point, job in zip(pending, jobs, strict=True):
+            if point.name in outcomes or not job.done():
+                continue
+            outcome = _job_outcome(point, job, time.perf_counter() - started, Path(log_path(sweep, point)))
+            outcomes[point.name] = outcome
+            manifest.update(point.name, _manifest_state(outcome), outcome.error)
+            progress.finished(outcome)
+            if outcome.state == "failed" and fail_fast:
+                for other, other_job in zip(pending, jobs, strict=True):
+                    if other.name not in outcomes:
+                        other_job.cancel(check=False)
+                        outcomes[other.name] = Outcome(other, "not-started")
+                        manifest.update(other.name, "incomplete")
+        time.sleep(0.5)
+    return [outcomes[point.name] for point in pending]
+
+
+def _job_outcome(point: Point, job, seconds: float, log: Path) -> Outcome:
+    try:
+        code = job.result()
+    except Exception as err:  # the job itself failed (node failure, time limit, cancelled)
+        lines = [line for line in str(err).splitlines() if line.strip()]
+        return Outcome(point, "failed", f"slurm job {job.job_id}: {lines[-1] if lines else err}", seconds)
+    if code == 0:
+        return Outcome(point, "done", None, seconds)
+    state = "interrupted" if code in INTERRUPTED else "failed"
+    return Outcome(point, state, last_error(point, log), seconds)
+
+
+def _gigabytes(mem: str) -> int:
+    text = mem.strip().upper().removesuffix("B")
+    factor = {"K": 1 / 2**20, "M": 1 / 1024, "G": 1, "T": 1024}.get(text[-1:], None)
+    number = float(text[:-1]) if factor is not None else float(text) / 1024  # plain numbers: MB, as sbatch
+    return max(1, round(number * (factor if factor is not None else 1)))
+
+
+def default_workers() -> int:
+    return max(1, len(visible_gpus()))
+
+
+def echo_err(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
