@@ -212,5 +212,10 @@ def _names(points: list[tuple[Path, dict[str, Any]]], several_bases: bool) -> li
 
 
 def _slug(value: Any) -> str:
+    if isinstance(value, str):  # PyYAML reads 5e-5 as a string; the config reads it as a number
+        try:
+            value = float(value)
+        except ValueError:
+            pass
     text = f"{value:g}" if isinstance(value, float) else str(value)
     return re.sub(r"[^A-Za-z0-9._]+", "_", text).strip("_") or "_"
