@@ -84,8 +84,17 @@ def train(
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="replace a run directory that holds another config")
     ] = False,
+    gpus: Annotated[
+        int | None,
+        typer.Option(
+            "--gpus",
+            help="data-parallel over N GPUs: runs `accelerate launch --num_processes N -m peftrun train`",
+        ),
+    ] = None,
 ) -> None:
     """Train, decode and score one experiment; re-running an interrupted run resumes it."""
+    if gpus is not None and gpus > 1:
+        _launch_data_parallel(gpus)
     try:
         from peftrun import experiment
 
@@ -95,6 +104,27 @@ def train(
     if results:
         _print_table(results)
     typer.echo(f"run directory: {path}", err=True)
+
+
+def _launch_data_parallel(gpus: int) -> None:
+    """Re-run this very command under `accelerate launch` with N processes (one per GPU)."""
+    import subprocess
+
+    from peftrun.distributed import launched_processes
+
+    if launched_processes() > 1:
+        return  # already one of the launched processes
+    args, skip = [], False
+    for arg in sys.argv[1:]:
+        if skip:
+            skip = False
+        elif arg == "--gpus":
+            skip = True  # its value follows
+        elif not arg.startswith("--gpus="):
+            args.append(arg)
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(gpus)]
+    command += ["--multi_gpu", "-m", "peftrun", *args]
+    raise typer.Exit(subprocess.run(command).returncode)
 
 
 @app.command()

@@ -115,10 +115,13 @@ class DecodeConfig(_Section):
 
 
 class OutputConfig(_Section):
-    """Where the run directory goes."""
+    """Where the run directory goes, and which experiment trackers also get the training log."""
 
     root: str = Field("runs", description="parent of derived run directories")
     run_dir: str | None = Field(None, description="explicit run directory (overrides root)")
+    trackers: tuple[Literal["tensorboard", "wandb", "mlflow"], ...] = Field(
+        (), description="also log train_log.jsonl's records to these trackers (through accelerate)"
+    )
 
 
 class Config(_Section):

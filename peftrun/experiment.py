@@ -18,6 +18,7 @@ from typing import Any
 
 from peftrun import config as config_module
 from peftrun.config import Config
+from peftrun.distributed import Processes
 from peftrun.errors import PeftrunError
 from peftrun.runs import Run
 from peftrun.scoring import log, open_run, score_records
@@ -48,16 +49,33 @@ def pick_device(wanted: str):
     return torch.device(wanted)
 
 
-class Session:
-    """A model with its method attached, ready to train or decode."""
+def check_trackers(trackers: tuple[str, ...]) -> None:
+    """Each configured tracker's package must be installed (one line saying which to install)."""
+    if not trackers:
+        return
+    from accelerate import utils
 
-    def __init__(self, cfg: Config) -> None:
+    for tracker in trackers:
+        if not getattr(utils, f"is_{tracker}_available")():
+            raise PeftrunError(
+                f"output.trackers: {tracker} needs the {tracker} package: pip install {tracker} "
+                "(or remove it from output.trackers)"
+            )
+
+
+class Session:
+    """A model with its method attached, ready to train or decode (in this process's share of the
+    data-parallel processes, if several)."""
+
+    def __init__(self, cfg: Config, processes: Processes | None = None) -> None:
         from peftrun import models
         from peftrun.data.formats import text_format
         from peftrun.methods.base import attach
 
         self.cfg = cfg
-        self.device = pick_device(cfg.train.device)
+        self.processes = processes or Processes()
+        accelerator = self.processes.accelerator
+        self.device = accelerator.device if self.processes.world > 1 else pick_device(cfg.train.device)
         self.loaded = models.load(cfg.model.name, cfg.model.attention, seed=cfg.train.seed)
         self.loaded.model.to(self.device)
         self.method = attach(self.loaded, cfg.method)
@@ -83,14 +101,11 @@ class Session:
         for split in splits:
             instances = data.load_instances(self.cfg.data, split)[: self.cfg.decode.limit]
             started = time.perf_counter()
-            outputs = generate(
-                self.model,
-                self.method,
-                self.format,
-                [i.source for i in instances],
-                self.cfg.decode,
-                self.device,
-            )
+            share = self.processes.shard([i.source for i in instances])
+            outputs = generate(self.model, self.method, self.format, share, self.cfg.decode, self.device)
+            outputs = self.processes.unshard(outputs)
+            if not run.writer:
+                continue
             log(f"decoded {len(instances)} {split} instances in {time.perf_counter() - started:.1f}s")
             self.log_notes()
             records = [
@@ -104,6 +119,8 @@ class Session:
     def save_adapter(self, run: Run) -> None:
         from peftrun import __version__
 
+        if not run.writer:
+            return
         run.adapter_dir.mkdir(parents=True, exist_ok=True)
         self.method.save(run.adapter_dir)
         run.write_adapter_meta(
@@ -125,19 +142,24 @@ def train(
 ) -> tuple[Path, dict[str, dict[str, Any]] | None]:
     """Train, decode and score one config. Returns the run dir and the metrics (None if it
     had finished before)."""
-    from peftrun import data
+    from peftrun import data, distributed
     from peftrun.methods import REGISTRY
 
     cfg = resolve(config_path, overrides, run_dir)
+    check_trackers(cfg.output.trackers)
     resolved = cfg.to_yaml()
-    run, state = Run.prepare(cfg.run_dir(), resolved, overwrite)
+    processes = distributed.current(
+        cfg.output.trackers, str(cfg.run_dir() / "trackers"), cpu=cfg.train.device == "cpu"
+    )
+    run, state = Run.prepare(cfg.run_dir(), resolved, overwrite, writer=processes.main)
+    processes.barrier()  # every process has seen the directory as it was before anyone writes
     if state == "done":
         log(f"{run.path} is already finished (DONE); nothing to do. `peftrun eval {run.path}` re-scores it.")
         return run.path, None
     reads_train = cfg.train.epochs > 0 or REGISTRY[cfg.method.kind].load().reads_train_pairs
     train_pairs = data.load_pairs(cfg.data, "train") if reads_train else []
     dev_pairs = data.load_pairs(cfg.data, "dev") if cfg.train.epochs else []
-    session = Session(cfg)
+    session = Session(cfg, processes)
     counts = session.method.counts().as_dict()
     run.start(
         state,
@@ -148,8 +170,13 @@ def train(
             "parameters": counts,
             "reference_style": cfg.data.reference_style,
             "train_pairs": len(train_pairs),
+            "processes": processes.world,
         },
     )
+    processes.barrier()
+    if cfg.output.trackers and processes.main:
+        processes.accelerator.init_trackers(run.path.name, config=_flatten(cfg.model_dump(mode="json")))
+        run.on_log = lambda record: processes.accelerator.log(record, step=record.get("step"))
     try:
         results = _run(session, run, state, train_pairs, dev_pairs, on_update)
     except Exception as err:  # an interrupt (Ctrl-C, SIGTERM) is not a failure: it resumes
@@ -157,12 +184,25 @@ def train(
         raise
     finally:
         run.unlock()
+        if cfg.output.trackers:
+            processes.accelerator.end_training()
     return run.path, results
+
+
+def _flatten(values: dict, prefix: str = "") -> dict:
+    """Dotted keys with scalar values (what trackers take as hyperparameters)."""
+    out = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value if isinstance(value, (int, float, str, bool)) else str(value)
+    return out
 
 
 def _run(session: Session, run: Run, state: str, train_pairs, dev_pairs, on_update):
     """The locked part of `train`: init, fit, adapter, decode, score, DONE."""
-    cfg, method = session.cfg, session.method
+    cfg, method, processes = session.cfg, session.method, session.processes
     counts = method.counts().as_dict()
     log(f"run {run.path} ({'resuming' if state == 'resume' else 'new'})")
     log(
@@ -187,7 +227,9 @@ def _run(session: Session, run: Run, state: str, train_pairs, dev_pairs, on_upda
             run,
             session.device,
             on_update,
+            processes,
         )
+        processes.barrier()  # the checkpoints process 0 wrote are there for every process
         if cfg.train.select == "best":
             best = run.load_best(session.device)
             if best is None:
@@ -204,6 +246,7 @@ def _run(session: Session, run: Run, state: str, train_pairs, dev_pairs, on_upda
     else:
         log(f"method {cfg.method.kind!r} trains nothing here: decoding and scoring only")
     session.save_adapter(run)
+    processes.barrier()
     method.load(run.adapter_dir)  # decode exactly what was stored
     results = session.decode_and_score(run, cfg.decode.splits)
     run.finish()

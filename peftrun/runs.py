@@ -65,17 +65,19 @@ def read_json(path: Path) -> Any:
 class Run:
     """A run directory opened for training (locked) or for reading."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, writer: bool = True) -> None:
         self.path = Path(path)
+        self.writer = writer  # data-parallel processes other than the first only read
+        self.on_log = None  # called with every train_log.jsonl record (experiment trackers)
         self._lock_fd: int | None = None
 
     # ----------------------------------------------------------------- opening
 
     @classmethod
-    def prepare(cls, path: Path, resolved_yaml: str, overwrite: bool) -> tuple[Run, str]:
+    def prepare(cls, path: Path, resolved_yaml: str, overwrite: bool, writer: bool = True) -> tuple[Run, str]:
         """Check what is at `path` before anything is written. Returns the run and its state:
         "new", "resume" (same config, unfinished) or "done" (same config, finished)."""
-        run = cls(path)
+        run = cls(path, writer)
         if not path.exists() or not any(path.iterdir()):
             return run, "new"
         existing = path / RESOLVED
@@ -91,6 +93,8 @@ class Run:
 
     def start(self, state: str, given_text: str, resolved_yaml: str, meta: dict[str, Any]) -> None:
         """Create and lock the directory and write the config files and meta.json."""
+        if not self.writer:
+            return
         if state == "overwrite":
             shutil.rmtree(self.path)
         self.path.mkdir(parents=True, exist_ok=True)
@@ -113,6 +117,8 @@ class Run:
 
     def lock(self) -> None:
         """Hold the directory's lock, or refuse with the holder's pid and host."""
+        if not self.writer:
+            return
         import fcntl
 
         path = self.path / LOCK
@@ -141,6 +147,8 @@ class Run:
 
     def unlock(self) -> None:
         """Release the lock (safe to call when it is not held)."""
+        if not self.writer:
+            return
         if self._lock_fd is None:
             return
         (self.path / LOCK).unlink(missing_ok=True)
@@ -179,6 +187,8 @@ class Run:
         return (self.adapter_dir / ADAPTER_META).is_file()
 
     def write_adapter_meta(self, payload: dict[str, Any]) -> None:
+        if not self.writer:
+            return
         write_json(self.adapter_dir / ADAPTER_META, payload)
 
     @property
@@ -190,11 +200,17 @@ class Run:
         return read_json(path) if path.is_file() else {}
 
     def update_meta(self, **values: Any) -> None:
+        if not self.writer:
+            return
         write_json(self.path / META, {**self.meta(), **values})
 
     def log(self, record: dict[str, Any]) -> None:
+        if not self.writer:
+            return
         with (self.path / TRAIN_LOG).open("a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
+        if self.on_log is not None:
+            self.on_log(record)
 
     def read_log(self) -> list[dict[str, Any]]:
         path = self.path / TRAIN_LOG
@@ -203,6 +219,8 @@ class Run:
         return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
     def save_checkpoint(self, state: dict[str, Any]) -> None:
+        if not self.writer:
+            return
         _torch_save(state, self.path / "checkpoints" / "last.pt")
 
     @property
@@ -218,6 +236,8 @@ class Run:
         return torch.load(path, map_location=device, weights_only=False)
 
     def save_best(self, method_state: dict[str, Any]) -> None:
+        if not self.writer:
+            return
         _torch_save(method_state, self.path / "checkpoints" / "best.pt")
 
     def load_best(self, device) -> dict[str, Any] | None:
@@ -229,6 +249,8 @@ class Run:
         return torch.load(path, map_location=device, weights_only=True)
 
     def write_predictions(self, split: str, records: list[dict[str, Any]]) -> None:
+        if not self.writer:
+            return
         text = "".join(record["output"].replace("\n", " ") + "\n" for record in records)
         write_atomic(self.path / "predictions" / f"{split}.txt", text)
         lines = "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
@@ -244,12 +266,16 @@ class Run:
         return sorted(p.stem for p in (self.path / "predictions").glob("*.jsonl"))
 
     def write_metrics(self, split: str, payload: dict[str, Any]) -> None:
+        if not self.writer:
+            return
         write_json(self.path / "metrics" / f"{split}.json", payload)
 
     def read_metrics(self) -> dict[str, dict[str, Any]]:
         return {p.stem: read_json(p) for p in sorted((self.path / "metrics").glob("*.json"))}
 
     def finish(self) -> None:
+        if not self.writer:
+            return
         self.update_meta(finished=_now(), status="done")
         write_atomic(self.path / DONE, _now() + "\n")
         self.unlock()

@@ -4,6 +4,11 @@ AdamW, linear decay with optional warmup, gradient accumulation, clipping, fp32 
 autocast, dev loss every N updates (or each epoch), checkpoints that resume exactly (weights,
 optimizer, schedule, RNG, data position), and `last` or `best`-by-dev-loss selection with
 optional early stopping. Method-specific behaviour comes only through the Method protocol.
+
+A loss is a sum over target tokens divided by a denominator (`loss_terms`): the number of
+sequences (`sequence_sum`, the paper's GPT-2 prefix runs) or of target tokens (`token_mean`).
+Keeping the two apart is what lets data-parallel processes (peftrun.distributed) normalise by the
+whole micro-batch's denominator, so their summed gradients equal one process's.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from tqdm import tqdm
 
 from peftrun.config import TrainConfig
 from peftrun.data.formats import IGNORE
+from peftrun.distributed import Processes
 from peftrun.methods.base import Method
 from peftrun.runs import Run
 
@@ -48,16 +54,31 @@ def sequence_losses(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.T
     return token_loss.sum(dim=1), (labels != IGNORE).sum(dim=1)
 
 
-def batch_loss(model, method: Method, batch: dict, reduction: str, autocast) -> torch.Tensor:
-    """The configured reduction: `sequence_sum` (sum per sequence, mean over the batch: the
-    paper's GPT-2 prefix runs) or `token_mean` (mean over all target tokens)."""
+def reduce_losses(
+    sums: torch.Tensor, counts: torch.Tensor, reduction: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(numerator, denominator) of the configured loss over these sequences: `sequence_sum` sums
+    each sequence's token losses and averages over sequences; `token_mean` averages over tokens."""
+    denominator = torch.tensor(float(sums.shape[0])) if reduction == "sequence_sum" else counts.sum().float()
+    return sums.sum(), denominator.to(sums.device)
+
+
+def loss_terms(
+    model, method: Method, batch: dict, reduction: str, autocast
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The batch's loss as (numerator, denominator); the loss is their ratio."""
     labels = batch["labels"]
     with autocast, method.active(labels.shape[0]):
         logits = model(**batch["inputs"]).logits
     sums, counts = sequence_losses(logits, labels)
-    if reduction == "sequence_sum":
-        return sums.mean()
-    return sums.sum() / counts.sum().clamp(min=1)
+    return reduce_losses(sums, counts, reduction)
+
+
+def batch_loss(model, method: Method, batch: dict, reduction: str, autocast) -> torch.Tensor:
+    """The configured reduction: `sequence_sum` (sum per sequence, mean over the batch: the
+    paper's GPT-2 prefix runs) or `token_mean` (mean over all target tokens)."""
+    numerator, denominator = loss_terms(model, method, batch, reduction, autocast)
+    return numerator / denominator.clamp(min=1)
 
 
 def linear_schedule(optimizer, warmup: int, total: int) -> torch.optim.lr_scheduler.LambdaLR:
@@ -82,17 +103,173 @@ def total_updates(cfg: TrainConfig, n_examples: int) -> int:
     return min(total, cfg.max_steps) if cfg.max_steps else total
 
 
-def dev_loss(model, method: Method, batches: Sequence[dict], cfg: TrainConfig, autocast) -> float:
-    method.set_training(False)
-    total, count = 0.0, 0
-    with torch.no_grad():
-        for batch in batches:
-            total += batch_loss(model, method, batch, cfg.loss_reduction, autocast).item() * len(
-                batch["labels"]
+class Trainee:
+    """One run being trained: its method, data order, optimizer, schedule, progress, and where
+    its logs and checkpoints go. `fit` drives one; the pieces are apart so that what happens at an
+    update (clip, step, log, evaluate, checkpoint) is written once."""
+
+    def __init__(
+        self,
+        model,
+        method: Method,
+        train_examples: Sequence,
+        dev_examples: Sequence,
+        make_batch: Callable[[Sequence], dict],
+        cfg: TrainConfig,
+        run: Run,
+        device: torch.device,
+        processes: Processes,
+    ) -> None:
+        self.model, self.method, self.cfg, self.run, self.device = model, method, cfg, run, device
+        self.train_examples, self.make_batch, self.processes = train_examples, make_batch, processes
+        self.params = method.trainable_parameters()
+        self.optimizer = torch.optim.AdamW(
+            self.params, lr=cfg.lr, betas=cfg.adam_betas, eps=cfg.adam_eps, weight_decay=cfg.weight_decay
+        )
+        self.total = total_updates(cfg, len(train_examples))
+        self.scheduler = linear_schedule(self.optimizer, cfg.warmup_steps, self.total)
+        self.progress = Progress()
+        self.per_epoch = math.ceil(len(train_examples) / cfg.batch_size)
+        self.autocast = (
+            torch.autocast(device.type, dtype=torch.bfloat16) if cfg.precision == "bf16" else nullcontext()
+        )
+        self.dev_chunks = [
+            processes.shard(list(dev_examples[i : i + cfg.batch_size]))
+            for i in range(0, len(dev_examples), cfg.batch_size)
+        ]
+
+    # Resume and checkpoints ------------------------------------------------------------------
+
+    def restore(self) -> None:
+        """Continue from the run's last checkpoint, or start at the config's seed."""
+        state = self.run.load_checkpoint(self.device)
+        if state is None:
+            torch.manual_seed(self.cfg.seed)
+            # Every process starts from process 0's parameters (they agree already when the
+            # initialisation is seeded; this makes it so whatever the method did).
+            self.processes.broadcast_([p.data for p in self.params])
+            return
+        self.method.load_training_state(state["method"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.progress = Progress(**state["progress"])
+        _set_rng(state["rng"])
+
+    def checkpoint(self) -> None:
+        self.run.save_checkpoint(
+            {
+                "method": self.method.training_state(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "progress": self.progress.__dict__,
+                "rng": _get_rng(),
+            }
+        )
+
+    # The data ------------------------------------------------------------------------------
+
+    @property
+    def finished(self) -> bool:
+        p = self.progress
+        return p.step >= self.total or p.epoch >= self.cfg.epochs or p.stopped_early
+
+    def next_examples(self) -> list | None:
+        """The next micro-batch of this epoch (this process's share), or None at the epoch's end."""
+        p = self.progress
+        if p.batch_in_epoch >= self.per_epoch:
+            return None
+        order = epoch_order(len(self.train_examples), self.cfg.seed, p.epoch)
+        start = p.batch_in_epoch * self.cfg.batch_size
+        p.batch_in_epoch += 1
+        return self.processes.shard(
+            [self.train_examples[i] for i in order[start : start + self.cfg.batch_size]]
+        )
+
+    def micro_loss(self, examples: list) -> tuple[torch.Tensor | None, float]:
+        """This process's part of the micro-batch loss, normalised by the whole micro-batch's
+        denominator (None if this process got no rows), and the whole micro-batch's loss value."""
+        numerator = denominator = None
+        tokens = 0
+        if examples:
+            batch = to_device(self.make_batch(examples), self.device)
+            numerator, denominator = loss_terms(
+                self.model, self.method, batch, self.cfg.loss_reduction, self.autocast
             )
-            count += len(batch["labels"])
-    method.set_training(True)
-    return total / max(1, count)
+            tokens = int(batch["inputs"]["attention_mask"].sum())
+        # Every process takes part in the sums, also one that got no rows (more processes than rows).
+        self.progress.train_tokens += int(self.processes.total(tokens, self.device))
+        whole = max(
+            self.processes.total(0.0 if denominator is None else denominator.item(), self.device), 1.0
+        )
+        value = self.processes.total(0.0 if numerator is None else numerator.item(), self.device) / whole
+        return (None if numerator is None else numerator / whole), value
+
+    # An update ----------------------------------------------------------------------------
+
+    def update(self, losses: list[float], seconds: float) -> None:
+        """Clip, step, schedule; log, evaluate and checkpoint as configured."""
+        cfg, p = self.cfg, self.progress
+        self.processes.sum_gradients(self.params)
+        if cfg.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        p.step += 1
+        p.train_seconds += seconds
+        if p.step % cfg.log_every == 0 or p.step == self.total:
+            self.run.log(
+                {
+                    "step": p.step,
+                    "epoch": p.epoch,
+                    "loss": sum(losses) / len(losses),
+                    "lr": self.scheduler.get_last_lr()[0],
+                    "tokens_per_s": p.train_tokens / max(p.train_seconds, 1e-9),
+                }
+            )
+        if cfg.eval_every and p.step % cfg.eval_every == 0:
+            self.evaluate()
+        if cfg.checkpoint_every and p.step % cfg.checkpoint_every == 0:
+            self.checkpoint()
+
+    def end_epoch(self) -> None:
+        p = self.progress
+        p.epoch += 1
+        p.batch_in_epoch = 0
+        if not self.cfg.eval_every:
+            self.evaluate()
+        if not self.cfg.checkpoint_every:
+            self.checkpoint()
+
+    def evaluate(self) -> None:
+        if not self.dev_chunks:
+            return
+        loss = self.dev_loss()
+        p = self.progress
+        p.dev_losses.append({"step": p.step, "dev_loss": loss})
+        self.run.log({"step": p.step, "epoch": p.epoch, "dev_loss": loss})
+        if loss < p.best_dev_loss:
+            p.best_dev_loss, p.evals_without_gain = loss, 0
+            self.run.save_best(self.method.training_state())
+        else:
+            p.evals_without_gain += 1
+            patience = self.cfg.early_stopping_patience
+            p.stopped_early = patience is not None and p.evals_without_gain >= patience
+
+    def dev_loss(self) -> float:
+        """The configured loss over the whole dev set (its numerators over its denominators)."""
+        self.method.set_training(False)
+        numerator = denominator = 0.0
+        with torch.no_grad():
+            for examples in self.dev_chunks:
+                if not examples:
+                    continue
+                batch = to_device(self.make_batch(examples), self.device)
+                n, d = loss_terms(self.model, self.method, batch, self.cfg.loss_reduction, self.autocast)
+                numerator, denominator = numerator + n.item(), denominator + d.item()
+        self.method.set_training(True)
+        total = self.processes.total(denominator, self.device)
+        return self.processes.total(numerator, self.device) / max(total, 1.0)
 
 
 def fit(
@@ -105,117 +282,43 @@ def fit(
     run: Run,
     device: torch.device,
     on_update: Callable[[int], None] | None = None,
+    processes: Processes | None = None,
 ) -> Progress:
     """Train `method` on `train_examples`; checkpoints and logs go to `run`."""
-    params = method.trainable_parameters()
-    optimizer = torch.optim.AdamW(
-        params, lr=cfg.lr, betas=cfg.adam_betas, eps=cfg.adam_eps, weight_decay=cfg.weight_decay
+    trainee = Trainee(
+        model, method, train_examples, dev_examples, make_batch, cfg, run, device, processes or Processes()
     )
-    total = total_updates(cfg, len(train_examples))
-    scheduler = linear_schedule(optimizer, cfg.warmup_steps, total)
-    progress = Progress()
-    state = run.load_checkpoint(device)
-    if state is not None:
-        method.load_training_state(state["method"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        progress = Progress(**state["progress"])
-        _set_rng(state["rng"])
-    else:
-        torch.manual_seed(cfg.seed)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if cfg.precision == "bf16" else nullcontext()
-    dev_batches = [
-        to_device(make_batch(dev_examples[i : i + cfg.batch_size]), device)
-        for i in range(0, len(dev_examples), cfg.batch_size)
-    ]
-    per_epoch = math.ceil(len(train_examples) / cfg.batch_size)
-
-    def checkpoint() -> None:
-        run.save_checkpoint(
-            {
-                "method": method.training_state(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "progress": progress.__dict__,
-                "rng": _get_rng(),
-            }
-        )
-
-    def evaluate() -> None:
-        if not dev_batches:
-            return
-        loss = dev_loss(model, method, dev_batches, cfg, autocast)
-        progress.dev_losses.append({"step": progress.step, "dev_loss": loss})
-        run.log({"step": progress.step, "epoch": progress.epoch, "dev_loss": loss})
-        if loss < progress.best_dev_loss:
-            progress.best_dev_loss, progress.evals_without_gain = loss, 0
-            run.save_best(method.training_state())
-        else:
-            progress.evals_without_gain += 1
-            patience = cfg.early_stopping_patience
-            progress.stopped_early = patience is not None and progress.evals_without_gain >= patience
-
-    optimizer.zero_grad(set_to_none=True)  # whatever ran before (an init fit) left no gradients in
+    trainee.restore()
+    p = trainee.progress
+    trainee.optimizer.zero_grad(set_to_none=True)  # whatever ran before (an init fit) left no gradients
     method.set_training(True)
     bar = tqdm(
-        total=total, initial=progress.step, desc="train", unit="step", dynamic_ncols=True, disable=None
+        total=trainee.total, initial=p.step, desc="train", unit="step", dynamic_ncols=True, disable=None
     )
-    seconds_before, started = progress.train_seconds, time.perf_counter()
-    while progress.step < total and progress.epoch < cfg.epochs and not progress.stopped_early:
-        order = epoch_order(len(train_examples), cfg.seed, progress.epoch)
-        while progress.batch_in_epoch < per_epoch and progress.step < total and not progress.stopped_early:
-            losses = []
-            for _ in range(cfg.grad_accum):
-                if progress.batch_in_epoch >= per_epoch:
-                    break
-                start = progress.batch_in_epoch * cfg.batch_size
-                batch = to_device(
-                    make_batch([train_examples[i] for i in order[start : start + cfg.batch_size]]), device
-                )
-                loss = batch_loss(model, method, batch, cfg.loss_reduction, autocast)
+    while not trainee.finished:
+        started, losses = time.perf_counter(), []
+        for _ in range(cfg.grad_accum):
+            examples = trainee.next_examples()
+            if examples is None:
+                break
+            loss, value = trainee.micro_loss(examples)
+            if loss is not None:
                 (loss / cfg.grad_accum).backward()
-                losses.append(loss.item())
-                progress.train_tokens += int(batch["inputs"]["attention_mask"].sum())
-                progress.batch_in_epoch += 1
-            if cfg.max_grad_norm:
-                torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            progress.step += 1
-            progress.train_seconds = seconds_before + time.perf_counter() - started
-            tokens_per_s = progress.train_tokens / max(progress.train_seconds, 1e-9)
-            mean_loss = sum(losses) / len(losses)
+            losses.append(value)
+        if losses:
+            trainee.update(losses, time.perf_counter() - started)
             bar.update(1)
-            bar.set_postfix(loss=f"{mean_loss:.3f}", tok_s=f"{tokens_per_s:.0f}")
-            if progress.step % cfg.log_every == 0 or progress.step == total:
-                lr = scheduler.get_last_lr()[0]
-                run.log(
-                    {
-                        "step": progress.step,
-                        "epoch": progress.epoch,
-                        "loss": mean_loss,
-                        "lr": lr,
-                        "tokens_per_s": tokens_per_s,
-                    }
-                )
-            if cfg.eval_every and progress.step % cfg.eval_every == 0:
-                evaluate()
-            if cfg.checkpoint_every and progress.step % cfg.checkpoint_every == 0:
-                checkpoint()
+            bar.set_postfix(
+                loss=f"{losses[-1]:.3f}", tok_s=f"{p.train_tokens / max(p.train_seconds, 1e-9):.0f}"
+            )
             if on_update is not None:
-                on_update(progress.step)
-        if progress.batch_in_epoch >= per_epoch:
-            progress.epoch += 1
-            progress.batch_in_epoch = 0
-            if not cfg.eval_every:
-                evaluate()
-            if not cfg.checkpoint_every:
-                checkpoint()
+                on_update(p.step)
+        if p.batch_in_epoch >= trainee.per_epoch:
+            trainee.end_epoch()
     bar.close()
-    checkpoint()
+    trainee.checkpoint()
     method.set_training(False)
-    return progress
+    return p
 
 
 def to_device(batch: dict, device: torch.device) -> dict:
