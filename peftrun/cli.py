@@ -331,6 +331,61 @@ def sweep(
         raise typer.Exit(1)
 
 
+@app.command()
+def report(
+    directories: Annotated[
+        list[Path],
+        typer.Argument(help="folders searched recursively for run directories (and sweep.json manifests)"),
+    ],
+    split: Annotated[str, typer.Option("--split", help="the split whose metrics are reported")] = "test",
+    by: Annotated[
+        list[str] | None,
+        typer.Option("--by", help="group by this config key (repeatable; default: the keys that vary)"),
+    ] = None,
+    fmt: Annotated[str, typer.Option("--format", help="md (default), csv, latex (booktabs) or json")] = "md",
+    out: Annotated[Path | None, typer.Option("--out", help="write the table to FILE, not stdout")] = None,
+    plots: Annotated[
+        Path | None, typer.Option("--plots", help="also write figures (PNG and PDF) into this folder")
+    ] = None,
+    bleu: Annotated[
+        str,
+        typer.Option(
+            "--bleu",
+            help="E2E BLEU/NIST: perl (mteval, the official default) or py (the -p variant, the paper's)",
+        ),
+    ] = "perl",
+    samples: Annotated[
+        int, typer.Option("--samples", help="bootstrap resamples of the significance test")
+    ] = 1000,
+) -> None:
+    """Tabulate finished runs: grouped by the config keys that vary (seeds collapsed), each cell
+    mean ± sample std (n), the best row tested against every other by a paired bootstrap.
+    Missing and failed runs are listed; no finished run at all is an error."""
+    try:
+        from peftrun.studies import report as reports
+        from peftrun.studies import tables
+
+        if fmt not in tables.FORMATS:
+            raise PeftrunError(f"--format {fmt!r}: choose md, csv, latex or json")
+        result = reports.build(directories, split, by, bleu, samples)
+        text = tables.render(result, fmt)
+        figures = []
+        if plots is not None:
+            from peftrun.studies import plots as figures_module
+
+            figures = figures_module.write(result, plots)
+    except PeftrunError as err:
+        _fail(err)
+    if out is None:
+        typer.echo(text, nl=False)
+    else:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text, encoding="utf-8")
+        typer.echo(f"wrote {out}", err=True)
+    for path in figures:
+        typer.echo(f"wrote {path}", err=True)
+
+
 def _print_table(results: dict) -> None:
     """Metrics per split, one row each (paper scale: BLEU/METEOR/ROUGE ×100 for E2E)."""
     if not results:

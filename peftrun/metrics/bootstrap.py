@@ -17,6 +17,9 @@ Each instance is reduced once to sufficient statistics, so a resample is a weigh
 * METEOR: the mean of METEOR's segment scores.  The official corpus METEOR aggregates the
   segments' match statistics instead, so ``score_a``/``score_b`` for METEOR here are
   segment means and differ slightly from :func:`score_e2e`'s METEOR.
+
+:func:`paired_bootstrap_means` is the same test on given per-instance scores (XSum's ROUGE, or
+stored METEOR segment scores), for metrics whose corpus score is their mean.
 """
 
 from __future__ import annotations
@@ -124,24 +127,64 @@ def paired_bootstrap(
         resampled[metric] = (weights @ a / num, weights @ b / num)
         full[metric] = (float(np.mean(a)), float(np.mean(b)))
 
-    tail = (1 - confidence) / 2
+    return {
+        metric: _result(metric, *resampled[metric], *full[metric], confidence, samples)
+        for metric in metrics
+        if metric in resampled
+    }
+
+
+def paired_bootstrap_means(
+    scores_a: dict[str, Sequence[float]],
+    scores_b: dict[str, Sequence[float]],
+    *,
+    samples: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> dict[str, BootstrapResult]:
+    """The same test for metrics whose corpus score is the mean of per-instance scores (XSum's
+    ROUGE-1/2/L, METEOR's segment mean): ``scores_a[metric][i]`` is A's score on instance i.
+
+    The resamples are those :func:`paired_bootstrap` draws for the same N, samples and seed.
+    """
     results = {}
-    for metric in metrics:
-        if metric not in resampled:
-            continue
-        res_a, res_b = resampled[metric]
-        deltas = res_b - res_a
-        low, high = np.quantile(deltas, [tail, 1 - tail])
-        score_a, score_b = full[metric]
-        results[metric] = BootstrapResult(
-            metric=metric,
-            score_a=score_a,
-            score_b=score_b,
-            delta=score_b - score_a,
-            ci_low=float(low),
-            ci_high=float(high),
-            confidence=confidence,
-            b_better=float(np.mean(deltas > 0)),
-            samples=samples,
+    for metric in scores_a.keys() & scores_b.keys():
+        a, b = np.asarray(scores_a[metric], dtype=np.float64), np.asarray(scores_b[metric], dtype=np.float64)
+        num = len(a)
+        if len(b) != num or num == 0 or samples < 1 or not 0 < confidence < 1:
+            raise PeftrunError(
+                f"{metric}: expected the same number (> 0) of instance scores per system, got {num} and "
+                f"{len(b)}; samples >= 1 and 0 < confidence < 1"
+            )
+        weights = _resample_weights(num, samples, seed)
+        res_a, res_b = weights @ a / num, weights @ b / num
+        results[metric] = _result(
+            metric, res_a, res_b, float(np.mean(a)), float(np.mean(b)), confidence, samples
         )
-    return results
+    return dict(sorted(results.items()))
+
+
+def _result(
+    metric: str,
+    res_a: np.ndarray,
+    res_b: np.ndarray,
+    score_a: float,
+    score_b: float,
+    confidence: float,
+    samples: int,
+) -> BootstrapResult:
+    """Summarise one metric's resampled scores of A and B."""
+    tail = (1 - confidence) / 2
+    deltas = res_b - res_a
+    low, high = np.quantile(deltas, [tail, 1 - tail])
+    return BootstrapResult(
+        metric=metric,
+        score_a=score_a,
+        score_b=score_b,
+        delta=score_b - score_a,
+        ci_low=float(low),
+        ci_high=float(high),
+        confidence=confidence,
+        b_better=float(np.mean(deltas > 0)),
+        samples=samples,
+    )

@@ -6,8 +6,10 @@
   and the driver that executes the runs and reports counts;
 - `executors`: where runs execute: local worker processes (one per GPU, or N on a CPU) or Slurm
   through submitit; a run is always its own `peftrun train` process;
-- `report` and `plots`: results tables (mean ± std over seeds, significance) and figures, read
-  from run directories only.
+- `report`: collect finished, failed and missing runs, group them by what varies (seeds
+  collapsed), mean ± std (n) per cell; `significance`: the best row against each other row (paired
+  bootstrap pooled over shared seeds); `tables`: Markdown, CSV, LaTeX, JSON; `plots`: figures.
+  All read run directories only.
 
 Nothing here bypasses the single-run path, so what is proven for one run holds for each run of a
 study.

@@ -8,7 +8,7 @@ from _e2e_testdata import require
 
 from peftrun.errors import PeftrunError
 from peftrun.metrics import coco
-from peftrun.metrics.bootstrap import _resample_weights, paired_bootstrap
+from peftrun.metrics.bootstrap import _resample_weights, paired_bootstrap, paired_bootstrap_means
 from peftrun.metrics.e2e import score_e2e
 
 FAST = ("BLEU", "NIST", "BLEU_py", "NIST_py", "ROUGE_L", "CIDEr")
@@ -89,3 +89,15 @@ def test_length_mismatch_is_an_error() -> None:
     good, bad, refs = synthetic_set()
     with pytest.raises(PeftrunError, match="expected 40 outputs per system"):
         paired_bootstrap(good[:-1], bad, refs)
+
+
+def test_bootstrap_of_means_matches_the_instance_metrics_of_paired_bootstrap() -> None:
+    good, bad, refs = synthetic_set()
+    corpus = paired_bootstrap(bad, good, refs, samples=300, seed=4, metrics=("ROUGE_L",))["ROUGE_L"]
+    tok_bad, tok_refs = coco.tokenize(bad, refs)
+    tok_good, _ = coco.tokenize(good, refs)
+    a, b = coco.rouge_l(tok_bad, tok_refs)[1], coco.rouge_l(tok_good, tok_refs)[1]
+    means = paired_bootstrap_means({"ROUGE_L": a}, {"ROUGE_L": b}, samples=300, seed=4)["ROUGE_L"]
+    assert means == corpus  # same resamples, same statistic
+    with pytest.raises(PeftrunError, match="same number"):
+        paired_bootstrap_means({"R": [1.0, 2.0]}, {"R": [1.0]})

@@ -1,0 +1,354 @@
+"""`peftrun report`: one results table from many run directories (the paper's tables).
+
+    DIR... ─ walk ─> run dirs + sweep.json points ─ group by what varies ─> rows ─ tables.py / plots.py
+                     (done, failed, incomplete, missing)   (seeds collapsed)   (mean ± std (n), †)
+
+- collect: every run directory under each DIR (recursively), and every point of every `sweep.json`
+  found there, so a point whose run never started is shown as missing rather than dropped;
+- group: the flattened resolved configs are compared; the keys that vary (or `--by`) define the
+  rows. `train.seed` and `data.subset_seed` are collapsed, `name` and `output.*` ignored; a varied
+  key that only restates others (method.mlp_hidden beside method.kind) adds no row and is dropped;
+- aggregate: each cell is mean ± sample standard deviation (n) over the finished runs of the row,
+  on the paper's print scale (E2E BLEU, METEOR, ROUGE-L ×100; NIST, CIDEr raw; XSum as stored);
+- significance (`studies/significance.py`): per metric, the best row against every other row.
+
+Reads run directories only, and needs neither torch nor Java.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from peftrun.errors import PeftrunError
+from peftrun.runs import Run, is_run_dir, read_json
+from peftrun.studies.sweep import MANIFEST
+
+SEEDS = ("train.seed", "data.subset_seed")
+BLEU_VARIANTS = {"perl": ("BLEU", "NIST"), "py": ("BLEU_py", "NIST_py")}
+
+
+@dataclass(frozen=True)
+class Column:
+    """One number per run: where it is read (`where`, `source`), its print scale and digits."""
+
+    name: str  # JSON and CSV name
+    label: str  # table header
+    where: str  # scores (metrics/SPLIT.json), parameters (meta.json), meta (meta.json)
+    source: str
+    scale: float = 1.0
+    digits: int = 2
+    quality: bool = True  # a score: best in bold, significance
+
+    def value(self, record: RunRecord) -> float | None:
+        if self.where == "scores":
+            value = (record.scores or {}).get(self.source)
+        elif self.where == "parameters":
+            value = (record.meta.get("parameters") or {}).get(self.source)
+        else:
+            value = record.meta.get(self.source)
+        return float(value) * self.scale if isinstance(value, (int, float)) else None
+
+
+def columns(dataset: str, bleu: str = "perl") -> list[Column]:
+    """The dataset's key metrics (E2E: BLEU, NIST, METEOR, ROUGE-L, CIDEr; XSum: ROUGE-1/2/L), then costs."""
+    if bleu not in BLEU_VARIANTS:
+        raise PeftrunError(f"--bleu {bleu!r}: choose perl (mteval, the default) or py (the -p variant)")
+    if dataset == "xsum":
+        quality = [Column(n, n, "scores", n) for n in ("ROUGE-1", "ROUGE-2", "ROUGE-L")]
+    else:
+        bleu_key, nist_key = BLEU_VARIANTS[bleu]
+        quality = [
+            Column("BLEU", "BLEU", "scores", bleu_key, 100.0, 1),
+            Column("NIST", "NIST", "scores", nist_key),
+            Column("METEOR", "METEOR", "scores", "METEOR", 100.0, 1),
+            Column("ROUGE-L", "ROUGE-L", "scores", "ROUGE_L", 100.0, 1),
+            Column("CIDEr", "CIDEr", "scores", "CIDEr"),
+        ]
+    costs = [
+        Column("trainable_pct", "trainable %", "parameters", "trainable_pct", digits=3, quality=False),
+        Column("stored_pct", "stored %", "parameters", "stored_pct", digits=3, quality=False),
+        Column("train_seconds", "train s", "meta", "train_seconds", digits=0, quality=False),
+        Column("tokens_per_s", "tokens/s", "meta", "tokens_per_s", digits=0, quality=False),
+    ]
+    return quality + costs
+
+
+@dataclass
+class RunRecord:
+    """A run directory (or a sweep point without one) as the report sees it."""
+
+    path: Path
+    state: str  # done, failed, incomplete, running, missing, "no SPLIT metrics"
+    flat: dict[str, Any]  # resolved config, dotted keys
+    error: str | None = None
+    scores: dict[str, Any] | None = None
+    per_example: dict[str, list[float]] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+    partial: bool = False  # a sweep point's config rebuilt from its values only (see point_config)
+
+    @property
+    def finished(self) -> bool:
+        return self.state == "done" and self.scores is not None
+
+    @property
+    def seed_key(self) -> tuple[Any, ...]:
+        return tuple(self.flat.get(key) for key in SEEDS)
+
+
+@dataclass
+class Row:
+    group: dict[str, Any]
+    runs: list[RunRecord] = field(default_factory=list)  # finished: the cells' values
+    missing: list[RunRecord] = field(default_factory=list)  # shown, never averaged
+    values: dict[str, list[float]] = field(default_factory=dict)
+    best: list[str] = field(default_factory=list)  # metrics where this row has the best mean
+    significance: dict[str, dict[str, Any] | None] = field(default_factory=dict)  # None: the best row
+
+    def stats(self, name: str) -> tuple[float | None, float | None, int]:
+        """Mean, sample standard deviation (None below two values) and n of one column."""
+        values = self.values.get(name, [])
+        mean = statistics.fmean(values) if values else None
+        return mean, statistics.stdev(values) if len(values) > 1 else None, len(values)
+
+
+@dataclass
+class Report:
+    dataset: str
+    split: str
+    bleu: str
+    samples: int
+    keys: list[str]
+    columns: list[Column]
+    rows: list[Row]
+
+    @property
+    def scale(self) -> dict[str, float]:
+        """Column name → the factor applied to the stored number."""
+        return {c.name: c.scale for c in self.columns}
+
+
+def build(
+    directories: list[Path],
+    split: str = "test",
+    by: list[str] | None = None,
+    bleu: str = "perl",
+    samples: int = 1000,
+) -> Report:
+    """Collect, group, aggregate and test; raises when nothing finished."""
+    records = collect(directories, split)
+    finished = [r for r in records if r.finished]
+    if not finished:
+        counts = Counter(r.state for r in records)
+        found = ", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "no run directories"
+        where = " ".join(str(d) for d in directories)
+        raise PeftrunError(f"no finished runs with {split} metrics under {where} ({found})")
+    datasets = sorted({str(r.flat.get("data.dataset")) for r in finished})
+    if len(datasets) > 1:
+        raise PeftrunError(
+            f"runs of several datasets ({', '.join(datasets)}); report each one's folders apart"
+        )
+    if samples < 1:
+        raise PeftrunError("--samples must be at least 1")
+    complete = [r for r in records if not r.partial]
+    fill_partial(records, complete)
+    keys = resolve_keys(by, records) if by else varied_keys(complete)
+    report = Report(datasets[0], split, bleu, samples, keys, columns(datasets[0], bleu), [])
+    report.rows = aggregate(records, keys, report.columns)
+    from peftrun.studies.significance import mark_significance
+
+    mark_significance(report)
+    return report
+
+
+# --------------------------------------------------------------------------- collect
+
+
+def collect(directories: list[Path], split: str) -> list[RunRecord]:
+    """Every run directory under the given folders, and every sweep point listed in a sweep.json there."""
+    records: dict[Path, RunRecord] = {}
+    manifests: list[Path] = []
+    for top in map(Path, directories):
+        if not top.exists():
+            raise PeftrunError(f"{top} does not exist")
+        for here, subdirs, files in os.walk(top):
+            here_path = Path(here)
+            if is_run_dir(here_path):
+                records.setdefault(here_path.resolve(), read_run(here_path, split))
+                subdirs.clear()  # checkpoints, adapter, ...: nothing of ours below a run
+                continue
+            if MANIFEST in files:
+                manifests.append(here_path / MANIFEST)
+            subdirs.sort()
+    for manifest in manifests:
+        for record in manifest_points(manifest, records):
+            records.setdefault(record.path.resolve(), record)
+    return list(records.values())
+
+
+def read_run(path: Path, split: str) -> RunRecord:
+    import yaml
+
+    run = Run(path)
+    config = yaml.safe_load(run.resolved_config_path.read_text(encoding="utf-8"))
+    meta, state = run.meta(), run.status()
+    metrics = run.read_metrics().get(split) if state == "done" else None
+    if state == "done" and metrics is None:
+        state = f"no {split} metrics"
+    return RunRecord(
+        path,
+        state,
+        flatten(config if isinstance(config, dict) else {}),
+        meta.get("error"),
+        (metrics or {}).get("scores") if metrics else None,
+        (metrics or {}).get("per_example") or {},
+        meta,
+    )
+
+
+def manifest_points(manifest: Path, records: dict[Path, RunRecord]) -> list[RunRecord]:
+    """The manifest's points whose folder holds no run directory: missing runs, with their config."""
+    data = read_json(manifest)
+    points = data.get("points", [])
+    by_folder = {p["name"]: p for p in points}
+    out = []
+    for point in points:
+        # A point's run dir is <sweep folder>/<point name>; the recorded run_dir may be relative to
+        # wherever the sweep was started, so it is found beside the manifest.
+        path = manifest.parent / point["name"]
+        if path.resolve() in records:
+            continue
+        siblings = [
+            r
+            for r in records.values()
+            if r.path.parent.resolve() == manifest.parent.resolve()
+            and by_folder.get(r.path.name, {}).get("base") == point.get("base")
+        ]
+        why = f"sweep.json says {point.get('state', '?')}" + (
+            f": {point['error']}" if point.get("error") else ""
+        )
+        flat, partial = point_config(point, siblings)
+        out.append(RunRecord(path, "missing", flat, why, partial=partial))
+    return out
+
+
+def point_config(point: dict[str, Any], siblings: list[RunRecord]) -> tuple[dict[str, Any], bool]:
+    """A sweep point's flattened config, and whether it is partial: resolved from its base and
+    overrides when the base is readable from here, else a run of the same base with the point's
+    values laid over it, else the point's values alone (partial)."""
+    from peftrun import config as config_module
+
+    values = point.get("values", {})
+    try:
+        cfg = config_module.load(point["base"], list(point["overrides"]))
+        return flatten(cfg.model_dump(mode="json")), False
+    except (PeftrunError, KeyError):
+        pass
+    if not siblings:
+        return flatten(values), True
+    flat = dict(siblings[0].flat)
+    for key, value in values.items():
+        if isinstance(value, dict):  # a whole section given: it replaces the section
+            flat = {k: v for k, v in flat.items() if not k.startswith(key + ".")}
+        flat.update(flatten({key: value}))
+    return flat, False
+
+
+def fill_partial(records: list[RunRecord], complete: list[RunRecord]) -> None:
+    """Give partial configs the values every complete config shares, so they land in their row
+    (and do not make model.name look varied)."""
+    if not complete:
+        return
+    shared = {
+        k: v
+        for k, v in complete[0].flat.items()
+        if all(k in r.flat and _canon(r.flat[k]) == _canon(v) for r in complete)
+    }
+    for record in records:
+        if record.partial:
+            record.flat = {**shared, **record.flat}
+
+
+# --------------------------------------------------------------------------- group
+
+
+def flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"method": {"kind": "prefix"}} → {"method.kind": "prefix"} (lists stay values)."""
+    out: dict[str, Any] = {}
+    for key, value in mapping.items():
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def never_grouped(key: str) -> bool:
+    return key in SEEDS or key == "name" or key.startswith("output.")
+
+
+def _canon(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def _parts(records: list[RunRecord], keys: list[str]) -> int:
+    return len({tuple(_canon(r.flat.get(k, "<absent>")) for k in keys) for r in records})
+
+
+def varied_keys(records: list[RunRecord]) -> list[str]:
+    """The config keys whose values differ between runs, less those that only restate others."""
+    all_keys = list(dict.fromkeys(k for r in records for k in r.flat))
+    varied = [k for k in all_keys if not never_grouped(k) and _parts(records, [k]) > 1]
+    # Keys every run has come first, so method.kind is kept and method.mlp_hidden (present only
+    # for prefixes, and the same for all of them) is dropped as restating it.
+    varied.sort(key=lambda k: not all(k in r.flat for r in records))
+    kept: list[str] = []
+    for key in varied:
+        if _parts(records, [*kept, key]) > _parts(records, kept):
+            kept.append(key)
+    return sorted(kept, key=all_keys.index)
+
+
+def resolve_keys(by: list[str], records: list[RunRecord]) -> list[str]:
+    """`--by` keys: a full dotted key, or a unique last part (train_size → data.train_size)."""
+    all_keys = list(dict.fromkeys(k for r in records for k in r.flat))
+    keys = []
+    for given in (part.strip() for item in by for part in item.split(",") if part.strip()):
+        matches = [given] if given in all_keys else [k for k in all_keys if k.endswith("." + given)]
+        if len(matches) != 1:
+            hint = ", ".join(varied_keys(records)) or "none"
+            what = "is ambiguous: " + ", ".join(matches) if matches else "is not a config key"
+            raise PeftrunError(f"--by {given} {what} (keys that vary here: {hint})")
+        if never_grouped(matches[0]):
+            raise PeftrunError(
+                f"--by {matches[0]}: seeds are collapsed and name/output.* ignored; pick another key"
+            )
+        keys.append(matches[0])
+    return list(dict.fromkeys(keys))
+
+
+def sort_key(value: Any) -> tuple[Any, ...]:
+    """Sort key mixing None, numbers and text: None first, numbers by value."""
+    if value is None:
+        return (0, 0, "")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return (1, value, "")
+    return (2, 0, _canon(value))
+
+
+def aggregate(records: list[RunRecord], keys: list[str], cols: list[Column]) -> list[Row]:
+    rows: dict[tuple[str, ...], Row] = {}
+    for record in sorted(records, key=lambda r: str(r.path)):
+        group = {key: record.flat.get(key) for key in keys}
+        row = rows.setdefault(tuple(_canon(v) for v in group.values()), Row(group))
+        (row.runs if record.finished else row.missing).append(record)
+    for row in rows.values():
+        row.runs.sort(key=lambda r: (tuple(sort_key(v) for v in r.seed_key), str(r.path)))
+        for col in cols:
+            row.values[col.name] = [v for v in (col.value(r) for r in row.runs) if v is not None]
+    return sorted(rows.values(), key=lambda row: tuple(sort_key(v) for v in row.group.values()))
