@@ -84,6 +84,14 @@ def train(
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="replace a run directory that holds another config")
     ] = False,
+    resume_from_last_good: Annotated[
+        bool,
+        typer.Option(
+            "--resume-from-last-good",
+            help="continue an unfinished run from its last checkpoint with changed train.* settings "
+            "(e.g. a lower train.lr after a divergence)",
+        ),
+    ] = False,
     gpus: Annotated[
         int | None,
         typer.Option(
@@ -95,12 +103,30 @@ def train(
     """Train, decode and score one experiment; re-running an interrupted run resumes it."""
     if gpus is not None and gpus > 1:
         _launch_data_parallel(gpus)
+    from peftrun.interrupts import Interrupted, graceful
+
     try:
         from peftrun import experiment
 
-        path, results = experiment.train(config, overrides or [], run_dir, overwrite)
+        with graceful():
+            path, results = experiment.train(
+                config, overrides or [], run_dir, overwrite, resume_from_last_good=resume_from_last_good
+            )
     except PeftrunError as err:
         _fail(err)
+    except Interrupted as stop:
+        where = f" {stop.where}" if stop.where else ""
+        if stop.run_dir is None:
+            typer.echo(f"peftrun: stopped by {stop} before the run started; nothing was written", err=True)
+        else:
+            again = " ".join(
+                ["peftrun train", str(config), *(overrides or []), "--run-dir", str(stop.run_dir)]
+            )
+            typer.echo(f"peftrun: stopped by {stop}{where}; resume with: {again}", err=True)
+        raise typer.Exit(stop.exit_code) from None
+    except KeyboardInterrupt:
+        typer.echo("peftrun: stopped at once (second signal); the last checkpoint is kept", err=True)
+        raise typer.Exit(130) from None
     if results:
         _print_table(results)
     typer.echo(f"run directory: {path}", err=True)

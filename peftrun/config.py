@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from peftrun.errors import PeftrunError
 from peftrun.methods import METHOD_KINDS, REGISTRY, AnyMethodOptions
@@ -57,6 +57,21 @@ class DataConfig(_Section):
     dev_loss_size: int | None = Field(None, gt=0, description="dev pairs used for dev loss (all if unset)")
     max_source_tokens: int | None = Field(None, gt=0, description="truncate sources")
     max_target_tokens: int | None = Field(None, gt=0, description="truncate training targets")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DataConfig:
+        if self.dataset == "e2e" and (self.files or self.url_file or self.extrapolation):
+            raise ValueError(
+                "data.files, data.url_file and data.extrapolation are XSum options; E2E reads data.data_dir"
+            )
+        if self.dataset == "xsum" and self.data_dir:
+            raise ValueError("data.data_dir is the E2E folder; XSum reads data.files.{train,dev,test}")
+        if self.extrapolation and not self.url_file:
+            raise ValueError(
+                f"data.extrapolation={self.extrapolation} needs data.url_file (the XSum URL list that "
+                "gives each article's topic)"
+            )
+        return self
 
 
 class TrainConfig(_Section):
@@ -113,6 +128,16 @@ class DecodeConfig(_Section):
         ("\n", "\n\n"), description="strings never generated (looked up in the tokenizer)"
     )
 
+    @model_validator(mode="after")
+    def _lengths(self) -> DecodeConfig:
+        if self.max_new_tokens is None and self.max_length is None:
+            raise ValueError("set decode.max_new_tokens or decode.max_length (else outputs never end)")
+        if self.min_length is not None and self.max_length is not None and self.min_length > self.max_length:
+            raise ValueError(
+                f"decode.min_length={self.min_length} exceeds decode.max_length={self.max_length}"
+            )
+        return self
+
 
 class OutputConfig(_Section):
     """Where the run directory goes, and which experiment trackers also get the training log."""
@@ -157,21 +182,52 @@ class Config(_Section):
 # --------------------------------------------------------------------------- loading
 
 
-def read_yaml(path: Path) -> dict[str, Any]:
-    """Read a YAML mapping; a missing file or a syntax error is a one-line PeftrunError."""
-    if not path.is_file():
-        raise PeftrunError(f"config file not found: {path}")
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML keeps the last of two equal keys silently; a config with both is a mistake."""
+
+
+def _mapping_without_duplicates(loader, node, deep=False):
+    seen = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            mark = key_node.start_mark
+            raise yaml.constructor.ConstructorError(
+                None, None, f"key {key!r} appears twice in one mapping (line {mark.line + 1})", mark
+            )
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
+
+
+def parse_yaml(text: str, where: str) -> Any:
+    """YAML text → data; a syntax error is one line naming `where`, the line and the column."""
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise PeftrunError(f"YAML syntax error in {path}{where}: {problem}") from None
+        if "\t" in problem or "'\\t'" in problem:
+            problem += " (YAML indents with spaces, not tabs)"
+        raise PeftrunError(f"YAML syntax error in {where}{at}: {problem}") from None
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """Read a YAML mapping; a missing, empty or unreadable file or a syntax error is a one-line
+    PeftrunError."""
+    from peftrun.files import read_utf8
+
+    text = read_utf8(path, "config file")
+    data = parse_yaml(text, str(path))
     if data is None:
-        return {}
+        raise PeftrunError(f"config file {path} is empty; it needs at least model:, data: and method:")
     if not isinstance(data, dict):
-        raise PeftrunError(f"{path} must be a YAML mapping of sections (model:, data:, ...)")
+        raise PeftrunError(
+            f"{path} must be a YAML mapping of sections (model:, data:, ...), not a {type(data).__name__}"
+        )
     return data
 
 
@@ -184,8 +240,11 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             raise PeftrunError(f"override {item!r} is not key=value (e.g. train.lr=1e-4)")
         try:
             value = yaml.safe_load(raw) if raw else ""
-        except yaml.YAMLError:
-            value = raw
+        except yaml.YAMLError as err:
+            problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+            raise PeftrunError(
+                f"override {item!r}: the value is not valid YAML ({problem}); quote it, e.g. {key}='\"...\"'"
+            ) from None
         node = data
         parts = key.split(".")
         for part in parts[:-1]:

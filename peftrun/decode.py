@@ -9,12 +9,13 @@ generation_config.json. Method-specific behaviour comes only through `method.act
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from tqdm import tqdm
 from transformers import GenerationConfig
 
+from peftrun import interrupts
 from peftrun.config import DecodeConfig
 from peftrun.methods.base import Method
 
@@ -48,17 +49,30 @@ def generation_config(cfg: DecodeConfig, tokenizer, model_config) -> GenerationC
 
 
 def generate(
-    model, method: Method, text_format, sources: Sequence[str], cfg: DecodeConfig, device
+    model,
+    method: Method,
+    text_format,
+    sources: Sequence[str],
+    cfg: DecodeConfig,
+    device,
+    done: dict[int, str] | None = None,
+    on_batch: Callable[[dict[int, str]], None] | None = None,
 ) -> list[str]:
-    """One output per source, in the order given."""
+    """One output per source, in the order given. `done` holds outputs already decoded (by source
+    index) by an interrupted call with the same sources: their batches are skipped, and every other
+    batch is the one an uninterrupted call decodes (same members, same padding), so the outputs
+    are the same. `on_batch` gets each new batch's outputs (to save them as they come)."""
     method.set_training(False)
     gen_cfg = generation_config(cfg, text_format.tokenizer, model.config)
     # Decode in length order (less padding), then restore the caller's order.
     order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
-    outputs: dict[int, str] = {}
+    outputs: dict[int, str] = dict(done or {})
     with tqdm(total=len(sources), desc="decode", unit="ex", dynamic_ncols=True, disable=None) as bar:
         for start in range(0, len(order), cfg.batch_size):
             chunk = order[start : start + cfg.batch_size]
+            if all(i in outputs for i in chunk):
+                bar.update(len(chunk))
+                continue
             prompt = {
                 k: v.to(device) for k, v in text_format.prompt_batch([sources[i] for i in chunk]).items()
             }
@@ -66,9 +80,15 @@ def generate(
                 generated = model.generate(
                     **prompt, generation_config=_fit_positions(gen_cfg, prompt, text_format)
                 )
-            for i, ids in zip(chunk, text_format.generated_ids(generated, prompt), strict=True):
-                outputs[i] = text_format.tokenizer.decode(ids, skip_special_tokens=True).strip()
+            new = {
+                i: text_format.tokenizer.decode(ids, skip_special_tokens=True).strip()
+                for i, ids in zip(chunk, text_format.generated_ids(generated, prompt), strict=True)
+            }
+            outputs.update(new)
+            if on_batch is not None:
+                on_batch(new)
             bar.update(len(chunk))
+            interrupts.check(f"while decoding ({len(outputs)} of {len(sources)} done and saved)")
     return [outputs[i] for i in range(len(sources))]
 
 

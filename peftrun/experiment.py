@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from peftrun import config as config_module
 from peftrun.config import Config
 from peftrun.distributed import Processes
 from peftrun.errors import PeftrunError
+from peftrun.interrupts import Interrupted
 from peftrun.runs import Run
 from peftrun.scoring import log, open_run, score_records
 
@@ -101,9 +103,17 @@ class Session:
         for split in splits:
             instances = data.load_instances(self.cfg.data, split)[: self.cfg.decode.limit]
             started = time.perf_counter()
-            share = self.processes.shard([i.source for i in instances])
-            outputs = generate(self.model, self.method, self.format, share, self.cfg.decode, self.device)
-            outputs = self.processes.unshard(outputs)
+            sources = [i.source for i in instances]
+            if self.processes.world == 1:  # outputs are saved per batch: a resumed decode skips them
+                done = run.partial_predictions(split, sources)
+                save = partial(run.add_partial_predictions, split, sources=sources)
+                outputs = generate(
+                    self.model, self.method, self.format, sources, self.cfg.decode, self.device, done, save
+                )
+            else:
+                share = self.processes.shard(sources)
+                outputs = generate(self.model, self.method, self.format, share, self.cfg.decode, self.device)
+                outputs = self.processes.unshard(outputs)
             if not run.writer:
                 continue
             log(f"decoded {len(instances)} {split} instances in {time.perf_counter() - started:.1f}s")
@@ -121,16 +131,17 @@ class Session:
 
         if not run.writer:
             return
-        run.adapter_dir.mkdir(parents=True, exist_ok=True)
-        self.method.save(run.adapter_dir)
-        run.write_adapter_meta(
-            {
-                "peftrun": __version__,
-                "base_model": self.cfg.model.name,
-                "method": self.cfg.method.model_dump(mode="json"),
-                "parameters": self.method.counts().as_dict(),
-            }
-        )
+        with run.new_adapter_dir() as folder:  # the folder appears whole, or not at all
+            self.method.save(folder)
+            run.write_adapter_meta(
+                folder,
+                {
+                    "peftrun": __version__,
+                    "base_model": self.cfg.model.name,
+                    "method": self.cfg.method.model_dump(mode="json"),
+                    "parameters": self.method.counts().as_dict(),
+                },
+            )
 
 
 def train(
@@ -139,6 +150,7 @@ def train(
     run_dir: str | None = None,
     overwrite: bool = False,
     on_update: Callable[[int], None] | None = None,
+    resume_from_last_good: bool = False,
 ) -> tuple[Path, dict[str, dict[str, Any]] | None]:
     """Train, decode and score one config. Returns the run dir and the metrics (None if it
     had finished before)."""
@@ -151,7 +163,7 @@ def train(
     processes = distributed.current(
         cfg.output.trackers, str(cfg.run_dir() / "trackers"), cpu=cfg.train.device == "cpu"
     )
-    run, state = Run.prepare(cfg.run_dir(), resolved, overwrite, writer=processes.main)
+    run, state = Run.prepare(cfg.run_dir(), resolved, overwrite, processes.main, resume_from_last_good)
     processes.barrier()  # every process has seen the directory as it was before anyone writes
     if state == "done":
         log(f"{run.path} is already finished (DONE); nothing to do. `peftrun eval {run.path}` re-scores it.")
@@ -159,6 +171,8 @@ def train(
     reads_train = cfg.train.epochs > 0 or REGISTRY[cfg.method.kind].load().reads_train_pairs
     train_pairs = data.load_pairs(cfg.data, "train") if reads_train else []
     dev_pairs = data.load_pairs(cfg.data, "dev") if cfg.train.epochs else []
+    for split in cfg.decode.splits:  # a bad test file should fail now, not after hours of training
+        data.load_instances(cfg.data, split)
     session = Session(cfg, processes)
     counts = session.method.counts().as_dict()
     run.start(
@@ -179,7 +193,11 @@ def train(
         run.on_log = lambda record: processes.accelerator.log(record, step=record.get("step"))
     try:
         results = _run(session, run, state, train_pairs, dev_pairs, on_update)
-    except Exception as err:  # an interrupt (Ctrl-C, SIGTERM) is not a failure: it resumes
+    except Interrupted as stop:  # Ctrl-C, SIGTERM: not a failure; re-running resumes
+        run.update_meta(status="interrupted", error=None)
+        stop.run_dir = run.path
+        raise
+    except Exception as err:
         run.update_meta(status="failed", error=_one_line(err))
         raise
     finally:
@@ -204,7 +222,7 @@ def _run(session: Session, run: Run, state: str, train_pairs, dev_pairs, on_upda
     """The locked part of `train`: init, fit, adapter, decode, score, DONE."""
     cfg, method, processes = session.cfg, session.method, session.processes
     counts = method.counts().as_dict()
-    log(f"run {run.path} ({'resuming' if state == 'resume' else 'new'})")
+    log(f"run {run.path} ({'resuming' if state in ('resume', 'recover') else 'new'})")
     log(
         f"parameters: base {counts['base']:,}; trainable {counts['trainable']:,} "
         f"({counts['trainable_pct']:.3f}%); stored {counts['stored']:,} ({counts['stored_pct']:.3f}%)"

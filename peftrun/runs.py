@@ -25,11 +25,21 @@ import shutil
 import socket
 import subprocess
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from peftrun import __version__
 from peftrun.errors import PeftrunError
+from peftrun.files import (
+    append_line,
+    fsync_dir,
+    make_dir,
+    read_json,
+    read_json_lines,
+    write_atomic,
+    write_json,
+)
 
 GIVEN = "config.yaml"
 RESOLVED = "config.resolved.yaml"
@@ -46,22 +56,6 @@ def is_run_dir(path: Path) -> bool:
     return (Path(path) / RESOLVED).is_file()
 
 
-def write_atomic(path: Path, data: str | bytes) -> None:
-    """Write via a temporary file and rename, so a killed run never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
-    os.replace(tmp, path)
-
-
-def write_json(path: Path, payload: Any) -> None:
-    write_atomic(path, json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
-
-
-def read_json(path: Path) -> Any:
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
 class Run:
     """A run directory opened for training (locked) or for reading."""
 
@@ -74,16 +68,23 @@ class Run:
     # ----------------------------------------------------------------- opening
 
     @classmethod
-    def prepare(cls, path: Path, resolved_yaml: str, overwrite: bool, writer: bool = True) -> tuple[Run, str]:
+    def prepare(
+        cls, path: Path, resolved_yaml: str, overwrite: bool, writer: bool = True, recover: bool = False
+    ) -> tuple[Run, str]:
         """Check what is at `path` before anything is written. Returns the run and its state:
-        "new", "resume" (same config, unfinished) or "done" (same config, finished)."""
+        "new", "resume" (same config, unfinished), "done" (same config, finished), "overwrite", or
+        "recover" (`recover`: an unfinished run whose config differs only in train.* settings, to
+        continue from its last good checkpoint with them, e.g. a lower lr after a divergence)."""
         run = cls(path, writer)
+        _check_creatable(path)
         if not path.exists() or not any(path.iterdir()):
             return run, "new"
         existing = path / RESOLVED
         same = existing.is_file() and existing.read_text(encoding="utf-8") == resolved_yaml
         if overwrite:
             return run, "overwrite"
+        if recover and not same:
+            return run, run._recoverable(existing, resolved_yaml)
         if not same:
             raise PeftrunError(
                 f"{path} already holds a different run (its {RESOLVED} differs or is missing); "
@@ -91,13 +92,30 @@ class Run:
             )
         return run, "done" if run.done else "resume"
 
+    def _recoverable(self, existing: Path, resolved_yaml: str) -> str:
+        import yaml
+
+        if self.done:
+            raise PeftrunError(f"{self.path} is finished; --resume-from-last-good continues unfinished runs")
+        if not self.has_checkpoint:
+            raise PeftrunError(f"{self.path} has no checkpoint to resume from; start it afresh instead")
+        old = yaml.safe_load(existing.read_text(encoding="utf-8")) if existing.is_file() else {}
+        new = yaml.safe_load(resolved_yaml)
+        changed = [k for k in set(old) | set(new) if k != "train" and old.get(k) != new.get(k)]
+        if changed:
+            raise PeftrunError(
+                f"--resume-from-last-good changes only train.* settings; this config also changes "
+                f"{', '.join(sorted(changed))} (a different run: use another --run-dir)"
+            )
+        return "recover"
+
     def start(self, state: str, given_text: str, resolved_yaml: str, meta: dict[str, Any]) -> None:
         """Create and lock the directory and write the config files and meta.json."""
         if not self.writer:
             return
         if state == "overwrite":
             shutil.rmtree(self.path)
-        self.path.mkdir(parents=True, exist_ok=True)
+        make_dir(self.path)
         self.lock()
         if state in ("new", "overwrite"):
             write_atomic(self.path / GIVEN, given_text)
@@ -107,6 +125,10 @@ class Run:
         else:
             previous = self.meta()
             previous.setdefault("resumed", []).append(_now())
+            if state == "recover":  # the new train.* settings replace the old ones, on the record
+                old = self.resolved_config_path.read_text(encoding="utf-8")
+                previous.setdefault("recovered", []).append({"at": _now(), "previous_config": old})
+                write_atomic(self.path / RESOLVED, resolved_yaml)
             previous.update(status="running", error=None)
             write_json(self.path / META, previous)
 
@@ -186,10 +208,27 @@ class Run:
     def has_adapter(self) -> bool:
         return (self.adapter_dir / ADAPTER_META).is_file()
 
-    def write_adapter_meta(self, payload: dict[str, Any]) -> None:
-        if not self.writer:
-            return
-        write_json(self.adapter_dir / ADAPTER_META, payload)
+    def write_adapter_meta(self, folder: Path, payload: dict[str, Any]) -> None:
+        write_json(folder / ADAPTER_META, payload)
+
+    @contextmanager
+    def new_adapter_dir(self):
+        """A fresh folder to save the adapter into; on success it replaces `adapter/` by renames,
+        so `adapter/` is always a complete adapter or absent (a killed save is redone on resume)."""
+        tmp, old = self.path / ".adapter.tmp", self.path / ".adapter.old"
+        shutil.rmtree(tmp, ignore_errors=True)
+        make_dir(tmp)
+        yield tmp
+        for file in tmp.rglob("*"):
+            if file.is_file():
+                with open(file, "rb+") as handle:
+                    os.fsync(handle.fileno())
+        shutil.rmtree(old, ignore_errors=True)
+        if self.adapter_dir.exists():
+            os.replace(self.adapter_dir, old)
+        os.replace(tmp, self.adapter_dir)
+        fsync_dir(self.path)
+        shutil.rmtree(old, ignore_errors=True)
 
     @property
     def resolved_config_path(self) -> Path:
@@ -207,21 +246,31 @@ class Run:
     def log(self, record: dict[str, Any]) -> None:
         if not self.writer:
             return
-        with (self.path / TRAIN_LOG).open("a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+        append_line(self.path / TRAIN_LOG, json.dumps(record))
         if self.on_log is not None:
             self.on_log(record)
 
     def read_log(self) -> list[dict[str, Any]]:
-        path = self.path / TRAIN_LOG
-        if not path.is_file():
-            return []
-        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        return read_json_lines(self.path / TRAIN_LOG)
+
+    def trim_log(self, lines: int) -> None:
+        """Keep the first `lines` records: those a resumed run's checkpoint had seen written (the
+        rest came after it and will be written again)."""
+        if not self.writer:
+            return
+        records = self.read_log()
+        if len(records) != lines:
+            write_atomic(self.path / TRAIN_LOG, "".join(json.dumps(r) + "\n" for r in records[:lines]))
 
     def save_checkpoint(self, state: dict[str, Any]) -> None:
         if not self.writer:
             return
         _torch_save(state, self.path / "checkpoints" / "last.pt")
+
+    def checkpoint_step(self) -> int | None:
+        """The update the last checkpoint was written at (None without one)."""
+        state = self.load_checkpoint("cpu")
+        return None if state is None else state["progress"]["step"]
 
     @property
     def has_checkpoint(self) -> bool:
@@ -255,6 +304,27 @@ class Run:
         write_atomic(self.path / "predictions" / f"{split}.txt", text)
         lines = "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
         write_atomic(self.path / "predictions" / f"{split}.jsonl", lines)
+        self._partial(split).unlink(missing_ok=True)
+
+    def _partial(self, split: str) -> Path:
+        return self.path / "predictions" / f".{split}.partial.jsonl"
+
+    def partial_predictions(self, split: str, sources: list[str]) -> dict[int, str]:
+        """Outputs an interrupted decode of these sources saved, by source index."""
+        done = {}
+        for record in read_json_lines(self._partial(split)):
+            index = record.get("index")
+            if isinstance(index, int) and index < len(sources) and sources[index] == record.get("source"):
+                done[index] = record["output"]
+        return done
+
+    def add_partial_predictions(self, split: str, outputs: dict[int, str], sources: list[str]) -> None:
+        if not self.writer:
+            return
+        make_dir(self._partial(split).parent)
+        for index, output in sorted(outputs.items()):
+            record = {"index": index, "source": sources[index], "output": output}
+            append_line(self._partial(split), json.dumps(record, ensure_ascii=False))
 
     def read_predictions(self, split: str) -> list[dict[str, Any]]:
         path = self.path / "predictions" / f"{split}.jsonl"
@@ -313,6 +383,20 @@ class Run:
             "started": self.meta().get("started"),
             "error": self.meta().get("error"),
         }
+
+
+def _check_creatable(path: Path) -> None:
+    """The run directory is a folder or can become one (no file at it or above it), and its
+    nearest existing parent is writable: checked before any work starts."""
+    if path.exists() and not path.is_dir():
+        raise PeftrunError(f"run directory {path} is a file; choose another --run-dir")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise PeftrunError(f"run directory {path} is under {parent}, which is a file")
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise PeftrunError(f"cannot create run directory {path}: {parent} is not writable")
+            return
 
 
 def _torch_save(state: Any, path: Path) -> None:

@@ -61,7 +61,7 @@ def rescore(run_dir: str | Path) -> dict[str, dict[str, Any]]:
 
 def read_outputs(path: Path) -> list[str]:
     """An outputs file: one output per line (.txt), or JSONL objects with an `output` field."""
-    from peftrun.data.references import read_utf8
+    from peftrun.files import read_utf8
 
     lines = read_utf8(path, "outputs file").splitlines()
     if path.suffix != ".jsonl":

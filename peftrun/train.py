@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import random
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -24,9 +25,11 @@ import torch
 from torch.nn import functional as F
 from tqdm import tqdm
 
+from peftrun import interrupts
 from peftrun.config import TrainConfig
 from peftrun.data.formats import IGNORE
 from peftrun.distributed import Processes
+from peftrun.errors import PeftrunError
 from peftrun.methods.base import Method
 from peftrun.runs import Run
 
@@ -44,6 +47,7 @@ class Progress:
     dev_losses: list[dict] = field(default_factory=list)
     train_tokens: int = 0  # real (unpadded) tokens trained on, over every session of the run
     train_seconds: float = 0.0  # time in training steps, over every session of the run
+    log_lines: int = 0  # train_log.jsonl records written up to this point (a resume trims to it)
 
 
 def sequence_losses(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -130,9 +134,11 @@ class Trainee:
         self.scheduler = linear_schedule(self.optimizer, cfg.warmup_steps, self.total)
         self.progress = Progress()
         self.per_epoch = math.ceil(len(train_examples) / cfg.batch_size)
-        self.autocast = (
-            torch.autocast(device.type, dtype=torch.bfloat16) if cfg.precision == "bf16" else nullcontext()
-        )
+        bf16 = cfg.precision == "bf16"
+        if bf16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            warnings.warn("train.precision=bf16: this GPU has no bf16; training in fp32", stacklevel=2)
+            bf16 = False
+        self.autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
         self.dev_chunks = [
             processes.shard(list(dev_examples[i : i + cfg.batch_size]))
             for i in range(0, len(dev_examples), cfg.batch_size)
@@ -154,6 +160,8 @@ class Trainee:
         self.scheduler.load_state_dict(state["scheduler"])
         self.progress = Progress(**state["progress"])
         _set_rng(state["rng"])
+        self.run.trim_log(self.progress.log_lines)
+        self.restore_hyperparameters()
 
     def checkpoint(self) -> None:
         self.run.save_checkpoint(
@@ -210,15 +218,17 @@ class Trainee:
         """Clip, step, schedule; log, evaluate and checkpoint as configured."""
         cfg, p = self.cfg, self.progress
         self.processes.sum_gradients(self.params)
-        if cfg.max_grad_norm:
-            torch.nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm)
+        norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm or math.inf)
+        if not math.isfinite(sum(losses)) or not torch.isfinite(norm):
+            what = "loss" if not math.isfinite(sum(losses)) else "gradient norm"
+            raise self.diverged(what, sum(losses) / len(losses) if what == "loss" else float(norm))
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         p.step += 1
         p.train_seconds += seconds
         if p.step % cfg.log_every == 0 or p.step == self.total:
-            self.run.log(
+            self.log(
                 {
                     "step": p.step,
                     "epoch": p.epoch,
@@ -231,6 +241,43 @@ class Trainee:
             self.evaluate()
         if cfg.checkpoint_every and p.step % cfg.checkpoint_every == 0:
             self.checkpoint()
+
+    def diverged(self, what: str, value: float) -> PeftrunError:
+        """The error for a non-finite loss or gradient: nothing of this update is applied or saved."""
+        kept = self.run.checkpoint_step()
+        where = f"update {kept}" if kept is not None else "none yet"
+        return PeftrunError(
+            f"training diverged: the {what} is {value} at update {self.progress.step + 1}; the last good "
+            f"checkpoint ({where}) is kept. Lower train.lr and re-run with --resume-from-last-good "
+            "to continue from it"
+        )
+
+    def out_of_memory(self, examples: list) -> PeftrunError:
+        cfg = self.cfg
+        batch = self.make_batch(examples)
+        longest = int(batch["inputs"]["attention_mask"].sum(dim=1).max())
+        kept = self.run.checkpoint_step()
+        return PeftrunError(
+            f"out of GPU memory at update {self.progress.step + 1} with train.batch_size={cfg.batch_size} "
+            f"(sequences up to {longest} tokens); lower memory with "
+            f"train.batch_size={max(1, cfg.batch_size // 2)} "
+            f"train.grad_accum={cfg.grad_accum * 2} (the same effective batch) or a smaller "
+            f"data.max_source_tokens; the checkpoint (update {kept}) is valid: re-run to resume"
+        )
+
+    def restore_hyperparameters(self) -> None:
+        """The config's optimiser settings over a checkpoint's (a resume with a changed lr, say):
+        the checkpoint brings the state (moments, step), the config the hyperparameters."""
+        cfg = self.cfg
+        self.scheduler.base_lrs = [cfg.lr for _ in self.optimizer.param_groups]
+        factor = self.scheduler.lr_lambdas[0](self.scheduler.last_epoch)
+        for group in self.optimizer.param_groups:
+            group.update(initial_lr=cfg.lr, lr=cfg.lr * factor, betas=cfg.adam_betas, eps=cfg.adam_eps)
+            group["weight_decay"] = cfg.weight_decay
+
+    def log(self, record: dict) -> None:
+        self.run.log(record)
+        self.progress.log_lines += 1
 
     def end_epoch(self) -> None:
         p = self.progress
@@ -247,7 +294,7 @@ class Trainee:
         loss = self.dev_loss()
         p = self.progress
         p.dev_losses.append({"step": p.step, "dev_loss": loss})
-        self.run.log({"step": p.step, "epoch": p.epoch, "dev_loss": loss})
+        self.log({"step": p.step, "epoch": p.epoch, "dev_loss": loss})
         if loss < p.best_dev_loss:
             p.best_dev_loss, p.evals_without_gain = loss, 0
             self.run.save_best(self.method.training_state())
@@ -301,9 +348,12 @@ def fit(
             examples = trainee.next_examples()
             if examples is None:
                 break
-            loss, value = trainee.micro_loss(examples)
-            if loss is not None:
-                (loss / cfg.grad_accum).backward()
+            try:
+                loss, value = trainee.micro_loss(examples)
+                if loss is not None:
+                    (loss / cfg.grad_accum).backward()
+            except torch.OutOfMemoryError:
+                raise trainee.out_of_memory(examples) from None
             losses.append(value)
         if losses:
             trainee.update(losses, time.perf_counter() - started)
@@ -315,6 +365,10 @@ def fit(
                 on_update(p.step)
         if p.batch_in_epoch >= trainee.per_epoch:
             trainee.end_epoch()
+        if interrupts.requested() is not None:
+            trainee.checkpoint()
+            bar.close()
+            interrupts.check(f"after update {p.step} (checkpoint written)")
     bar.close()
     trainee.checkpoint()
     method.set_training(False)

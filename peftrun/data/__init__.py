@@ -7,6 +7,7 @@ import random
 
 from peftrun.config import DataConfig
 from peftrun.data.examples import Instance, Pair
+from peftrun.errors import PeftrunError
 
 
 def load_pairs(cfg: DataConfig, split: str) -> list[Pair]:
@@ -21,6 +22,7 @@ def load_pairs(cfg: DataConfig, split: str) -> list[Pair]:
         pairs = xsum.load_pairs(
             cfg.files or None, split, url_file=_path(cfg.url_file), extrapolation=cfg.extrapolation
         )
+    _not_empty(pairs, cfg, split)
     if cfg.drop_sources:
         pairs = [Pair("", pair.target) for pair in pairs]
     if split == "train" and cfg.train_size is not None and cfg.train_size < len(pairs):
@@ -34,12 +36,24 @@ def load_instances(cfg: DataConfig, split: str) -> list[Instance]:
     if cfg.dataset == "e2e":
         from peftrun.data import e2e
 
-        return e2e.load_instances(split, cfg.reference_style, _path(cfg.data_dir))
-    from peftrun.data import xsum
+        instances = e2e.load_instances(split, cfg.reference_style, _path(cfg.data_dir))
+    else:
+        from peftrun.data import xsum
 
-    return xsum.load_instances(
-        cfg.files or None, split, url_file=_path(cfg.url_file), extrapolation=cfg.extrapolation
-    )
+        instances = xsum.load_instances(
+            cfg.files or None, split, url_file=_path(cfg.url_file), extrapolation=cfg.extrapolation
+        )
+    return _not_empty(instances, cfg, split)
+
+
+def _not_empty(items: list, cfg: DataConfig, split: str) -> list:
+    """An empty split (an empty file, a header without rows) is an error, not a run of nothing."""
+    if not items:
+        where = cfg.files.get(split) if cfg.dataset == "xsum" else (cfg.data_dir or "the packaged files")
+        raise PeftrunError(
+            f"{cfg.dataset} {split}: no examples in {where or 'the hub split'}; check the file"
+        )
+    return items
 
 
 def _path(value: str | None):

@@ -18,18 +18,9 @@ import json
 from pathlib import Path
 
 from peftrun.errors import PeftrunError
+from peftrun.files import read_utf8
 
 SINGLE_KEYS = ("summary", "reference", "ref")
-
-
-def read_utf8(path: Path, what: str) -> str:
-    """A user's text file, or a one-line error (missing, or not UTF-8 with the byte offset)."""
-    if not path.is_file():
-        raise PeftrunError(f"{what} not found: {path}")
-    try:
-        return path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        raise PeftrunError(f"{path} is not UTF-8 (byte {err.start}); re-encode it as UTF-8") from None
 
 
 def read_references(path: Path) -> list[list[str]]:
