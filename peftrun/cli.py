@@ -64,12 +64,22 @@ def main_options(
             is_eager=True,
         ),
     ] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="show the traceback of an error")] = False,
 ) -> None:
     """peftrun: train, decode and score parameter-efficient fine-tuning experiments (prefix-tuning
     and friends) from one YAML config."""
+    _settings["debug"] = debug
+
+
+_settings = {"debug": False}
 
 
 def _fail(err: Exception) -> None:
+    """A user's mistake: one line (with `--debug`, the traceback first) and exit code 2."""
+    if _settings["debug"]:
+        import traceback
+
+        traceback.print_exc()
     typer.echo(f"peftrun: error: {err}", err=True)
     raise typer.Exit(2)
 

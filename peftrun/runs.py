@@ -77,7 +77,9 @@ class Run:
         continue from its last good checkpoint with them, e.g. a lower lr after a divergence)."""
         run = cls(path, writer)
         _check_creatable(path)
-        if not path.exists() or not any(path.iterdir()):
+        # A run killed before its resolved config was written left at most these: start afresh.
+        leftovers = {LOCK, GIVEN}
+        if not path.exists() or all(p.name in leftovers or p.name.endswith(".tmp") for p in path.iterdir()):
             return run, "new"
         existing = path / RESOLVED
         same = existing.is_file() and existing.read_text(encoding="utf-8") == resolved_yaml
@@ -117,13 +119,13 @@ class Run:
             shutil.rmtree(self.path)
         make_dir(self.path)
         self.lock()
+        started = {"started": _now(), "resumed": [], "status": "running"}
         if state in ("new", "overwrite"):
             write_atomic(self.path / GIVEN, given_text)
             write_atomic(self.path / RESOLVED, resolved_yaml)
-            started = {"started": _now(), "resumed": [], "status": "running"}
             write_json(self.path / META, {**environment(), **meta, **started})
         else:
-            previous = self.meta()
+            previous = self.meta() or {**environment(), **meta, **started}  # killed before meta.json
             previous.setdefault("resumed", []).append(_now())
             if state == "recover":  # the new train.* settings replace the old ones, on the record
                 old = self.resolved_config_path.read_text(encoding="utf-8")
@@ -394,9 +396,13 @@ def _check_creatable(path: Path) -> None:
         if parent.exists():
             if not parent.is_dir():
                 raise PeftrunError(f"run directory {path} is under {parent}, which is a file")
-            if not os.access(parent, os.W_OK | os.X_OK):
+            if not _writable(parent):
                 raise PeftrunError(f"cannot create run directory {path}: {parent} is not writable")
             return
+
+
+def _writable(folder: Path) -> bool:
+    return os.access(folder, os.W_OK | os.X_OK)
 
 
 def _torch_save(state: Any, path: Path) -> None:

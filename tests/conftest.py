@@ -41,3 +41,14 @@ def shared_path(*parts: str | Path) -> Path:
     path = SHARED.joinpath(*parts)
     require(path.exists(), f"{path} is missing (the shared data folder beside this checkout)")
     return path
+
+
+def pytest_addoption(parser) -> None:
+    parser.addoption(
+        "--large", action="store_true", default=False, help="fault suite at full size (more kills, more fuzz)"
+    )
+
+
+@pytest.fixture
+def large(request) -> bool:
+    return bool(request.config.getoption("--large"))
