@@ -192,3 +192,42 @@ def test_eval_e2e_outputs_file_against_the_official_split(tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["dev"]["BLEU"] > 0.5
+
+
+RUN = """
+model: {name: tiny-gpt2}
+data: {dataset: e2e, train_size: 24, dev_loss_size: 4}
+method: {kind: full}
+train: {lr: 5e-2, epochs: 1, batch_size: 8, loss_reduction: token_mean}
+decode: {splits: [dev], limit: 2, num_beams: 1, max_new_tokens: 6, batch_size: 2}
+"""
+
+
+def test_decode_decodes_the_stored_adapter_again_and_prints_its_scores(tmp_path):
+    from peftrun import experiment
+
+    run_dir, results = experiment.train(write_config(tmp_path, RUN), [], str(tmp_path / "run"))
+    stored = (run_dir / "predictions/dev.jsonl").read_text()
+    for path in [
+        run_dir / "predictions/dev.jsonl",
+        run_dir / "predictions/dev.txt",
+        run_dir / "metrics/dev.json",
+    ]:
+        path.unlink()
+    result = runner.invoke(app, ["decode", str(run_dir), "--split", "dev"])
+    assert result.exit_code == 0, result.output
+    # The same outputs as the run decoded from the adapter it stored, and the same scores ...
+    again = (run_dir / "predictions/dev.jsonl").read_text()
+    assert [json.loads(line)["output"] for line in again.splitlines()] == [
+        json.loads(line)["output"] for line in stored.splitlines()
+    ]
+    assert again == stored
+    scores = json.loads((run_dir / "metrics/dev.json").read_text())["scores"]
+    assert scores == results["dev"]["scores"]
+    # ... printed as a table: a header of metric names and one row per split.
+    lines = result.stdout.splitlines()
+    assert len(lines) == 2, result.stdout
+    header, row = lines
+    assert header.split() == ["split", *scores] and row.split()[0] == "dev"
+    printed = dict(zip(scores, row.split()[1:], strict=True))
+    assert printed == {k: "n/a" if v is None else f"{v:.4f}" for k, v in scores.items()}
