@@ -14,19 +14,64 @@ from peftrun.cli import app
 runner = CliRunner()
 
 
+def flat(text: str) -> str:
+    """Help text without rich's boxes and line wrapping."""
+    for char in "│╭╮╰╯─":
+        text = text.replace(char, " ")
+    return " ".join(text.split())
+
+
+def commands() -> dict:
+    """The app's commands as click sees them (name -> click command)."""
+    import typer.main
+
+    return typer.main.get_command(app).commands
+
+
+# The options each command offers (besides --help).
+OPTIONS = {
+    "train": {"--run-dir", "--overwrite"},
+    "decode": {"--split"},
+    "eval": {
+        "--predictions",
+        "--dataset",
+        "--split",
+        "--references",
+        "--reference-style",
+        "--compare",
+        "--samples",
+        "--json",
+    },
+    "show": {"--json"},
+    "params": {"--json"},
+    "ls": {"--json"},
+}
+
+
 def test_help_does_not_import_torch_or_transformers():
     code = "import sys; from peftrun.cli import app; import peftrun.config; print('torch' in sys.modules, 'transformers' in sys.modules)"  # noqa: E501
+    out = subprocess.run([sys.executable, "-m", "peftrun", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    listed = flat(out.stdout)
+    for name, command in commands().items():  # every command, with its docstring
+        assert f" {name} {flat(command.help)}" in listed, name
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
-    help_out = subprocess.run([sys.executable, "-m", "peftrun", "--help"], capture_output=True, text=True)
-    assert help_out.returncode == 0 and "train" in help_out.stdout
 
 
 def test_every_command_has_help():
-    for command in ["train", "eval", "decode", "show", "ls", "params"]:
-        result = runner.invoke(app, [command, "--help"])
+    assert set(commands()) == set(OPTIONS)
+    for name, command in commands().items():
+        result = runner.invoke(app, [name, "--help"])
         assert result.exit_code == 0, result.output
-        assert len(result.output) > 100
+        shown = flat(result.output)
+        assert f"{name} [OPTIONS]" in shown and flat(command.help) in shown, name
+        options = {opt for param in command.params for opt in param.opts if opt.startswith("--")}
+        assert options == OPTIONS[name], name
+        for param in command.params:  # every argument and option says what it is, in the help
+            assert param.help and param.help.strip(), f"{name} {param.opts}: no help"
+            assert flat(param.help) in shown, f"{name} {param.opts}"
+            assert all(opt in shown for opt in param.opts if opt.startswith("--")), name
 
 
 def test_show_prints_the_resolved_config_with_overrides():
@@ -147,3 +192,42 @@ def test_eval_e2e_outputs_file_against_the_official_split(tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["dev"]["BLEU"] > 0.5
+
+
+RUN = """
+model: {name: tiny-gpt2}
+data: {dataset: e2e, train_size: 24, dev_loss_size: 4}
+method: {kind: full}
+train: {lr: 5e-2, epochs: 1, batch_size: 8, loss_reduction: token_mean}
+decode: {splits: [dev], limit: 2, num_beams: 1, max_new_tokens: 6, batch_size: 2}
+"""
+
+
+def test_decode_decodes_the_stored_adapter_again_and_prints_its_scores(tmp_path):
+    from peftrun import experiment
+
+    run_dir, results = experiment.train(write_config(tmp_path, RUN), [], str(tmp_path / "run"))
+    stored = (run_dir / "predictions/dev.jsonl").read_text()
+    for path in [
+        run_dir / "predictions/dev.jsonl",
+        run_dir / "predictions/dev.txt",
+        run_dir / "metrics/dev.json",
+    ]:
+        path.unlink()
+    result = runner.invoke(app, ["decode", str(run_dir), "--split", "dev"])
+    assert result.exit_code == 0, result.output
+    # The same outputs as the run decoded from the adapter it stored, and the same scores ...
+    again = (run_dir / "predictions/dev.jsonl").read_text()
+    assert [json.loads(line)["output"] for line in again.splitlines()] == [
+        json.loads(line)["output"] for line in stored.splitlines()
+    ]
+    assert again == stored
+    scores = json.loads((run_dir / "metrics/dev.json").read_text())["scores"]
+    assert scores == results["dev"]["scores"]
+    # ... printed as a table: a header of metric names and one row per split.
+    lines = result.stdout.splitlines()
+    assert len(lines) == 2, result.stdout
+    header, row = lines
+    assert header.split() == ["split", *scores] and row.split()[0] == "dev"
+    printed = dict(zip(scores, row.split()[1:], strict=True))
+    assert printed == {k: "n/a" if v is None else f"{v:.4f}" for k, v in scores.items()}

@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+import yaml
 from conftest import write_config
 from safetensors.torch import load_file
 
@@ -101,26 +102,72 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path):
     assert json.loads((resumed / "meta.json").read_text())["resumed"]
 
 
+def read_log(run_dir):
+    return [json.loads(line) for line in (run_dir / "train_log.jsonl").read_text().splitlines()]
+
+
 def test_another_config_in_the_same_directory_is_refused(tmp_path):
     with pytest.raises(Killed):
         experiment.train(config(tmp_path), [], str(tmp_path / "run"), on_update=kill_at(1))
     with pytest.raises(PeftrunError, match="--overwrite"):
         experiment.train(config(tmp_path), ["train.lr=5e-4"], str(tmp_path / "run"))
+    resolved = tmp_path / "run" / "config.resolved.yaml"
+    assert yaml.safe_load(resolved.read_text())["train"]["lr"] == 1e-3  # the refusal changed nothing
     run_dir, results = experiment.train(
         config(tmp_path), ["train.lr=5e-4", "train.epochs=1"], str(tmp_path / "run"), overwrite=True
     )
-    assert (
-        results is not None
-        and "5e-4" in (run_dir / "config.resolved.yaml").read_text()
-        or "0.0005" in (run_dir / "config.resolved.yaml").read_text()
-    )
+    # --overwrite replaces the killed run with a whole new one, decoded and scored.
+    assert results is not None and results["dev"]["instances"] == 3 and (run_dir / "DONE").exists()
+    train_cfg = yaml.safe_load((run_dir / "config.resolved.yaml").read_text())["train"]
+    assert (train_cfg["lr"], train_cfg["epochs"]) == (5e-4, 1)
+    meta = json.loads((run_dir / "meta.json").read_text())
+    assert meta["overrides"] == ["train.lr=5e-4", "train.epochs=1"] and meta["resumed"] == []
+    updates = 48 // 8  # one epoch
+    assert meta["updates"] == updates
+    # Nothing of the killed run is left: its train-log line is gone.
+    assert [r["step"] for r in read_log(run_dir) if "loss" in r] == list(range(1, updates + 1))
 
 
 def test_best_checkpoint_selection_and_early_stopping(tmp_path):
+    from peftrun import config as config_module
+    from peftrun import data
+    from peftrun.decode import generate
+
     run_dir, _ = experiment.train(
         config(tmp_path),
         ["train.select=best", "train.early_stopping_patience=1", "train.lr=5e-2", "train.epochs=3"],
         str(tmp_path / "run"),
     )
     meta = json.loads((run_dir / "meta.json").read_text())
-    assert meta["best_dev_loss"] is not None
+    dev = [r for r in read_log(run_dir) if "dev_loss" in r]
+    scheduled = 3 * 48 // 8
+    # Patience 1: training stops at the first dev evaluation (every 3 updates) that is no better
+    # than the best so far, before the schedule's end; every evaluation before it improved.
+    assert meta["stopped_early"] is True
+    assert meta["updates"] == dev[-1]["step"] < scheduled
+    assert len(dev) >= 2 and dev[-1]["dev_loss"] >= min(r["dev_loss"] for r in dev[:-1])
+    assert all(b["dev_loss"] < a["dev_loss"] for a, b in zip(dev[:-2], dev[1:-1], strict=True))
+    best_loss = min(r["dev_loss"] for r in dev)
+    assert meta["best_dev_loss"] == pytest.approx(best_loss)
+    # The stored adapter is the best state (by dev loss), not the last one.
+    best = torch.load(run_dir / "checkpoints/best.pt", weights_only=True)
+    last = torch.load(run_dir / "checkpoints/last.pt", weights_only=False)["method"]
+    stored = load_file(run_dir / "adapter/model.safetensors")
+    assert stored
+    assert [key for key in stored if not torch.equal(stored[key], best[key])] == [], "stored != best"
+    assert any(not torch.equal(stored[key], last[key]) for key in stored), "stored the last state"
+    # ... and it is what was decoded: the best state decodes to the stored predictions.
+    cfg = config_module.load(run_dir / "config.resolved.yaml")
+    session = experiment.Session(cfg)
+    session.method.load_training_state(best)
+    instances = data.load_instances(cfg.data, "dev")[: cfg.decode.limit]
+    outputs = generate(
+        session.model,
+        session.method,
+        session.format,
+        [i.source for i in instances],
+        cfg.decode,
+        session.device,
+    )
+    records = [json.loads(line) for line in (run_dir / "predictions/dev.jsonl").read_text().splitlines()]
+    assert [r["output"] for r in records] == outputs

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from method_helpers import batch, logits_of
+from torch.nn import functional as F
 
 from peftrun import config, models
 from peftrun.errors import PeftrunError
@@ -85,6 +86,75 @@ def test_gradients_freezing_loss_and_roundtrip(layout, model_name, tmp_path):
     _, fresh = build(model_name, layout, seed=0)
     fresh.load(tmp_path)
     assert torch.equal(logits_of(fresh, inputs), expected)
+
+
+def blocks(model) -> list[torch.nn.Module]:
+    """Every transformer block (GPT-2's h; BART's encoder then decoder layers)."""
+    if hasattr(model, "transformer"):
+        return list(model.transformer.h)
+    return [*model.model.encoder.layers, *model.model.decoder.layers]
+
+
+def hidden_of(output) -> torch.Tensor:
+    return output[0] if isinstance(output, tuple) else output
+
+
+def capture_block_outputs(model, inputs) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Each block's output hidden states (after every hook already on it) and the logits."""
+    outputs, handles = [], []
+    for block in blocks(model):
+        handles.append(block.register_forward_hook(lambda _, __, out: outputs.append(hidden_of(out).clone())))
+    with torch.no_grad():
+        logits = model(**inputs).logits
+    for handle in handles:
+        handle.remove()
+    return outputs, logits
+
+
+@pytest.mark.parametrize("model_name", MODELS)
+def test_lin_adapter_rewrites_each_blocks_output_after_the_ffn_residual(model_name):
+    """Lin et al. 2020 (PAPER.md, Adapter rows): one adapter per block, on the block's output h
+    (after the FFN residual): h + up(ReLU(down(LN(h)))). The reference is the plain model with
+    that function, written out here, hooked on every block's output."""
+    loaded, method = build(model_name, "lin")
+    d, b = loaded.arch.hidden, 4
+    generator = torch.Generator().manual_seed(0)
+    weights = {
+        "norm.weight": 1 + 0.3 * torch.randn(d, generator=generator),
+        "norm.bias": 0.1 * torch.randn(d, generator=generator),
+        "down.weight": 0.3 * torch.randn(b, d, generator=generator),
+        "down.bias": 0.3 * torch.randn(b, generator=generator),
+        "up.weight": 0.5 * torch.randn(d, b, generator=generator),
+        "up.bias": 0.1 * torch.randn(d, generator=generator),
+    }
+    with torch.no_grad():  # every adapter the same known function
+        for adapter in method.adapters:
+            for name, parameter in adapter.named_parameters():
+                parameter.copy_(weights[name])
+
+    def lin_adapter(h: torch.Tensor) -> torch.Tensor:
+        normed = F.layer_norm(h, (d,), weights["norm.weight"], weights["norm.bias"], eps=1e-5)
+        return h + F.linear(
+            F.relu(F.linear(normed, weights["down.weight"], weights["down.bias"])),
+            weights["up.weight"],
+            weights["up.bias"],
+        )
+
+    reference = models.load(model_name, seed=0).model.eval()
+    for block in blocks(reference):
+        block.register_forward_hook(
+            lambda _, __, out: (lin_adapter(out[0]), *out[1:]) if isinstance(out, tuple) else lin_adapter(out)
+        )
+    inputs = batch(loaded)
+    method.set_training(False)
+    got_blocks, got_logits = capture_block_outputs(method.model, inputs)
+    expected_blocks, expected_logits = capture_block_outputs(reference, inputs)
+    assert len(got_blocks) == len(expected_blocks) == loaded.arch.n_layer + loaded.arch.n_encoder_layer
+    for layer, (got, expected) in enumerate(zip(got_blocks, expected_blocks, strict=True)):
+        torch.testing.assert_close(
+            got, expected, atol=1e-4, rtol=1e-4, msg=lambda m, layer=layer: f"block {layer}: {m}"
+        )
+    torch.testing.assert_close(got_logits, expected_logits, atol=1e-4, rtol=1e-4)
 
 
 def counts(name: str, **options):

@@ -142,6 +142,72 @@ def test_gpt2_lora_leaves_k_slice_unchanged():
     assert not torch.allclose(after[..., 2 * d :], before[..., 2 * d :])  # v adapted
 
 
+def known_low_rank(rank: int, d: int, seed: int = 0) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Fixed non-zero A (r x d_in) and B (d_out x r) for q and v."""
+    generator = torch.Generator().manual_seed(seed)
+    return {
+        t: (torch.randn(rank, d, generator=generator), torch.randn(d, rank, generator=generator))
+        for t in "qv"
+    }
+
+
+RANK, ALPHA = 4, 8.0  # alpha / r = 2, so scaling by alpha (8) or not at all (1) gives other outputs
+
+
+def test_lora_gpt2_fused_qkv_output_is_wx_plus_alpha_over_r_times_bax():
+    """Hu et al. 2021, eq. (3) with Sec. 4.1's scaling: h = W x + (alpha / r) B A x on W_q and W_v.
+    GPT-2's c_attn is one Conv1D, y = x W + b with W (d, 3d): q, k, v are columns [0:d], [d:2d],
+    [2d:3d]; only q's and v's columns get their update."""
+    loaded = models.load("tiny-gpt2", seed=0)
+    d = loaded.arch.hidden
+    original = loaded.model.transformer.h[1].attn.c_attn
+    W, b = original.weight.detach().clone(), original.bias.detach().clone()
+    method = attach(loaded, LoRAOptions(rank=RANK, alpha=ALPHA))
+    method.set_training(False)
+    layer = loaded.model.transformer.h[1].attn.c_attn  # now wrapped
+    low_rank = known_low_rank(RANK, d)
+    with torch.no_grad():
+        for target, (A, B) in low_rank.items():
+            layer.lora_A[target].copy_(A)
+            layer.lora_B[target].copy_(B)
+        x = torch.randn(2, 5, d, generator=torch.Generator().manual_seed(1))
+        got = layer(x)
+    expected = x @ W + b
+    for target, columns in (("q", slice(0, d)), ("v", slice(2 * d, 3 * d))):
+        A, B = low_rank[target]
+        expected[..., columns] += (ALPHA / RANK) * (x @ A.T) @ B.T
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_lora_bart_projection_output_is_wx_plus_alpha_over_r_times_bax():
+    """As above for BART's nn.Linear projections (y = x W^T + b), here in cross-attention; k stays W x."""
+    loaded = models.load("tiny-bart", seed=0)
+    d = loaded.arch.hidden
+    attn = loaded.model.model.decoder.layers[1].encoder_attn
+    plain = {
+        t: (
+            getattr(attn, f"{t}_proj").weight.detach().clone(),
+            getattr(attn, f"{t}_proj").bias.detach().clone(),
+        )
+        for t in "qkv"
+    }
+    method = attach(loaded, LoRAOptions(rank=RANK, alpha=ALPHA))
+    method.set_training(False)
+    low_rank = known_low_rank(RANK, d)
+    x = torch.randn(2, 5, d, generator=torch.Generator().manual_seed(1))
+    for target, (A, B) in low_rank.items():
+        layer = getattr(attn, f"{target}_proj")
+        with torch.no_grad():
+            layer.lora_A[target].copy_(A)
+            layer.lora_B[target].copy_(B)
+            got = layer(x)
+        W, b = plain[target]
+        torch.testing.assert_close(got, x @ W.T + b + (ALPHA / RANK) * (x @ A.T) @ B.T, atol=1e-4, rtol=1e-4)
+    with torch.no_grad():
+        W, b = plain["k"]
+        torch.testing.assert_close(attn.k_proj(x), x @ W.T + b)
+
+
 def counts(name: str, kind: str, **options):
     return attach(models.skeleton(name), options_for(kind, **options)).counts()
 

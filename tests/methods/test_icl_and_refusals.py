@@ -105,15 +105,70 @@ def test_phrase_init_run_logs_the_fit_in_meta(tmp_path, capsys):
 
 
 @pytest.mark.parametrize(
-    ("model", "method"),
+    ("model", "method", "weights", "shapes"),
     [
-        ("tiny-bart", "{kind: prompt, prompt_len: 4}"),
-        ("tiny-gpt2", "{kind: prefix, variant: infix, prefix_len: 2}"),
+        # soft prompt: (prompt_len, d) embeddings
+        ("tiny-bart", "{kind: prompt, prompt_len: 4}", "prompt.safetensors", {"prompt": (4, 128)}),
+        # infix: keys/values (n_layer, 2, n_head, L, head_dim)
+        (
+            "tiny-gpt2",
+            "{kind: prefix, variant: infix, prefix_len: 2}",
+            "prefix.safetensors",
+            {"self": (4, 2, 4, 2, 64)},
+        ),
     ],
+    ids=["bart-prompt", "gpt2-infix"],
 )
-def test_new_methods_run_end_to_end(tmp_path, model, method):
+def test_new_methods_run_end_to_end(tmp_path, model, method, weights, shapes):
+    import torch
+    from safetensors.torch import load_file
+
+    from peftrun import config as config_module
+    from peftrun import data
+    from peftrun.data.examples import Pair
+    from peftrun.decode import generate
+
     run_dir, results = run(tmp_path, model, method)
     assert (run_dir / "DONE").exists() and results["dev"]["instances"] == 2
+    cfg = config_module.load(run_dir / "config.resolved.yaml")
+    instances = data.load_instances(cfg.data, "dev")[:2]
+    # One prediction per dev instance, in order, in both prediction files; its metrics beside.
+    records = [json.loads(line) for line in (run_dir / "predictions/dev.jsonl").read_text().splitlines()]
+    assert [(r["id"], r["source"]) for r in records] == [(i.id, i.source) for i in instances]
+    outputs = [r["output"] for r in records]
+    assert (run_dir / "predictions/dev.txt").read_text().splitlines() == outputs
+    metrics = json.loads((run_dir / "metrics/dev.json").read_text())
+    assert metrics["instances"] == 2 and metrics["scores"] == results["dev"]["scores"]
+    assert isinstance(metrics["scores"]["BLEU"], float)
+    # The adapter holds the trained state as the method stores it, and nothing else.
+    stored = load_file(run_dir / "adapter" / weights)
+    assert {k: tuple(v.shape) for k, v in stored.items()} == shapes
+    counted = json.loads((run_dir / "adapter/adapter.json").read_text())["parameters"]["stored"]
+    assert counted == sum(v.numel() for v in stored.values())
+    trained = experiment.Session(cfg)
+    trained.method.load_training_state(
+        torch.load(run_dir / "checkpoints/last.pt", weights_only=False)["method"]
+    )
+    (tmp_path / "saved").mkdir()
+    trained.method.save(tmp_path / "saved")
+    again = load_file(tmp_path / "saved" / weights)
+    assert all(torch.equal(again[k], stored[k]) for k in shapes), "the adapter is not the trained state"
+    # Loaded into a fresh model, the stored adapter computes what the trained state computes ...
+    loaded = experiment.Session(cfg)
+    loaded.method.load(run_dir / "adapter")
+    batch = trained.format.training_batch([Pair(i.source, i.references[0]) for i in instances])
+    logits = []
+    for session in (trained, loaded):
+        session.method.set_training(False)
+        with torch.no_grad(), session.method.active(2):
+            logits.append(session.model(**batch["inputs"]).logits)
+    torch.testing.assert_close(logits[1], logits[0], rtol=1e-5, atol=1e-5)
+    # ... and decodes, each source alone, to the stored predictions.
+    alone = [
+        generate(loaded.model, loaded.method, loaded.format, [i.source], cfg.decode, loaded.device)[0]
+        for i in instances
+    ]
+    assert alone == outputs
 
 
 @pytest.mark.parametrize(

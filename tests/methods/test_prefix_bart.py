@@ -89,6 +89,21 @@ def test_encoder_prefix_from_real_activations_equals_encoding_the_concatenation(
     assert (alone - full["out"][:, 3:]).abs().max() > 1e-3
 
 
+def capture_outputs(modules, run) -> list[torch.Tensor]:
+    """Run `run()` and return each module's output (an attention module's first output)."""
+    captured: dict[int, torch.Tensor] = {}
+    hooks = [
+        module.register_forward_hook(
+            lambda _, __, out, i=i: captured.setdefault(i, out[0] if isinstance(out, tuple) else out)
+        )
+        for i, module in enumerate(modules)
+    ]
+    run()
+    for h in hooks:
+        h.remove()
+    return [captured[i] for i in range(len(modules))]
+
+
 def test_cross_attention_prefix_equals_extra_encoder_states_and_changes_cross_attention_only(bart):
     torch.manual_seed(2)
     s0, s1, dec = (
@@ -97,27 +112,32 @@ def test_cross_attention_prefix_equals_extra_encoder_states_and_changes_cross_at
         torch.randint(6, 2000, (2, 6)),
     )
     model, core = bart.model, bart.model.model
+    first = core.decoder.layers[0]
     with torch.no_grad():
         states = core.encoder(torch.cat([s0, s1], 1)).last_hidden_state
         expected = model(encoder_outputs=(states,), decoder_input_ids=dec).logits
         cross = [layer.encoder_attn for layer in core.decoder.layers]
         kv = capture_key_values(cross, lambda: model(encoder_outputs=(states,), decoder_input_ids=dec))
         method = attach(bart, prefix_len=4)
+
+        def first_layer_attention():
+            """Decoder layer 0's self-attention and cross-attention outputs."""
+            return capture_outputs(
+                [first.self_attn, first.encoder_attn],
+                lambda: model(encoder_outputs=(states[:, 4:],), decoder_input_ids=dec),
+            )
+
+        plain_self, plain_cross = first_layer_attention()
         with method.prefix_attention.active({"cross": kv[:, :, :, :, :4]}):
             got = model(encoder_outputs=(states[:, 4:],), decoder_input_ids=dec).logits
             encoded_with_cross_prefix = core.encoder(s1).last_hidden_state
-            decoder_self = capture_key_values(
-                [layer.self_attn for layer in core.decoder.layers],
-                lambda: model(encoder_outputs=(states[:, 4:],), decoder_input_ids=dec[:, :1]),
-            )
-        decoder_self_plain = capture_key_values(
-            [layer.self_attn for layer in core.decoder.layers],
-            lambda: model(encoder_outputs=(states[:, 4:],), decoder_input_ids=dec[:, :1]),
-        )
-    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+            prefixed_self, prefixed_cross = first_layer_attention()
+    # The cross prefix reaches cross-attention only: not the encoder, not decoder self-attention
+    # (layer 0's self-attention sees only the decoder inputs), and it does change cross-attention.
     torch.testing.assert_close(encoded_with_cross_prefix, core.encoder(s1).last_hidden_state)
-    # The first decoder layer's self-attention input is unaffected by cross-attention.
-    torch.testing.assert_close(decoder_self[:, 0], decoder_self_plain[:, 0])
+    torch.testing.assert_close(prefixed_self, plain_self)
+    assert (prefixed_cross - plain_cross).abs().max() > 1e-3
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
 
 
 def test_three_prefixes_are_independent_and_every_layer_gets_gradients(bart):
