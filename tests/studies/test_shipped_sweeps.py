@@ -1,0 +1,111 @@
+"""The shipped sweeps (configs/sweeps/): each expands to its pinned run count and validates every
+point against its model's architecture (offline: no weights, no data); each tiny twin has its
+full-size sweep's shape; one twin runs end to end."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+from conftest import ROOT
+
+from peftrun.studies import sweep as sweeps
+from peftrun.studies import sweep_file
+
+SWEEPS = ROOT / "configs" / "sweeps"
+TINY = SWEEPS / "tiny"
+
+# Run counts, as `peftrun sweep FILE --dry-run` lists them.
+EXPECTED_RUNS = {
+    "table1-e2e.yaml": 11,  # 11 method rows, seed 101
+    "table2-xsum.yaml": 11,
+    "lowdata-e2e.yaml": 4 * 2 * 5 * 2,  # sizes x methods x subsets x seeds
+    "lowdata-xsum.yaml": 4 * 2 * 5 * 2,
+    "prefix-length-e2e.yaml": 5,
+    "prefix-length-xsum.yaml": 5,
+    "embedding-vs-infix-e2e.yaml": 1 + 3 + 3,  # every-layer, EMB-1/10/20, INFIX-1/10/20
+    "init-phrases-e2e.yaml": 9 * 5 * 2,  # 7 phrases + 2 random inits x subsets x seeds
+    "extrapolation-xsum.yaml": 2 * 2,  # splits x {prefix, FT}
+    "tiny/table1-e2e.yaml": 11,
+    "tiny/table2-xsum.yaml": 11,
+    "tiny/lowdata-e2e.yaml": 2 * 2,
+    "tiny/lowdata-xsum.yaml": 2 * 2,
+    "tiny/prefix-length-e2e.yaml": 3,
+    "tiny/prefix-length-xsum.yaml": 3,
+    "tiny/embedding-vs-infix-e2e.yaml": 7,
+    "tiny/init-phrases-e2e.yaml": 5,
+    "tiny/extrapolation-xsum.yaml": 4,
+    "tiny/smoke.yaml": 8,
+}
+FULL_SIZE = sorted(name for name in EXPECTED_RUNS if not name.startswith("tiny/"))
+
+
+def _is_sweep(path) -> bool:
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    return isinstance(data, dict) and bool({"base", "grid", "cases"} & data.keys())
+
+
+def test_every_shipped_sweep_has_a_pinned_run_count_and_a_tiny_twin():
+    shipped = {str(p.relative_to(SWEEPS)) for p in SWEEPS.rglob("*.yaml") if _is_sweep(p)}
+    assert shipped == set(EXPECTED_RUNS)
+    for name in FULL_SIZE:
+        assert (TINY / name).is_file(), f"{name} has no tiny twin in configs/sweeps/tiny/"
+        assert (ROOT / "scripts" / f"reproduce_{name.removesuffix('.yaml').replace('-', '_')}.sh").is_file()
+
+
+# What the user must give on the command line (the extrapolation split needs the URL list; no file
+# is read while validating).
+USER_OVERRIDES = {"extrapolation-xsum.yaml": ["data.url_file=XSum-WebArxiveUrls.txt"]}
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_RUNS))
+def test_shipped_sweep_expands_and_validates_every_point(name, tmp_path):
+    summary = sweeps.run(SWEEPS / name, root=tmp_path, overrides=USER_OVERRIDES.get(name), dry_run=True)
+    assert len(summary["runs"]) == EXPECTED_RUNS[name]
+    assert {r["state"] for r in summary["runs"]} == {"new"}
+    assert not (tmp_path / summary["name"]).exists(), "a dry run creates nothing"
+
+
+def test_the_extrapolation_sweep_validates_with_the_users_data_overrides(tmp_path):
+    overrides = ["data.url_file=XSum-WebArxiveUrls.txt", "data.files.train=train.jsonl"]
+    summary = sweeps.run(SWEEPS / "extrapolation-xsum.yaml", root=tmp_path, overrides=overrides, dry_run=True)
+    assert all(r["overrides"][-2:] == overrides for r in summary["runs"])
+
+
+def _shape(path, overrides=None) -> dict:
+    """What a twin must share with its full-size sweep: grid keys, whether seeds vary, and the
+    methods, variants and data splits its runs resolve to."""
+    sweep = sweep_file.load(path, "unused", overrides)
+    configs = [sweeps.resolved_config(point) for point in sweep.points]
+    return {
+        "grid keys": sorted(sweep.spec.grid),
+        "several seeds": len(sweep.spec.seeds) > 1,
+        "methods": sorted({(c.method.kind, getattr(c.method, "variant", None)) for c in configs}),
+        "inits": sorted({getattr(c.method, "init_phrase", None) is not None for c in configs}),
+        "extrapolation": sorted({str(c.data.extrapolation) for c in configs}),
+        "datasets": sorted({c.data.dataset for c in configs}),
+    }
+
+
+@pytest.mark.parametrize("name", FULL_SIZE)
+def test_tiny_twin_has_the_shape_of_its_full_size_sweep(name):
+    full, twin = _shape(SWEEPS / name, USER_OVERRIDES.get(name)), _shape(TINY / name)
+    full["several seeds"] = twin["several seeds"]  # twins run one seed
+    assert twin == full
+    twin_configs = [sweeps.resolved_config(p) for p in sweep_file.load(TINY / name, "unused").points]
+    assert {c.model.name for c in twin_configs} <= {"tiny-gpt2", "tiny-bart"}
+    assert all(c.decode.num_beams == 1 for c in twin_configs)
+
+
+def test_a_tiny_twin_runs_end_to_end(tmp_path):
+    """The low-data XSum twin (4 runs, ROUGE only: no JVM start per run) on 2 worker processes."""
+    summary = sweeps.run(TINY / "lowdata-xsum.yaml", root=tmp_path, workers=2)
+    assert summary["counts"] == {"done": 4}
+    manifest = json.loads((tmp_path / "tiny-lowdata-xsum" / "sweep.json").read_text(encoding="utf-8"))
+    assert [p["state"] for p in manifest["points"]] == ["done"] * 4
+    for run in summary["runs"]:
+        run_dir = tmp_path / "tiny-lowdata-xsum" / run["name"]
+        assert (run_dir / "DONE").is_file()
+        metrics = json.loads((run_dir / "metrics" / "dev.json").read_text(encoding="utf-8"))
+        assert set(metrics["scores"]) == {"ROUGE-1", "ROUGE-2", "ROUGE-L"}
