@@ -32,6 +32,13 @@ def check_against_model(cfg: Config):
 
     arch = models.summarize(models.hf_config(cfg.model.name))
     cfg.method.check(arch)
+    if cfg.method.needs_tokenizer_check():
+        try:
+            tokenizer = models.cached_tokenizer(cfg.model.name)
+        except PeftrunError:
+            tokenizer = None  # not available here (a hub model offline): the run checks it later
+        if tokenizer is not None:
+            cfg.method.check_tokens(tokenizer)
     return arch
 
 

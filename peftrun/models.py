@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import operator
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -232,7 +233,14 @@ def load(name: str, attention: str = "sdpa", seed: int = 0, weights: bool = True
     return LoadedModel(model, tokenizer, summarize(config), name)
 
 
-def load_tokenizer(name: str, config=None):
+@lru_cache(maxsize=8)
+def cached_tokenizer(name: str):
+    """One tokenizer per model name and process (validation of many sweep points); from local
+    files only (validation must not wait on the network)."""
+    return load_tokenizer(name, local_only=True)
+
+
+def load_tokenizer(name: str, config=None, local_only: bool = False):
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
     if name in BUILTIN:
@@ -246,7 +254,7 @@ def load_tokenizer(name: str, config=None):
             specials["mask_token"] = "<mask>"
         return PreTrainedTokenizerFast(tokenizer_file=str(file), **specials)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(name)
+        tokenizer = AutoTokenizer.from_pretrained(name, local_files_only=local_only)
     except (OSError, ValueError) as err:
         raise _unloadable(name, err) from None
     if tokenizer.pad_token is None:  # GPT-2 has none; padded positions are masked anyway

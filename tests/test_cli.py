@@ -30,7 +30,7 @@ def commands() -> dict:
 
 # The options each command offers (besides --help).
 OPTIONS = {
-    "train": {"--run-dir", "--overwrite"},
+    "train": {"--run-dir", "--overwrite", "--resume-from-last-good", "--gpus"},
     "decode": {"--split"},
     "eval": {
         "--predictions",
@@ -45,6 +45,19 @@ OPTIONS = {
     "show": {"--json"},
     "params": {"--json"},
     "ls": {"--json"},
+    "sweep": {
+        "--root",
+        "--dry-run",
+        "--workers",
+        "--executor",
+        "--fail-fast",
+        "--partition",
+        "--gpus-per-task",
+        "--time",
+        "--mem",
+        "--json",
+    },
+    "report": {"--split", "--by", "--format", "--out", "--plots", "--bleu", "--samples"},
 }
 
 
@@ -231,3 +244,18 @@ def test_decode_decodes_the_stored_adapter_again_and_prints_its_scores(tmp_path)
     assert header.split() == ["split", *scores] and row.split()[0] == "dev"
     printed = dict(zip(scores, row.split()[1:], strict=True))
     assert printed == {k: "n/a" if v is None else f"{v:.4f}" for k, v in scores.items()}
+
+
+def test_version_names_peftrun_torch_and_transformers_without_importing_torch():
+    from importlib import metadata
+
+    code = "import sys; from peftrun.cli import versions; print(versions()); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    line, imported = out.splitlines()
+    assert line == (
+        f"peftrun {metadata.version('peftrun')} (torch {metadata.version('torch')}, "
+        f"transformers {metadata.version('transformers')})"
+    )
+    assert imported == "False"
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output.strip() == line

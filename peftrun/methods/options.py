@@ -21,6 +21,13 @@ class MethodOptions(BaseModel):
     def check(self, arch: ArchSummary) -> None:
         """Raise PeftrunError when these options cannot apply to `arch`."""
 
+    def needs_tokenizer_check(self) -> bool:
+        """Whether `check_tokens` has something to check (a tokenizer is then loaded to validate)."""
+        return False
+
+    def check_tokens(self, tokenizer) -> None:
+        """Raise PeftrunError when these options cannot apply with this tokenizer."""
+
 
 def check_prompt_fits(name: str, length: int, arch: ArchSummary) -> None:
     """A soft prompt of `length` tokens must leave most of the model's positions to the input."""

@@ -49,6 +49,20 @@ class PrefixOptions(MethodOptions):
     init_steps: int = Field(500, gt=0, description="Adam steps of that fit (paper: 500)")
     init_lr: float = Field(1e-4, gt=0, description="learning rate of that fit (paper: 1e-4)")
 
+    def needs_tokenizer_check(self) -> bool:
+        return self.init_phrase is not None and self.prefix_len is not None
+
+    def check_tokens(self, tokenizer) -> None:
+        """A phrase's token count is the prefix length: a different prefix_len is a mistake."""
+        from peftrun.methods.prefix import phrase_ids  # lazily: it imports torch
+
+        count = len(phrase_ids(tokenizer, self.init_phrase))
+        if self.init_phrase is not None and self.prefix_len not in (None, count):
+            raise PeftrunError(
+                f"method.prefix_len={self.prefix_len}, but init_phrase {self.init_phrase!r} is {count} "
+                "tokens and the prefix takes its length; remove prefix_len"
+            )
+
     def check(self, arch: ArchSummary) -> None:
         if self.variant == "infix" and arch.is_encoder_decoder:
             raise PeftrunError(

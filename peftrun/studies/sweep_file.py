@@ -218,4 +218,5 @@ def _slug(value: Any) -> str:
         except ValueError:
             pass
     text = f"{value:g}" if isinstance(value, float) else str(value)
-    return re.sub(r"[^A-Za-z0-9._]+", "_", text).strip("_") or "_"
+    # Keep a trailing mark visible ("table-to-text:" → "table-to-text_" ≠ "table-to-text").
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).lstrip("_") or "_"

@@ -78,6 +78,13 @@ def test_every_point_is_validated_before_anything_is_created(tmp_path):
     same = write(tmp_path, "base: base.yaml\ncases: [{train.lr: 0.01}, {train.lr: 1e-2}]\n", "same.yaml")
     with pytest.raises(PeftrunError, match="resolve to the same config"):
         sweeps.run(same, tmp_path / "runs")
+    phrase = write(
+        tmp_path,
+        'base: base.yaml\ncases: [{method: {kind: prefix, init_phrase: "table-to-text:", prefix_len: 3}}]\n',
+        "phrase.yaml",
+    )
+    with pytest.raises(PeftrunError, match="tokens and the prefix takes its length"):
+        sweeps.run(phrase, tmp_path / "runs")  # caught by validation, not after the run started
     unknown = write(tmp_path, "base: base.yaml\ngird: {train.lr: [1]}\n", "unknown.yaml")
     with pytest.raises(PeftrunError, match="gird"):
         sweeps.run(unknown, tmp_path / "runs")
@@ -135,6 +142,16 @@ def test_the_slurm_path_runs_through_submitits_local_executor(tmp_path):
     assert [r["state"] for r in summary["runs"]] == ["done", "done"]
     assert all((tmp_path / "runs" / "slurmy" / r["name"] / "DONE").is_file() for r in summary["runs"])
     assert any((tmp_path / "runs" / "slurmy" / "slurm").iterdir())  # submitit's job folder
+
+
+def test_names_keep_values_apart_that_differ_only_in_punctuation(tmp_path):
+    path = write(
+        tmp_path, 'base: base.yaml\ngrid: {method.init_phrase: ["table-to-text:", "table-to-text"]}\n'
+    )
+    assert [p.name for p in sweep_file.load(path).points] == [
+        "init_phrase=table-to-text_",
+        "init_phrase=table-to-text",
+    ]
 
 
 def test_slurm_time_and_memory_parse():
