@@ -94,7 +94,7 @@ def test_missing_config_file(tmp_path):
 
 def test_bad_override_syntax(tmp_path):
     with pytest.raises(PeftrunError, match="key=value"):
-        config.load(write_config(tmp_path, ""), ["train.lr"])
+        config.load(write_config(tmp_path, "model: {name: tiny-gpt2}\n"), ["train.lr"])
 
 
 def test_phase_two_rejects_what_the_model_cannot_take(tmp_path):
