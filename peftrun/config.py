@@ -115,6 +115,10 @@ class DecodeConfig(_Section):
     limit: int | None = Field(None, gt=0, description="decode only the first N instances")
     batch_size: int = Field(16, gt=0, description="sources per generate() call")
     num_beams: int = Field(5, gt=0, description="beam size (1: greedy)")
+    do_sample: bool = Field(False, description="sample instead of searching (with top_k, top_p, temperature)")
+    top_k: int | None = Field(None, gt=0, description="sampling: keep the k most likely tokens")
+    top_p: float | None = Field(None, gt=0, le=1, description="sampling: keep the top-p probability mass")
+    temperature: float = Field(1.0, gt=0, description="sampling: divide the logits by this")
     max_new_tokens: int | None = Field(100, gt=0, description="most tokens generated")
     max_length: int | None = Field(
         None, gt=0, description="total length as HF counts it (BART: with the start token)"

@@ -10,6 +10,7 @@ generation_config.json. Method-specific behaviour comes only through `method.act
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 
 import torch
 from tqdm import tqdm
@@ -32,7 +33,10 @@ def banned_token_ids(tokenizer, strings: Sequence[str]) -> list[list[int]]:
 def generation_config(cfg: DecodeConfig, tokenizer, model_config) -> GenerationConfig:
     values = dict(
         num_beams=cfg.num_beams,
-        do_sample=False,
+        do_sample=cfg.do_sample,
+        top_k=cfg.top_k,
+        top_p=cfg.top_p,
+        temperature=cfg.temperature,
         length_penalty=cfg.length_penalty,
         no_repeat_ngram_size=cfg.no_repeat_ngram_size,
         early_stopping=cfg.early_stopping,
@@ -63,7 +67,26 @@ def generate(
     batch is the one an uninterrupted call decodes (same members, same padding), so the outputs
     are the same. `on_batch` gets each new batch's outputs (to save them as they come)."""
     method.set_training(False)
-    gen_cfg = generation_config(cfg, text_format.tokenizer, model.config)
+    return decode_rows(
+        model, [text_format] * len(sources), sources, lambda chunk: method.active(len(chunk)), cfg, device,
+        done, on_batch,
+    )  # fmt: skip
+
+
+def decode_rows(
+    model,
+    formats: Sequence,
+    sources: Sequence[str],
+    context: Callable[[list[int]], AbstractContextManager],
+    cfg: DecodeConfig,
+    device,
+    done: dict[int, str] | None = None,
+    on_batch: Callable[[dict[int, str]], None] | None = None,
+) -> list[str]:
+    """Like `generate`, row by row: source i is written by `formats[i]` (its adapter's token
+    format) and a batch of rows runs inside `context(rows)` (their adapters, row by row)."""
+    first = formats[0]
+    gen_cfg = generation_config(cfg, first.tokenizer, model.config)
     # Decode in length order (less padding), then restore the caller's order.
     order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
     outputs: dict[int, str] = dict(done or {})
@@ -73,16 +96,14 @@ def generate(
             if all(i in outputs for i in chunk):
                 bar.update(len(chunk))
                 continue
-            prompt = {
-                k: v.to(device) for k, v in text_format.prompt_batch([sources[i] for i in chunk]).items()
-            }
-            with torch.no_grad(), method.active(len(chunk)):
-                generated = model.generate(
-                    **prompt, generation_config=_fit_positions(gen_cfg, prompt, text_format)
-                )
+            ids = [formats[i].prompt_ids(sources[i]) for i in chunk]
+            prompt = {k: v.to(device) for k, v in first.pad_prompts(ids).items()}
+            limit = min((getattr(formats[i], "max_positions", None) or 1 << 30) for i in chunk)
+            with torch.no_grad(), context(chunk):
+                generated = model.generate(**prompt, generation_config=_fit_positions(gen_cfg, prompt, limit))
             new = {
-                i: text_format.tokenizer.decode(ids, skip_special_tokens=True).strip()
-                for i, ids in zip(chunk, text_format.generated_ids(generated, prompt), strict=True)
+                i: first.tokenizer.decode(row, skip_special_tokens=True).strip()
+                for i, row in zip(chunk, first.generated_ids(generated, prompt), strict=True)
             }
             outputs.update(new)
             if on_batch is not None:
@@ -92,10 +113,9 @@ def generate(
     return [outputs[i] for i in range(len(sources))]
 
 
-def _fit_positions(gen_cfg: GenerationConfig, prompt, text_format) -> GenerationConfig:
+def _fit_positions(gen_cfg: GenerationConfig, prompt, limit: int) -> GenerationConfig:
     """A decoder-only model cannot run past its positions: cap the new tokens (never crash)."""
-    limit = getattr(text_format, "max_positions", None)
-    if limit is None or gen_cfg.max_new_tokens is None:
+    if gen_cfg.max_new_tokens is None:
         return gen_cfg
     room = max(1, limit - prompt["input_ids"].shape[1])
     if gen_cfg.max_new_tokens <= room:

@@ -88,6 +88,10 @@ class Method(Protocol):
         """Lines for the run log since the last call (what an init fit reached, ...)."""
         ...
 
+    def row_inputs(self):
+        """What the method adds for one row of a batch shared with other adapters, or None."""
+        ...
+
 
 class MethodBase:
     """The optional hooks' defaults: no room in the sequences, the format as it is, nothing to
@@ -107,6 +111,18 @@ class MethodBase:
 
     def take_notes(self) -> list[str]:
         return []
+
+    @classmethod
+    def shares_base(cls, options) -> bool:
+        """Whether, with these options, the method only adds to a frozen base (then rows of many
+        such adapters can share one base and one batch: `row_inputs`)."""
+        return False
+
+    def row_inputs(self):
+        """What this method adds for a row of a batch shared with other adapters
+        (peftrun.methods.inject.rows.RowInputs), or None: it changes the base model itself (its
+        weights or its network) and cannot share one."""
+        return None
 
 
 def attach(loaded: LoadedModel, options: MethodOptions) -> Method:

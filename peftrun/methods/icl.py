@@ -24,6 +24,7 @@ import torch
 from peftrun.data.examples import Pair
 from peftrun.methods.base import MethodBase, ParamCounts
 from peftrun.methods.icl_options import ICLOptions
+from peftrun.methods.inject.rows import RowInputs
 from peftrun.models import LoadedModel, count_parameters
 
 FILE = "icl.json"
@@ -55,6 +56,14 @@ class InContext(MethodBase):
 
     def wrap_format(self, text_format, decode_cfg):
         return Demonstrations(text_format, self, text_format.context_budget(decode_cfg))
+
+    @classmethod
+    def shares_base(cls, options) -> bool:
+        return True
+
+    def row_inputs(self) -> RowInputs:
+        """Nothing is added to the model: a row only needs this method's prompts (its format)."""
+        return RowInputs()
 
     def take_notes(self) -> list[str]:
         notes = []

@@ -47,6 +47,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from peftrun.methods.base import MethodBase, ParamCounts, copy_into, save_tensors
+from peftrun.methods.inject import match_rows
+from peftrun.methods.inject.rows import RowInputs
 from peftrun.methods.lora_options import LoRAOptions
 from peftrun.models import LoadedModel, attention_sites, count_parameters, family_of
 
@@ -56,15 +58,20 @@ WEIGHTS = "lora.safetensors"
 class LoRALayer(nn.Module):
     """`base(x)` plus (alpha/r)·B A x on each named slice [start, end) of the output features.
 
-    `base` is an nn.Linear (weight (out, in)) or a GPT-2 Conv1D (weight (in, out))."""
+    `base` is an nn.Linear (weight (out, in)) or a GPT-2 Conv1D (weight (in, out)), or another
+    LoRALayer: several LoRAs on one frozen model nest, each adding its update to the rows its
+    `gate` selects ((R,) booleans, matched to the batch's rows; None: every row)."""
 
     def __init__(
         self, base: nn.Module, slices: dict[str, tuple[int, int]], rank: int, alpha: float, dropout: float
     ) -> None:
         super().__init__()
         self.base = base
-        self.transposed = not isinstance(base, nn.Linear)  # Conv1D stores (in, out)
-        weight = base.weight
+        innermost = base
+        while isinstance(innermost, LoRALayer):
+            innermost = innermost.base
+        self.transposed = not isinstance(innermost, nn.Linear)  # Conv1D stores (in, out)
+        weight = _weight(base)
         in_features, self.out_features = weight.shape[::-1] if not self.transposed else weight.shape
         self.slices = dict(slices)
         self.scale = alpha / rank
@@ -79,29 +86,49 @@ class LoRALayer(nn.Module):
                 torch.zeros(end - start, rank, device=weight.device, dtype=weight.dtype)
             )
         self.merged = False
+        self.gate: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.base(x)
         if self.merged:
             return y
+        if self.gate is None:
+            return y + self.delta(x)
+        rows = match_rows(self.gate.to(x.device), x.shape[0]).nonzero()[:, 0]
+        if rows.numel() == 0:
+            return y
+        return y.index_add(0, rows, self.delta(x[rows]).to(y.dtype))
+
+    def delta(self, x: torch.Tensor) -> torch.Tensor:
+        """(alpha/r)·B A x on the chosen output slices, zero elsewhere (x: (rows, T, in))."""
         h = self.dropout(x)
+        total = None
         for name, (start, end) in self.slices.items():
             delta = (h @ self.lora_A[name].t()) @ self.lora_B[name].t() * self.scale
-            y = y + F.pad(delta, (start, self.out_features - end))
-        return y
+            delta = F.pad(delta, (start, self.out_features - end))
+            total = delta if total is None else total + delta
+        return total
 
     @torch.no_grad()
     def merge(self) -> None:
         """Fold the update into the base weight (inference only)."""
         if self.merged:
             return
+        weight = _weight(self.base)
         for name, (start, end) in self.slices.items():
             delta = (self.lora_B[name] @ self.lora_A[name]) * self.scale  # (end - start, in)
             if self.transposed:
-                self.base.weight[:, start:end] += delta.t()
+                weight[:, start:end] += delta.t()
             else:
-                self.base.weight[start:end] += delta
+                weight[start:end] += delta
         self.merged = True
+
+
+def _weight(layer: nn.Module) -> torch.Tensor:
+    """The frozen weight under any number of LoRA wrappers."""
+    while isinstance(layer, LoRALayer):
+        layer = layer.base
+    return layer.weight
 
 
 def _sites(model, targets: tuple[str, ...], hidden: int) -> list[tuple[nn.Module, str, dict]]:
@@ -119,6 +146,13 @@ def _sites(model, targets: tuple[str, ...], hidden: int) -> list[tuple[nn.Module
     return found
 
 
+def lora_layers(model) -> list[LoRALayer]:
+    """Every LoRA layer attached to `model` (per-row gating needs them all)."""
+    if not hasattr(model, "peftrun_lora_layers"):
+        model.peftrun_lora_layers = []
+    return model.peftrun_lora_layers
+
+
 class LoRA(MethodBase):
     """Frozen model + trained low-rank updates on the chosen attention projections."""
 
@@ -128,19 +162,33 @@ class LoRA(MethodBase):
         self.base = count_parameters(self.model.parameters())
         self.model.requires_grad_(False)
         self.layers: list[LoRALayer] = []
+        paths = {id(module): name for name, module in self.model.named_modules()}
+        # Names as a model with only this LoRA has them, whatever else is attached (saved files).
+        self.named: dict[str, nn.Parameter] = {}
         for parent, attr, slices in _sites(self.model, options.targets, loaded.arch.hidden):
             layer = LoRALayer(getattr(parent, attr), slices, options.rank, options.alpha, options.dropout)
             setattr(parent, attr, layer)
+            layer.owner = self
             self.layers.append(layer)
-        self.names = [name for name, p in self.model.named_parameters() if p.requires_grad]
+            prefix = f"{paths[id(parent)]}.{attr}" if paths[id(parent)] else attr
+            for table in ("lora_A", "lora_B"):
+                for target, parameter in getattr(layer, table).items():
+                    self.named[f"{prefix}.{table}.{target}"] = parameter
+        lora_layers(self.model).extend(self.layers)
 
     @property
     def merged(self) -> bool:
         return bool(self.layers) and all(layer.merged for layer in self.layers)
 
     def _named(self) -> dict[str, nn.Parameter]:
-        params = dict(self.model.named_parameters())
-        return {name: params[name] for name in self.names}
+        return self.named
+
+    @classmethod
+    def shares_base(cls, options) -> bool:
+        return True
+
+    def row_inputs(self) -> RowInputs:
+        return RowInputs(lora=self)
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return list(self._named().values())

@@ -43,7 +43,7 @@ numbered L … L+T−1; `position_offset` (default on for GPT-2) does the same.
 from __future__ import annotations
 
 import json
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import torch
@@ -53,10 +53,12 @@ from torch import nn
 from peftrun.data.formats import Room
 from peftrun.errors import PeftrunError
 from peftrun.methods.base import MethodBase, ParamCounts
+from peftrun.methods.inject import positions
 from peftrun.methods.inject.infix_kv import InfixKeyValues
 from peftrun.methods.inject.prefix_kv import install, key_values_of_inputs
+from peftrun.methods.inject.rows import RowInputs, active_rows
 from peftrun.methods.prefix_options import PrefixOptions
-from peftrun.models import LoadedModel, attention_sites, count_parameters, family_of, load_tokenizer
+from peftrun.models import LoadedModel, attention_sites, count_parameters, load_tokenizer
 
 WEIGHTS = "prefix.safetensors"
 DEFAULT_LENGTH = 10
@@ -126,13 +128,11 @@ class Prefix(MethodBase):
             reserved_positions=self.length if offset else 0,
             infix=self.length if self.variant == "infix" else 0,
         )
-        self._shift = self.length if offset else 0
+        # While active, real tokens' positions become L … L+T−1, in training and in generate()
+        # alike (but not while the frozen model computes the prefix itself, at 0 … L−1).
+        self.position_offset = self.length if offset else 0
         if offset:
-            # Real tokens' positions become L … L+T−1, in training and in generate() alike (but
-            # not while the frozen model computes the prefix itself, at 0 … L−1).
-            family = family_of(self.model)
-            positions = family.get(self.model, family.position_embedding)
-            positions.register_forward_pre_hook(lambda _, args: (args[0] + self._shift,))
+            positions.install(self.model)
         self.infix = InfixKeyValues(self.model, arch.hidden) if self.variant == "infix" else None
 
     def _length(self, loaded: LoadedModel) -> int:
@@ -180,13 +180,20 @@ class Prefix(MethodBase):
         with self._unshifted():
             return key_values_of_inputs(self.model, self.prefix_attention, values)
 
-    @contextmanager
     def _unshifted(self):
-        shift, self._shift = self._shift, 0
-        try:
-            yield
-        finally:
-            self._shift = shift
+        shift = getattr(self.model, "peftrun_position_shift", None)
+        return shift.suspended() if shift is not None else nullcontext()
+
+    @classmethod
+    def shares_base(cls, options) -> bool:
+        return options.variant != "infix"
+
+    def row_inputs(self) -> RowInputs | None:
+        """This prefix's keys/values and position offset for a row of a shared batch (an infix
+        sits inside the token sequence and cannot share one: None)."""
+        if self.infix is not None:
+            return None
+        return RowInputs(key_values=self.key_values(), position_offset=self.position_offset)
 
     # The Method protocol -------------------------------------------------------------------
 
@@ -203,9 +210,7 @@ class Prefix(MethodBase):
             with self.infix.active(self.values()["self"]):
                 yield
             return
-        # One row serves the whole batch (the slot broadcasts it).
-        rows = {kind: kv.unsqueeze(0) for kind, kv in self.key_values().items()}
-        with self.prefix_attention.active(rows):
+        with active_rows(self.model, [self.row_inputs()]):  # one row serves the whole batch
             yield
 
     def initialize(self, train_pairs=()) -> None:

@@ -16,7 +16,8 @@ from torch import nn
 
 from peftrun.data.formats import Room
 from peftrun.methods.base import MethodBase, ParamCounts, save_tensors
-from peftrun.methods.inject.soft_input import SoftInput
+from peftrun.methods.inject import soft_input
+from peftrun.methods.inject.rows import RowInputs, active_rows
 from peftrun.models import LoadedModel, count_parameters
 
 WEIGHTS = "prompt.safetensors"
@@ -32,7 +33,7 @@ class SoftPromptMethod(MethodBase):
         self.model.requires_grad_(False)
         self.length = length
         self.hidden = loaded.arch.hidden
-        self.soft = SoftInput(self.model)
+        soft_input.install(self.model)  # the shared mechanism the rows' prompts go through
         self.room = Room(leading=length)
         self.stored: torch.Tensor | None = None  # set by `load`
 
@@ -48,8 +49,15 @@ class SoftPromptMethod(MethodBase):
 
     @contextmanager
     def active(self, batch_size: int):
-        with self.soft.active(self.embeddings()):
+        with active_rows(self.model, [self.row_inputs()]):  # one row serves the whole batch
             yield
+
+    @classmethod
+    def shares_base(cls, options) -> bool:
+        return True
+
+    def row_inputs(self) -> RowInputs:
+        return RowInputs(prompt=self.embeddings())
 
     def training_state(self) -> dict[str, torch.Tensor]:
         return self.producer.state_dict()

@@ -14,6 +14,7 @@ import torch
 from peftrun import models
 from peftrun.methods import PrefixOptions
 from peftrun.methods.base import attach as attach_method
+from peftrun.methods.inject.rows import RowInputs, active_rows
 
 
 def real_key_values(model, tokens: torch.Tensor) -> torch.Tensor:
@@ -42,7 +43,10 @@ def test_prefix_from_real_activations_equals_running_on_the_concatenation(tiny):
         kv = real_key_values(tiny.model, t)
         method = attach(tiny, prefix_len=6)
         method.set_training(False)
-        with method.prefix_attention.active({"self": kv}):
+        assert method.position_offset == 6
+        # Each row its own real prefix, with the method's own position offset.
+        rows = [RowInputs({"self": kv[r]}, method.position_offset) for r in range(3)]
+        with active_rows(tiny.model, rows):
             got = tiny.model(x).logits
             padded = tiny.model(x, attention_mask=torch.ones_like(x)).logits
         plain = tiny.model(x).logits  # no prefix active again
@@ -58,7 +62,8 @@ def test_without_position_offset_it_no_longer_matches(tiny):
         expected = tiny.model(torch.cat([t, x], dim=1)).logits[:, 6:]
         kv = real_key_values(tiny.model, t)
         method = attach(tiny, prefix_len=6, position_offset=False)
-        with method.prefix_attention.active({"self": kv}):
+        rows = [RowInputs({"self": kv[r]}, method.position_offset) for r in range(2)]
+        with active_rows(tiny.model, rows):
             got = tiny.model(x).logits
     assert (got - expected).abs().max() > 1e-3
 

@@ -31,6 +31,7 @@ from transformers import AttentionInterface
 from transformers.masking_utils import AttentionMaskInterface, eager_mask, sdpa_mask
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
+from peftrun.methods.inject import match_rows
 from peftrun.models import attention_sites, family_of
 
 # Our implementation name per inner kernel; each needs the inner kernel's mask format.
@@ -38,19 +39,23 @@ _MASKS = {"sdpa": sdpa_mask, "eager": eager_mask}
 
 
 class PrefixAttention:
-    """The prefix K/V visible to attention right now: kind → (R, n_layer, 2, n_head, L, head_dim)."""
+    """The prefix K/V visible to attention right now: kind → (R, n_layer, 2, n_head, L, head_dim),
+    and which of the L positions each row sees (R, L) (rows with shorter prefixes, or none, have
+    their unused positions masked; None: all visible)."""
 
     def __init__(self) -> None:
         self.key_values: dict[str, torch.Tensor] = {}
+        self.visible: dict[str, torch.Tensor] | None = None
         self.recorded: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] | None = None
 
     @contextmanager
-    def active(self, key_values: dict[str, torch.Tensor]):
-        previous, self.key_values = self.key_values, key_values
+    def active(self, key_values: dict[str, torch.Tensor], visible: dict[str, torch.Tensor] | None = None):
+        previous = self.key_values, self.visible
+        self.key_values, self.visible = key_values, visible
         try:
             yield
         finally:
-            self.key_values = previous
+            self.key_values, self.visible = previous
 
     @contextmanager
     def recording(self):
@@ -72,10 +77,12 @@ class _Site:
 
 
 def install(model) -> PrefixAttention:
-    """Tag the model's attention modules and switch it to the prefix-aware attention function."""
+    """Tag the model's attention modules and switch it to the prefix-aware attention function (once
+    per model: every prefix attached to it shares this mechanism, row by row)."""
+    existing = getattr(model, "peftrun_prefix_attention", None)
+    if existing is not None:
+        return existing
     inner = model.config._attn_implementation
-    if inner.startswith("peftrun_prefix_"):
-        raise RuntimeError("a prefix is already installed on this model")
     if inner not in _MASKS:
         raise ValueError(f"prefix attention wraps sdpa or eager attention, not {inner!r}")
     name = f"peftrun_prefix_{inner}"
@@ -86,6 +93,7 @@ def install(model) -> PrefixAttention:
         for layer, module in enumerate(modules):
             module.peftrun_prefix_site = _Site(prefix, kind, layer, inner)
     model.set_attn_implementation(name)
+    model.peftrun_prefix_attention = prefix
     return prefix
 
 
@@ -98,39 +106,39 @@ def prefixed_attention(module, query, key, value, attention_mask, **kwargs):
     prefix = site.prefix.key_values.get(site.kind)
     if prefix is None:
         return inner(module, query, key, value, attention_mask, **kwargs)
-    rows = _rows(prefix[:, site.layer], query.shape[0]).to(key.dtype)  # (B, 2, H, L, hd)
-    prefix_len = rows.shape[-2]
+    rows = match_rows(prefix[:, site.layer], query.shape[0]).to(key.dtype)  # (B, 2, H, L, hd)
+    visible = site.prefix.visible.get(site.kind) if site.prefix.visible else None
+    if visible is not None:
+        visible = match_rows(visible, query.shape[0])  # (B, L)
     causal = kwargs.pop("is_causal", None)
     causal = getattr(module, "is_causal", False) if causal is None else causal
-    attention_mask = _extend_mask(attention_mask, prefix_len, query, key, causal)
+    attention_mask = _extend_mask(attention_mask, rows.shape[-2], query, key, causal, visible)
     key = torch.cat([rows[:, 0], key], dim=2)
     value = torch.cat([rows[:, 1], value], dim=2)
     return inner(module, query, key, value, attention_mask, is_causal=False, **kwargs)
 
 
-def _rows(prefix: torch.Tensor, batch: int) -> torch.Tensor:
-    """Match R prefix rows to `batch` query rows (R = 1, R = batch, or beams: batch = R·k)."""
-    count = prefix.shape[0]
-    if count == batch:
-        return prefix
-    if count == 1:
-        return prefix.expand(batch, *prefix.shape[1:])
-    if batch % count == 0:
-        return prefix.repeat_interleave(batch // count, dim=0)
-    raise ValueError(f"{count} prefix rows cannot serve a batch of {batch}")
-
-
-def _extend_mask(mask, prefix_len: int, query, key, causal: bool):
-    """Add `prefix_len` always-visible columns in front of the attention mask."""
+def _extend_mask(mask, prefix_len: int, query, key, causal: bool, visible: torch.Tensor | None = None):
+    """Add `prefix_len` columns in front of the attention mask: visible to every query, or per row
+    as `visible` (B, L) says."""
     q_len, k_len = query.shape[2], key.shape[2]
     if mask is None:
-        if not causal or q_len == 1:
+        if (not causal or q_len == 1) and visible is None:
             return None  # every real key visible, and so is every prefix position
         # The kernels' implicit causal mask would misalign once keys outnumber queries: build it.
-        mask = torch.ones(q_len, k_len, dtype=torch.bool, device=query.device).tril(k_len - q_len)
-        mask = mask[None, None]
-    visible = torch.ones if mask.dtype == torch.bool else torch.zeros
-    columns = visible(*mask.shape[:-1], prefix_len, dtype=mask.dtype, device=mask.device)
+        mask = torch.ones(q_len, k_len, dtype=torch.bool, device=query.device)
+        mask = (mask.tril(k_len - q_len) if causal else mask)[None, None]
+    if visible is None:
+        fill = torch.ones if mask.dtype == torch.bool else torch.zeros
+        columns = fill(*mask.shape[:-1], prefix_len, dtype=mask.dtype, device=mask.device)
+    else:
+        seen = visible[:, None, None, :].expand(query.shape[0], mask.shape[1], q_len, prefix_len)
+        if mask.dtype == torch.bool:
+            columns = seen
+        else:  # additive float mask: 0 where visible, the most negative value where not
+            hidden = torch.finfo(mask.dtype).min
+            columns = torch.zeros(seen.shape, dtype=mask.dtype, device=mask.device).masked_fill(~seen, hidden)
+        mask = mask.expand(query.shape[0], *mask.shape[1:])
     return torch.cat([columns, mask], dim=-1)
 
 

@@ -17,26 +17,32 @@ from contextlib import contextmanager
 import torch
 
 from peftrun.data.formats import first_visible
-from peftrun.methods.inject import call_tokens, reads_from_start
+from peftrun.methods.inject import call_tokens, match_rows, reads_from_start
 from peftrun.models import family_of
 
 
 class SoftInput:
-    """Replaces the embeddings of each row's first L real tokens while a prompt is active."""
+    """Replaces the embeddings of each row's first L real tokens while a prompt is active: one
+    (L, d) prompt for every row, or per row (R, L_max, d) with each row's length (R,) (0: none)."""
 
     def __init__(self, model) -> None:
         self.embed = model.get_input_embeddings()
-        self.prompt: torch.Tensor | None = None  # (L, d)
+        self.prompt: torch.Tensor | None = None  # (R, L_max, d)
+        self.lengths: torch.Tensor | None = None  # (R,)
         family = family_of(model)
         family.get(model, family.input_stack).register_forward_pre_hook(self._substitute, with_kwargs=True)
 
     @contextmanager
-    def active(self, prompt: torch.Tensor):
-        previous, self.prompt = self.prompt, prompt
+    def active(self, prompt: torch.Tensor, lengths: torch.Tensor | None = None):
+        """`prompt` (L, d) for every row, or (R, L_max, d) with `lengths` (R,)."""
+        if prompt.dim() == 2:
+            prompt, lengths = prompt[None], torch.tensor([prompt.shape[0]], device=prompt.device)
+        previous = self.prompt, self.lengths
+        self.prompt, self.lengths = prompt, lengths
         try:
             yield
         finally:
-            self.prompt = previous
+            self.prompt, self.lengths = previous
 
     def _substitute(self, _module, args, kwargs):
         ids = call_tokens(args, kwargs)
@@ -44,9 +50,19 @@ class SoftInput:
         if self.prompt is None or ids is None or ids.dim() != 2 or not reads_from_start(args, kwargs):
             return None
         embeddings = self.embed(ids)
-        rows = torch.arange(ids.shape[0], device=ids.device)[:, None]
-        columns = first_visible(mask, ids.shape[0], ids.device)[:, None] + torch.arange(
-            self.prompt.shape[0], device=ids.device
-        )
-        embeddings[rows, columns] = self.prompt.to(embeddings.dtype)
+        batch = ids.shape[0]
+        prompt = match_rows(self.prompt, batch).to(embeddings.dtype)  # (B, L_max, d)
+        lengths = match_rows(self.lengths.to(ids.device), batch)  # (B,)
+        first = first_visible(mask, batch, ids.device)
+        for j in range(prompt.shape[1]):  # position j of every prompt at least j+1 long
+            rows = (lengths > j).nonzero()[:, 0]
+            embeddings[rows, first[rows] + j] = prompt[rows, j]
         return args[1:], {**kwargs, "input_ids": None, "inputs_embeds": embeddings}
+
+
+def install(model) -> SoftInput:
+    """The model's soft input (created on first use, shared by every prompt attached to it)."""
+    existing = getattr(model, "peftrun_soft_input", None)
+    if existing is None:
+        existing = model.peftrun_soft_input = SoftInput(model)
+    return existing

@@ -1,0 +1,2 @@
+"""One frozen base model, many adapters: mixed batches (`adapters`), `peftrun generate`, the
+Python API (`peftrun.load`), and interop with HF peft."""

@@ -1,0 +1,267 @@
+"""One frozen base model, many adapters: the paper's mixed-batch promise (Li & Liang Sec. 1).
+
+A prefix, a soft prompt, P-tuning's prompt or a LoRA only adds to a frozen base, so one base can
+serve rows of many adapters in the same batch (peftrun.methods.inject.rows). `AdapterSet` loads
+the base once, attaches every such adapter to it, and decodes rows of any adapters (or none) in
+mixed batches. Methods that change the base itself (full, top-k, BitFit, feature extraction, our
+bottleneck adapters, an infix inside the token sequence) get a model of their own and their rows
+are decoded in groups, one adapter at a time; so are rows whose decoding settings differ (one
+generate() call has one set). Both are said once, on stderr.
+
+An adapter is a peftrun run directory or its `adapter/` folder (the run's resolved config gives its
+method, token format, truncation and decoding settings), or an HF peft adapter folder (imported by
+peftrun.serving.peft_interop).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from peftrun.errors import PeftrunError
+
+
+@dataclass
+class Adapter:
+    """One loaded adapter: where it came from, its config, its method (attached to the shared
+    base or to a model of its own), its token format and its decoding settings."""
+
+    name: str
+    path: Path
+    cfg: object  # peftrun.config.Config
+    method: object
+    format: object
+    shared: bool
+    model: object  # the shared base, or the adapter's own model
+
+    def decode_key(self) -> str:
+        return json.dumps(self.cfg.decode.model_dump(mode="json"), sort_keys=True)
+
+
+def run_config(path: Path):
+    """The resolved config of a run directory, or of the run an `adapter/` folder belongs to."""
+    from peftrun import config as config_module
+    from peftrun.runs import RESOLVED
+
+    for folder in (path, path.parent):
+        if (folder / RESOLVED).is_file():
+            return folder, config_module.load(folder / RESOLVED)
+    raise PeftrunError(
+        f"{path} is not a peftrun run directory or adapter folder (no {RESOLVED} at or above it)"
+    )
+
+
+def base_identity(cfg) -> str:
+    """What makes two bases the same: the model name, and for a built-in (random weights) its seed."""
+    from peftrun.models import BUILTIN
+
+    name = cfg.model.name
+    return f"{name} (seed {cfg.train.seed})" if name in BUILTIN else name
+
+
+def parse_adapter_args(items: Sequence[str]) -> list[tuple[str, Path]]:
+    """`NAME=PATH` or `PATH` (named after its run directory) → (name, path); names are unique."""
+    out: list[tuple[str, Path]] = []
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep:
+            path = item
+            name = Path(item).resolve().name
+            if name == "adapter":
+                name = Path(item).resolve().parent.name
+        if not name or not path:
+            raise PeftrunError(f"adapter {item!r}: write NAME=RUN_DIR or RUN_DIR")
+        if name in {n for n, _ in out}:
+            raise PeftrunError(f"adapter name {name!r} is given twice; name them NAME=RUN_DIR")
+        out.append((name, Path(path)))
+    return out
+
+
+def source_text(data_cfg, raw: str) -> str:
+    """A source as the dataset holds it → as the token format reads it (E2E: the linearised MR)."""
+    if data_cfg.dataset == "e2e":
+        from peftrun.data.e2e import linearize_mr
+
+        return linearize_mr(raw)
+    return raw.strip()
+
+
+class AdapterSet:
+    """A frozen base loaded once, and adapters by name (`add`), decoded row by row in mixed batches."""
+
+    def __init__(self, base: str | None = None, device: str = "auto", decode_overrides: Sequence[str] = ()):
+        self.base_name = base
+        self.device_name = device
+        self.decode_overrides = list(decode_overrides)
+        self.adapters: dict[str, Adapter] = {}
+        self.shared = None  # models.LoadedModel, loaded with the first adapter (or `base`)
+        self.identity: str | None = None
+        self.default_cfg = None  # format and decoding of rows without an adapter
+        self.said: set[str] = set()
+
+    # Loading --------------------------------------------------------------------------------
+
+    def _load_base(self, cfg) -> None:
+        from peftrun import models
+        from peftrun.experiment import pick_device
+
+        self.device = pick_device(self.device_name if self.device_name != "auto" else cfg.train.device)
+        self.shared = models.load(cfg.model.name, cfg.model.attention, seed=cfg.train.seed)
+        self.shared.model.to(self.device).eval()
+        self.identity = base_identity(cfg)
+        self.default_cfg = self._with_overrides(cfg)
+
+    def _with_overrides(self, cfg):
+        """The adapter's config with the command line's decode.*=... overrides."""
+        from peftrun import config as config_module
+
+        if not self.decode_overrides:
+            return cfg
+        bad = [o for o in self.decode_overrides if not o.startswith("decode.")]
+        if bad:
+            raise PeftrunError(f"override {bad[0]!r}: only decode.* settings can be changed here")
+        return config_module.build(
+            config_module.apply_overrides(cfg.model_dump(mode="json"), self.decode_overrides)
+        )
+
+    def add(self, name: str, path: str | Path) -> Adapter:
+        from peftrun import models
+        from peftrun.data.formats import text_format
+        from peftrun.methods import REGISTRY
+        from peftrun.methods.base import attach
+
+        path = Path(path)
+        run_dir, cfg = run_config(path)
+        cfg = self._with_overrides(cfg)
+        if self.shared is None:
+            if self.base_name is not None and self.base_name != cfg.model.name:
+                raise PeftrunError(
+                    f"adapter {name} was trained on {base_identity(cfg)}, not on the base {self.base_name}"
+                )
+            self._load_base(cfg)
+        elif base_identity(cfg) != self.identity:
+            raise PeftrunError(
+                f"adapter {name} was trained on {base_identity(cfg)}; the base here is {self.identity}"
+            )
+        adapter_dir = run_dir / "adapter"
+        if not (adapter_dir / "adapter.json").is_file():
+            raise PeftrunError(
+                f"{run_dir} has no finished adapter (adapter/adapter.json); finish its training"
+            )
+        options = cfg.method
+        if options.kind == "lora":
+            options = options.model_copy(update={"merge": False})  # a merge would change every row
+        shared = REGISTRY[options.kind].load().shares_base(options)
+        loaded = (
+            self.shared if shared else models.load(cfg.model.name, cfg.model.attention, seed=cfg.train.seed)
+        )
+        loaded.model.to(self.device)
+        method = attach(loaded, options)
+        method.load(adapter_dir)
+        method.set_training(False)
+        fmt = method.wrap_format(text_format(loaded, cfg.data, method.room), cfg.decode)
+        adapter = Adapter(name, run_dir, cfg, method, fmt, shared, loaded.model)
+        if shared:
+            import torch
+
+            with torch.no_grad():
+                adapter.rows = method.row_inputs()  # computed once: a stored adapter does not change
+        self.adapters[name] = adapter
+        return adapter
+
+    def base_format(self):
+        from peftrun.data.formats import text_format
+
+        return text_format(self.shared, self.default_cfg.data)
+
+    # Decoding -------------------------------------------------------------------------------
+
+    def generate(self, sources: Sequence[str], names: Sequence[str | None], echo=None) -> list[str]:
+        """One output per (source, adapter name or None), in order; `sources` as the dataset
+        holds them. Shareable adapters' rows are decoded together, in mixed batches."""
+        from peftrun.decode import decode_rows
+        from peftrun.methods.inject.rows import active_rows
+
+        groups: dict[tuple[str, str], list[int]] = {}
+        for i, name in enumerate(names):
+            adapter = self._get(name)
+            where = "shared" if adapter is None or adapter.shared else f"own:{adapter.name}"
+            decode = adapter.decode_key() if adapter else self.default_key()
+            groups.setdefault((where, decode), []).append(i)
+        self._explain(groups, names, echo)
+        outputs: list[str | None] = [None] * len(sources)
+        for (where, _), rows in groups.items():
+            row_adapters = [self._get(names[i]) for i in rows]
+            cfg = (row_adapters[0].cfg if row_adapters[0] else self.default_cfg).decode
+            formats = [a.format if a else self.base_format() for a in row_adapters]
+            texts = [
+                source_text((a.cfg if a else self.default_cfg).data, sources[i])
+                for a, i in zip(row_adapters, rows, strict=True)
+            ]
+            if where == "shared":
+                model = self.shared.model
+                inputs = [a.rows if a else None for a in row_adapters]
+
+                def context(chunk, inputs=inputs, model=model):
+                    return active_rows(model, [inputs[j] for j in chunk])
+            else:
+                model, method = row_adapters[0].model, row_adapters[0].method
+
+                def context(chunk, method=method):
+                    return method.active(len(chunk))
+
+            for i, out in zip(
+                rows, decode_rows(model, formats, texts, context, cfg, self.device), strict=True
+            ):
+                outputs[i] = out
+        return outputs
+
+    def default_key(self) -> str:
+        return json.dumps(self.default_cfg.decode.model_dump(mode="json"), sort_keys=True)
+
+    def _get(self, name: str | None) -> Adapter | None:
+        if name is None:
+            return None
+        if name not in self.adapters:
+            raise PeftrunError(f"unknown adapter {name!r}; loaded: {', '.join(self.adapters) or 'none'}")
+        return self.adapters[name]
+
+    def _explain(self, groups, names, echo) -> None:
+        """Say once why rows are not all in one mixed batch."""
+        if echo is None or len(groups) < 2:
+            return
+        own = sorted({w.split(":", 1)[1] for w, _ in groups if w != "shared"})
+        line = ""
+        if own:
+            line = (
+                f"adapters {', '.join(own)} change the base model: their rows are decoded apart, per adapter"
+            )
+        decodes = {d for w, d in groups if w == "shared"}
+        if len(decodes) > 1:
+            line += (
+                "; " if line else ""
+            ) + "rows whose decoding settings differ are decoded in separate groups"
+        if line and line not in self.said:
+            self.said.add(line)
+            echo(line)
+
+    # Forward --------------------------------------------------------------------------------
+
+    def logits(self, input_ids, attention_mask=None, adapter: str | None = None, **model_inputs):
+        """(B, T, V) logits of the token ids exactly as given, with `adapter` active (None: base);
+        encoder-decoder models also take `decoder_input_ids`."""
+        import torch
+
+        from peftrun.methods.inject.rows import active_rows
+
+        chosen = self._get(adapter)
+        inputs = {"input_ids": input_ids, "attention_mask": attention_mask, **model_inputs}
+        inputs = {k: (v.to(self.device) if hasattr(v, "to") else v) for k, v in inputs.items()}
+        with torch.no_grad():
+            if chosen is not None and not chosen.shared:
+                with chosen.method.active(input_ids.shape[0]):
+                    return chosen.model(**inputs).logits
+            with active_rows(self.shared.model, [chosen.rows if chosen else None]):
+                return self.shared.model(**inputs).logits
