@@ -119,7 +119,7 @@ class Prefix(MethodBase):
             kinds = {kind: n * 2 * arch.hidden for kind, n in self.n_layers.items()}
         self.tables = nn.ModuleDict(
             {kind: PrefixTable(self.length, arch.hidden, width, options) for kind, width in kinds.items()}
-        ).to(self.model.device)
+        ).to(self.model.device, self.model.dtype)  # as the base: fp32, or what it was loaded in
         self.stored: dict[str, torch.Tensor] | None = None  # set by `load`: P_θ without its MLP
         self.prefix_attention = install(self.model)
         default_offset = arch.shifts_positions and self.variant != "infix"

@@ -37,4 +37,4 @@ class PTuning(SoftPromptMethod):
         width = self.hidden
         self.producer = PromptEncoder(
             self.length, options.encoder_hidden or width, width, options.lstm_layers
-        ).to(self.model.device)
+        ).to(self.model.device, self.model.dtype)  # as the base: fp32, or what it was loaded in
