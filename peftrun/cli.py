@@ -422,6 +422,37 @@ def report(
         typer.echo(f"wrote {path}", err=True)
 
 
+@app.command()
+def generate(
+    adapter: Annotated[
+        list[str] | None,
+        typer.Option("--adapter", help="NAME=RUN_DIR (or a run dir, named after it); repeatable"),
+    ] = None,
+    input_file: Annotated[
+        str, typer.Option("--input", help='JSONL lines {"id", "adapter", "input"}; - for stdin')
+    ] = "-",
+    output_file: Annotated[str, typer.Option("--output", help="JSONL outputs; - for stdout")] = "-",
+    base: Annotated[
+        str | None, typer.Option("--base", help="the frozen base model (default: the adapters' own)")
+    ] = None,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="decode.* overrides for every adapter, e.g. decode.num_beams=1", show_default=False
+        ),
+    ] = None,
+) -> None:
+    """Generate with many adapters on one frozen base: rows of different adapters are decoded
+    together in mixed batches, outputs are written in input order, chunk by chunk."""
+    try:
+        from peftrun.serving import generate as generating
+        from peftrun.serving.adapters import parse_adapter_args
+
+        generating.run(parse_adapter_args(adapter or []), input_file, output_file, base, overrides or [])
+    except PeftrunError as err:
+        _fail(err)
+
+
 def _print_table(results: dict) -> None:
     """Metrics per split, one row each (paper scale: BLEU/METEOR/ROUGE ×100 for E2E)."""
     if not results:
