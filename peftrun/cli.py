@@ -241,12 +241,25 @@ def evaluate(
 
 
 @app.command()
-def show(config: ConfigArg, overrides: Overrides = None, as_json: JsonOpt = False) -> None:
-    """Print the resolved config (defaults filled, overrides applied) and its run directory."""
+def show(
+    target: Annotated[
+        Path,
+        typer.Argument(help="experiment config (YAML), or a run directory (its card)", show_default=False),
+    ],
+    overrides: Overrides = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Print the resolved config (defaults filled, overrides applied) and its run directory; given a
+    run directory, its card: method, model, parameters, adapter size, decoding, metrics, status."""
+    from peftrun.runs import is_run_dir
+
+    if is_run_dir(target):
+        _show_run(target, overrides, as_json)
+        return
     try:
         from peftrun import config as config_module
 
-        cfg = config_module.load(config, overrides or [])
+        cfg = config_module.load(target, overrides or [])
     except PeftrunError as err:
         _fail(err)
     if as_json:
@@ -256,6 +269,16 @@ def show(config: ConfigArg, overrides: Overrides = None, as_json: JsonOpt = Fals
     else:
         typer.echo(cfg.to_yaml().rstrip())
         typer.echo(f"# run directory: {cfg.run_dir()}")
+
+
+def _show_run(run_dir: Path, overrides: list[str] | None, as_json: bool) -> None:
+    from peftrun import run_card
+    from peftrun.runs import Run
+
+    if overrides:
+        _fail(PeftrunError(f"{run_dir} is a run directory; overrides apply only to a config file"))
+    info = run_card.card(Run(run_dir, writer=False))
+    typer.echo(json.dumps(info, indent=2) if as_json else run_card.render_card(info))
 
 
 @app.command()
@@ -282,25 +305,20 @@ def list_runs(
     directory: Annotated[Path, typer.Argument(help="folder of run directories")] = Path("runs"),
     as_json: JsonOpt = False,
 ) -> None:
-    """List runs: status, dataset, model, method and the key metric per split."""
+    """List runs, one line each: status, method, model, stored %, adapter size, the key metric per
+    split, beams, run directory."""
+    from peftrun import run_card
     from peftrun.runs import Run, is_run_dir
 
     if not directory.is_dir():
         _fail(PeftrunError(f"{directory} is not a directory"))
-    rows = [Run(p).summary() for p in sorted(directory.iterdir()) if is_run_dir(p)]
+    rows = [run_card.summary(Run(p, writer=False)) for p in sorted(directory.iterdir()) if is_run_dir(p)]
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
-        return
-    if not rows:
+    elif not rows:
         typer.echo(f"no runs in {directory}")
-        return
-    for row in rows:
-        scores = " ".join(
-            f"{s}:{v:.4f}" if isinstance(v, float) else f"{s}:-" for s, v in row["scores"].items()
-        )
-        typer.echo(
-            f"{row['status']:<10} {row['method'] or '?':<8} {row['model'] or '?':<20} {row['key_metric']} {scores or '-'}  {row['run']}"  # noqa: E501
-        )
+    else:
+        typer.echo("\n".join(run_card.render_rows(rows)))
 
 
 @app.command()

@@ -1,4 +1,5 @@
-"""The run directory: every file name in it, create, lock, resume, atomic writes, DONE, its `ls` row.
+"""The run directory: every file name in it, create, lock, resume, atomic writes, DONE (run_card.py reads
+it back for `peftrun ls` and `peftrun show RUN_DIR`).
 
 RUN/
   config.yaml            the config as given (file text; overrides are in meta.json)
@@ -364,27 +365,10 @@ class Run:
         return "failed" if self.meta().get("status") == "failed" else "incomplete"
 
     def summary(self) -> dict[str, Any]:
-        """One row of `peftrun ls`."""
-        import yaml
+        """One row of `peftrun ls` (assembled, with `peftrun show`'s card, in run_card.py)."""
+        from peftrun.run_card import summary
 
-        from peftrun.metrics import KEY_METRIC
-
-        resolved = self.resolved_config_path
-        cfg = yaml.safe_load(resolved.read_text(encoding="utf-8")) if resolved.is_file() else None
-        cfg = cfg if isinstance(cfg, dict) else {}
-        dataset = cfg.get("data", {}).get("dataset")
-        key = KEY_METRIC.get(dataset or "", "")
-        return {
-            "run": str(self.path),
-            "status": self.status(),
-            "dataset": dataset,
-            "model": cfg.get("model", {}).get("name"),
-            "method": cfg.get("method", {}).get("kind"),
-            "key_metric": key,
-            "scores": {split: m["scores"].get(key) for split, m in self.read_metrics().items()},
-            "started": self.meta().get("started"),
-            "error": self.meta().get("error"),
-        }
+        return summary(self)
 
 
 def _check_creatable(path: Path) -> None:
