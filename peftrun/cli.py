@@ -180,6 +180,24 @@ def decode(
     _print_table(results)
 
 
+@app.command()
+def export(
+    run_dir: RunDirArg,
+    to: Annotated[str, typer.Option("--to", help="target format: peft (Hugging Face peft's adapter folder)")],
+    out: Annotated[Path, typer.Option("--out", help="folder to write (new or empty)")],
+) -> None:
+    """Export a run's adapter for another library: with --to peft, adapter_config.json and
+    adapter_model.safetensors that peft's PeftModel.from_pretrained loads (a built-in tiny base is
+    written beside them, in OUT/base). What peft cannot express is refused, saying what would be lost."""
+    try:
+        from peftrun.serving import peft_interop
+
+        folder = peft_interop.export(run_dir, out, to)
+    except PeftrunError as err:
+        _fail(err)
+    typer.echo(f"wrote {folder}", err=True)
+
+
 @app.command("eval")
 def evaluate(
     run_dir: Annotated[

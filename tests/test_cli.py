@@ -32,6 +32,7 @@ def commands() -> dict:
 OPTIONS = {
     "train": {"--run-dir", "--overwrite", "--resume-from-last-good", "--gpus"},
     "decode": {"--split"},
+    "export": {"--to", "--out"},
     "eval": {
         "--predictions",
         "--dataset",
