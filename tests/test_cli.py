@@ -58,6 +58,7 @@ OPTIONS = {
         "--mem",
         "--json",
     },
+    "generate": {"--adapter", "--input", "--output", "--base"},
     "report": {"--split", "--by", "--format", "--out", "--plots", "--bleu", "--samples"},
 }
 

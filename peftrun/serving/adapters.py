@@ -133,6 +133,8 @@ class AdapterSet:
         from peftrun.methods.base import attach
 
         path = Path(path)
+        if (path / "adapter_config.json").is_file() and not (path / "adapter.json").is_file():
+            return self._add_peft(name, path)
         run_dir, cfg = run_config(path)
         cfg = self._with_overrides(cfg)
         if self.shared is None:
@@ -168,6 +170,62 @@ class AdapterSet:
 
             with torch.no_grad():
                 adapter.rows = method.row_inputs()  # computed once: a stored adapter does not change
+        self.adapters[name] = adapter
+        return adapter
+
+    def _add_peft(self, name: str, path: Path) -> Adapter:
+        """An HF peft adapter folder (prefix, prompt or LoRA) on the shared base."""
+        import torch
+
+        from peftrun.config import Config, ModelConfig
+        from peftrun.data.formats import Room, text_format
+        from peftrun.methods.inject.rows import RowInputs
+        from peftrun.methods.lora import LoRALayer, lora_layers
+        from peftrun.serving.peft_interop import read_peft
+
+        peft = read_peft(path)
+        if self.shared is None:
+            self._load_base(Config(model=ModelConfig(name=self.base_name or peft.base_model)))
+        elif peft.base_model and self.base_name is None and peft.base_model != self.identity:
+            raise PeftrunError(
+                f"peft adapter {name} names its base {peft.base_model}; the base here is {self.identity} "
+                "(give --base / base= to use it anyway)"
+            )
+        cfg, model, room = self.default_cfg, self.shared.model, Room()
+        if peft.kind == "prefix":
+            length = next(iter(peft.tensors.values())).shape[3]
+            offset = length if peft.options.get("position_offset", True) else 0
+            rows = RowInputs(
+                key_values={k: v.to(self.device) for k, v in peft.tensors.items()}, position_offset=offset
+            )
+        elif peft.kind == "prompt":
+            rows = RowInputs(prompt=peft.tensors.to(self.device))
+            room = Room(leading=peft.tensors.shape[0])
+        else:
+            owner = object()  # the LoRA layers of this adapter, gated to its rows
+            layers = []
+            for update in peft.tensors:
+                parent_path, _, attr = update.module.rpartition(".")
+                parent = model.get_submodule(parent_path)
+                rank = update.A.shape[0]
+                layer = LoRALayer(
+                    getattr(parent, attr),
+                    {"peft": (update.start, update.end)},
+                    rank,
+                    update.scale * rank,
+                    0.0,
+                )
+                with torch.no_grad():
+                    layer.lora_A["peft"].copy_(update.A)
+                    layer.lora_B["peft"].copy_(update.B)
+                layer.requires_grad_(False)
+                layer.owner = owner
+                setattr(parent, attr, layer.to(self.device))
+                layers.append(layer)
+            lora_layers(model).extend(layers)
+            rows = RowInputs(lora=owner)
+        adapter = Adapter(name, path, cfg, None, text_format(self.shared, cfg.data, room), True, model)
+        adapter.rows = rows
         self.adapters[name] = adapter
         return adapter
 

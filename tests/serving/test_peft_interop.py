@@ -345,3 +345,30 @@ def test_other_peft_types_are_refused_by_name(tmp_path):
     folder, _ = peft_adapter(tmp_path, peft.IA3Config(task_type="CAUSAL_LM"))
     with pytest.raises(PeftrunError, match="peft adapter type IA3 .* has no peftrun layout"):
         read_peft(folder)
+
+
+def test_peft_adapters_serve_through_peftrun_load_beside_the_base(tmp_path):
+    """peft folders load with `peftrun.load` (one base, by its folder) and give peft's logits."""
+    import peftrun
+
+    base = tmp_path / "base"
+    models.load("tiny-gpt2").model.save_pretrained(base)  # the weights peft_adapter's models use
+    models.load_tokenizer("tiny-gpt2").save_pretrained(base)
+    (tmp_path / "l").mkdir()
+    (tmp_path / "p").mkdir()
+    lora = peft.LoraConfig(
+        task_type="CAUSAL_LM", target_modules=["c_attn"], r=2, lora_alpha=8, fan_in_fan_out=True
+    )
+    lora_folder, lora_peft = peft_adapter(tmp_path / "l", lora, seed=1)
+    prompt = peft.PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=3)
+    prompt_folder, prompt_peft = peft_adapter(tmp_path / "p", prompt, seed=2)
+    lm = peftrun.load(f"lora={lora_folder}", f"prompt={prompt_folder}", base=str(base))
+    x = ids()
+    assert lm.names == ["lora", "prompt"]
+    assert max_diff(lm.logits(x), peft_logits(lora_peft, x)) < TOLERANCE  # the first adapter by default
+    with_fillers = torch.cat([torch.full((2, 3), 5), x], dim=1)
+    mine = lm.logits(with_fillers, adapter="prompt")[:, 3:]
+    assert max_diff(mine, peft_logits(prompt_peft, x)[:, 3:]) < TOLERANCE
+    plain = models.load("tiny-gpt2").model.eval()
+    with torch.no_grad():
+        assert max_diff(lm.logits(x, adapter=None), plain(x).logits) < TOLERANCE
