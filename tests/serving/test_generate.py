@@ -1,0 +1,140 @@
+"""`peftrun generate` and `peftrun.load` on real run directories: a mixed file gives, for every
+adapter, exactly what `peftrun decode` of that run gives on the same sources; rows are batched
+across adapters; what cannot share the base or a decoding set-up is grouped, and said so; bad
+lines stop with their number after the lines before them are written."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from conftest import write_config
+from typer.testing import CliRunner
+
+import peftrun
+from peftrun import experiment
+from peftrun.cli import app
+from peftrun.errors import PeftrunError
+
+CONFIG = """
+model: {name: MODEL}
+data: {dataset: e2e, train_size: 16, dev_loss_size: 4}
+method: METHOD
+train: {lr: 1e-2, epochs: 1, max_steps: 2, batch_size: 8, seed: 101, loss_reduction: token_mean}
+decode: {splits: [dev], limit: 5, num_beams: 2, max_new_tokens: 6, min_length: 100, batch_size: 3}
+"""
+METHODS = {
+    "prefix": "{kind: prefix, prefix_len: 2, mlp_hidden: 16}",
+    "lora": "{kind: lora, rank: 2}",
+    "prompt": "{kind: prompt, prompt_len: 3}",
+    "full": "{kind: full}",
+}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    made = {}
+    for name, method in METHODS.items():
+        folder = tmp_path_factory.mktemp(name)
+        text = CONFIG.replace("MODEL", "tiny-gpt2").replace("METHOD", method)
+        made[name], _ = experiment.train(write_config(folder, text), [], str(folder / "run"))
+    folder = tmp_path_factory.mktemp("bart")
+    text = CONFIG.replace("MODEL", "tiny-bart").replace("METHOD", METHODS["lora"])
+    made["bart"], _ = experiment.train(write_config(folder, text), ["decode.splits=[]"], str(folder / "run"))
+    return made
+
+
+def predictions(run):
+    return [json.loads(line) for line in (run / "predictions" / "dev.jsonl").read_text().splitlines()]
+
+
+def invoke(args, stdin: str | None = None):
+    return CliRunner().invoke(app, ["generate", *args], input=stdin)
+
+
+def test_a_mixed_file_equals_decoding_each_run(runs, tmp_path):
+    names = ["prefix", "lora", "prompt", "full"]
+    lines, expected = [], []
+    for i in range(5):
+        for name in names:  # interleaved: every chunk mixes every adapter
+            record = predictions(runs[name])[i]
+            lines.append(json.dumps({"id": f"{name}-{i}", "adapter": name, "input": record["id"]}))
+            expected.append(record["output"])
+    lines.append(json.dumps({"id": "base", "adapter": None, "input": predictions(runs["lora"])[0]["id"]}))
+    (tmp_path / "in.jsonl").write_text("\n".join(lines) + "\n")
+    args = [a for n in names for a in ("--adapter", f"{n}={runs[n]}")]
+    result = invoke([*args, "--input", str(tmp_path / "in.jsonl"), "--output", str(tmp_path / "out.jsonl")])
+    assert result.exit_code == 0, result.output
+    assert "adapters full change the base model: their rows are decoded apart, per adapter" in result.output
+    assert "generated 21 outputs" in result.output
+    out = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [o["id"] for o in out] == [json.loads(line)["id"] for line in lines]  # input order
+    assert [o["output"] for o in out[:-1]] == expected
+    lm = peftrun.load(*(f"{n}={runs[n]}" for n in names))
+    assert out[-1]["output"] == lm.generate([json.loads(lines[-1])["input"]], adapters=None)[0]
+    assert any(o["output"] != out[-1]["output"] for o in out[:-1])
+
+
+def test_different_decoding_settings_are_grouped_and_equal_each_alone(runs, tmp_path):
+    lm = peftrun.load(f"prefix={runs['prefix']}", f"lora={runs['lora']}")
+    lm.adapters.adapters["lora"].cfg = lm.adapters.adapters["lora"].cfg.model_copy(
+        update={"decode": lm.adapters.adapters["lora"].cfg.decode.model_copy(update={"num_beams": 1})}
+    )
+    sources = [r["id"] for r in predictions(runs["prefix"])[:3]]
+    said = []
+    mixed = lm.adapters.generate(sources * 2, ["prefix"] * 3 + ["lora"] * 3, echo=said.append)
+    assert said == ["rows whose decoding settings differ are decoded in separate groups"]
+    assert mixed[:3] == [r["output"] for r in predictions(runs["prefix"])[:3]]
+    assert mixed[3:] == lm.generate(sources, adapters="lora")
+
+
+def test_the_python_api(runs):
+    lm = peftrun.load(str(runs["prefix"]), f"l={runs['lora']}")
+    assert lm.names == [runs["prefix"].name, "l"] and lm.tokenizer is not None
+    first = predictions(runs["prefix"])[0]
+    assert lm.generate(first["id"]) == [first["output"]]  # the first adapter by default
+    import torch
+
+    ids = torch.tensor([lm.tokenizer(" name : Aromi")["input_ids"]])
+    assert lm.logits(ids, adapter="l").shape == (1, ids.shape[1], 2048)
+    assert (lm.logits(ids, adapter="l") - lm.logits(ids, adapter=None)).abs().max() > 0
+
+
+def test_bad_lines_stop_with_their_number_after_the_lines_before_are_written(runs, tmp_path):
+    good = json.dumps({"id": 1, "adapter": "p", "input": predictions(runs["prefix"])[0]["id"]})
+    cases = {
+        "{not json": "in.jsonl:2: not a JSON object",
+        json.dumps(
+            {"id": 2, "adapter": "nope", "input": "name[A]"}
+        ): "in.jsonl:2: unknown adapter 'nope'; loaded: p",
+        json.dumps([1, 2]): "in.jsonl:2: expected a JSON object",
+        json.dumps({"id": 3, "adapter": "p"}): "in.jsonl:2: 'input' must be a string",
+    }
+    for bad, message in cases.items():
+        (tmp_path / "in.jsonl").write_text(good + "\n" + bad + "\n" + good + "\n")
+        out = tmp_path / "out.jsonl"
+        result = invoke(
+            ["--adapter", f"p={runs['prefix']}", "--input", str(tmp_path / "in.jsonl"), "--output", str(out)]
+        )
+        assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
+        assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == [1]  # nothing lost
+
+
+def test_an_adapter_of_another_base_is_refused_naming_both(runs):
+    with pytest.raises(
+        PeftrunError,
+        match=r"adapter b was trained on tiny-bart \(seed 101\); the base here is tiny-gpt2 \(seed 101\)",
+    ):
+        peftrun.load(f"p={runs['prefix']}", f"b={runs['bart']}")
+
+
+def test_stdin_to_stdout_in_a_pipe(runs):
+    source = predictions(runs["lora"])[1]
+    line = json.dumps({"id": "x", "adapter": "l", "input": source["id"]}) + "\n"
+    command = [sys.executable, "-m", "peftrun", "generate", "--adapter", f"l={runs['lora']}"]
+    done = subprocess.run(command, input=line * 2, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    outputs = [json.loads(row) for row in done.stdout.splitlines()]
+    assert outputs == [{"id": "x", "adapter": "l", "output": source["output"]}] * 2
