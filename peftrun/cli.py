@@ -142,6 +142,44 @@ def train(
     typer.echo(f"run directory: {path}", err=True)
 
 
+@app.command("train-packed")
+def train_packed(
+    pack_file: Annotated[
+        Path,
+        typer.Argument(
+            help='JSON: {"runs": [{"config": PATH, "overrides": [...], "run_dir": DIR}, ...]}',
+            show_default=False,
+        ),
+    ],
+) -> None:
+    """Train several runs in one process on one frozen base, their rows in the same batches (what
+    `peftrun sweep --pack` runs). Each run's directory is what `peftrun train` makes; re-running
+    resumes; a run that fails stops alone. Exit 1 if any failed."""
+    from peftrun.interrupts import Interrupted, graceful
+
+    try:
+        from peftrun import packing
+
+        with graceful():
+            outcomes = packing.train_pack(packing.read_pack_file(pack_file))
+    except PeftrunError as err:
+        _fail(err)
+    except Interrupted as stop:
+        where = f" {stop.where}" if stop.where else ""
+        typer.echo(
+            f"peftrun: stopped by {stop}{where}; resume with: peftrun train-packed {pack_file}", err=True
+        )
+        raise typer.Exit(stop.exit_code) from None
+    except KeyboardInterrupt:
+        typer.echo("peftrun: stopped at once (second signal); the last checkpoints are kept", err=True)
+        raise typer.Exit(130) from None
+    for outcome in outcomes:
+        detail = f": {outcome.error}" if outcome.error else ""
+        typer.echo(f"{outcome.state:<8} {outcome.run_dir}{detail}", err=True)
+    if any(outcome.state == "failed" for outcome in outcomes):
+        raise typer.Exit(1)
+
+
 def _launch_data_parallel(gpus: int) -> None:
     """Re-run this very command under `accelerate launch` with N processes (one per GPU)."""
     import subprocess
@@ -360,6 +398,15 @@ def sweep(
         str | None, typer.Option("--time", help="Slurm: time per run (minutes or H:MM:SS)")
     ] = None,
     mem: Annotated[str | None, typer.Option("--mem", help="Slurm: memory per run, e.g. 32G")] = None,
+    pack: Annotated[
+        int,
+        typer.Option(
+            "--pack",
+            min=1,
+            help="train up to N compatible runs (same frozen base; prefix, prompt, P-tuning, LoRA) "
+            "in one process, their rows in the same batches",
+        ),
+    ] = 1,
     as_json: JsonOpt = False,
 ) -> None:
     """Run a study: every point of SWEEP_FILE as its own run directory under ROOT/NAME. Points are
@@ -377,6 +424,7 @@ def sweep(
             executor=executor,
             fail_fast=fail_fast,
             slurm=slurm,
+            pack=pack,
         )
     except PeftrunError as err:
         _fail(err)
@@ -387,6 +435,9 @@ def sweep(
         for r in summary["runs"]:
             typer.echo(f"{r['state']:<12} {r['name']:<50} {r['run_dir']}")
             typer.echo(f"{'':<12} {' '.join(r['overrides']) or '(no overrides)'}")
+            if "packed_with" in r:
+                others = ", ".join(n for n in r["packed_with"] if n != r["name"])
+                typer.echo(f"{'':<12} packed with: {others}")
     else:
         counts = summary["counts"]
         typer.echo(

@@ -32,6 +32,9 @@ class ModelConfig(_Section):
 
     name: str = Field("tiny-gpt2", description="hub name, local path, or built-in tiny model")
     attention: Literal["sdpa", "eager"] = Field("sdpa", description="attention kernel")
+    seed: int | None = Field(
+        None, description="built-in tiny models: seed of their random weights (default: train.seed)"
+    )
 
 
 class DataConfig(_Section):
@@ -173,6 +176,10 @@ class Config(_Section):
         payload = self.model_dump(mode="json", exclude={"output"})
         digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
         return digest[:8]
+
+    def base_seed(self) -> int:
+        """The seed a built-in model's random weights come from (a hub model ignores it)."""
+        return self.model.seed if self.model.seed is not None else self.train.seed
 
     def run_dir(self) -> Path:
         if self.output.run_dir:

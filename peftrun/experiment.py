@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -76,7 +77,10 @@ class Session:
     """A model with its method attached, ready to train or decode (in this process's share of the
     data-parallel processes, if several)."""
 
-    def __init__(self, cfg: Config, processes: Processes | None = None) -> None:
+    def __init__(self, cfg: Config, processes: Processes | None = None, base=None) -> None:
+        """`base`: a loaded model to attach to (runs packed on one frozen base), else one is loaded."""
+        import torch
+
         from peftrun import models
         from peftrun.data.formats import text_format
         from peftrun.methods.base import attach
@@ -84,9 +88,16 @@ class Session:
         self.cfg = cfg
         self.processes = processes or Processes()
         accelerator = self.processes.accelerator
-        self.device = accelerator.device if self.processes.world > 1 else pick_device(cfg.train.device)
-        self.loaded = models.load(cfg.model.name, cfg.model.attention, seed=cfg.train.seed)
-        self.loaded.model.to(self.device)
+        if base is not None:
+            self.device = base.model.device
+            self.loaded = base
+        else:
+            self.device = accelerator.device if self.processes.world > 1 else pick_device(cfg.train.device)
+            self.loaded = models.load(cfg.model.name, cfg.model.attention, seed=cfg.base_seed())
+            self.loaded.model.to(self.device)
+        # The method's initialisation comes from train.seed, whatever the base model is (a hub
+        # model draws nothing; a built-in one drew its weights from model.seed).
+        torch.manual_seed(cfg.train.seed)
         self.method = attach(self.loaded, cfg.method)
         plain = text_format(self.loaded, cfg.data, self.method.room)
         self.format = self.method.wrap_format(plain, cfg.decode)
@@ -133,6 +144,93 @@ class Session:
             results[split] = score_records(run, split, self.cfg.data.dataset, self.cfg.data.reference_style)
         return results
 
+    # A run's locked part: start → prepare → fit → finish ------------------------------------
+
+    def start(self, run: Run, state: str, config_path, overrides: list[str], train_pairs, **meta) -> None:
+        """Write the run's configs and meta.json (status running)."""
+        self.state = state
+        run.start(
+            state,
+            Path(config_path).read_text(encoding="utf-8"),
+            self.cfg.to_yaml(),
+            {
+                "overrides": overrides,
+                "parameters": self.method.counts().as_dict(),
+                "reference_style": self.cfg.data.reference_style,
+                "train_pairs": len(train_pairs),
+                "processes": self.processes.world,
+                **meta,
+            },
+        )
+
+    def prepare(self, run: Run, train_pairs) -> None:
+        """Say what runs; a run from scratch initialises its method (a resumed one has its state)."""
+        counts = self.method.counts().as_dict()
+        log(f"run {run.path} ({'resuming' if self.state in ('resume', 'recover') else 'new'})")
+        log(
+            f"parameters: base {counts['base']:,}; trainable {counts['trainable']:,} "
+            f"({counts['trainable_pct']:.3f}%); stored {counts['stored']:,} ({counts['stored_pct']:.3f}%)"
+        )
+        if not run.has_checkpoint:
+            self.method.initialize(train_pairs)
+            notes = self.log_notes()
+            if notes:
+                run.update_meta(method_notes=notes)
+
+    def trains(self, train_pairs) -> bool:
+        return bool(self.method.trainable_parameters() and train_pairs and self.cfg.train.epochs)
+
+    def trainee(self, run: Run, train_pairs, dev_pairs):
+        from peftrun.train import Trainee
+
+        return Trainee(
+            self.model,
+            self.method,
+            train_pairs,
+            dev_pairs,
+            self.format.training_batch,
+            self.cfg.train,
+            run,
+            self.device,
+            self.processes,
+        )
+
+    def fit(self, run: Run, train_pairs, dev_pairs, on_update=None):
+        """Train (the Progress), or None when the method trains nothing here."""
+        from peftrun.train import fit
+
+        if not self.trains(train_pairs):
+            log(f"method {self.cfg.method.kind!r} trains nothing here: decoding and scoring only")
+            return None
+        progress = fit(self.trainee(run, train_pairs, dev_pairs), on_update)
+        self.processes.barrier()  # the checkpoints process 0 wrote are there for every process
+        return progress
+
+    def finish(self, run: Run, progress) -> dict[str, dict[str, Any]]:
+        """After training: the selected weights, the adapter, decoding, scores, DONE."""
+        if progress is not None:
+            if self.cfg.train.select == "best":
+                best = run.load_best(self.device)
+                if best is None:
+                    raise PeftrunError(
+                        "train.select=best needs dev-loss evaluations; none ran (no dev data?)"
+                    )
+                self.method.load_training_state(best)
+            run.update_meta(
+                best_dev_loss=progress.best_dev_loss if progress.dev_losses else None,
+                updates=progress.step,
+                stopped_early=progress.stopped_early,
+                train_seconds=progress.train_seconds,
+                train_tokens=progress.train_tokens,
+                tokens_per_s=progress.train_tokens / max(progress.train_seconds, 1e-9),
+            )
+        self.save_adapter(run)
+        self.processes.barrier()
+        self.method.load(run.adapter_dir)  # decode exactly what was stored
+        results = self.decode_and_score(run, self.cfg.decode.splits)
+        run.finish()
+        return results
+
     def save_adapter(self, run: Run) -> None:
         from peftrun import __version__
 
@@ -161,45 +259,56 @@ def train(
 ) -> tuple[Path, dict[str, dict[str, Any]] | None]:
     """Train, decode and score one config. Returns the run dir and the metrics (None if it
     had finished before)."""
-    from peftrun import data, distributed
-    from peftrun.methods import REGISTRY
+    from peftrun import distributed
 
     cfg = resolve(config_path, overrides, run_dir)
     check_trackers(cfg.output.trackers)
-    resolved = cfg.to_yaml()
     processes = distributed.current(
         cfg.output.trackers, str(cfg.run_dir() / "trackers"), cpu=cfg.train.device == "cpu"
     )
-    run, state = Run.prepare(cfg.run_dir(), resolved, overwrite, processes.main, resume_from_last_good)
+    run, state = Run.prepare(cfg.run_dir(), cfg.to_yaml(), overwrite, processes.main, resume_from_last_good)
     processes.barrier()  # every process has seen the directory as it was before anyone writes
     if state == "done":
         log(f"{run.path} is already finished (DONE); nothing to do. `peftrun eval {run.path}` re-scores it.")
         return run.path, None
-    reads_train = cfg.train.epochs > 0 or REGISTRY[cfg.method.kind].load().reads_train_pairs
-    train_pairs = data.load_pairs(cfg.data, "train") if reads_train else []
-    dev_pairs = data.load_pairs(cfg.data, "dev") if cfg.train.epochs else []
-    for split in cfg.decode.splits:  # a bad test file should fail now, not after hours of training
-        data.load_instances(cfg.data, split)
+    train_pairs, dev_pairs = load_training_data(cfg)
     session = Session(cfg, processes)
-    counts = session.method.counts().as_dict()
-    run.start(
-        state,
-        Path(config_path).read_text(encoding="utf-8"),
-        resolved,
-        {
-            "overrides": overrides,
-            "parameters": counts,
-            "reference_style": cfg.data.reference_style,
-            "train_pairs": len(train_pairs),
-            "processes": processes.world,
-        },
-    )
+    session.start(run, state, config_path, overrides, train_pairs)
     processes.barrier()
     if cfg.output.trackers and processes.main:
         processes.accelerator.init_trackers(run.path.name, config=_flatten(cfg.model_dump(mode="json")))
         run.on_log = lambda record: processes.accelerator.log(record, step=record.get("step"))
     try:
-        results = _run(session, run, state, train_pairs, dev_pairs, on_update)
+        with recording_outcome(run):
+            session.prepare(run, train_pairs)
+            progress = session.fit(run, train_pairs, dev_pairs, on_update)
+            results = session.finish(run, progress)
+    finally:
+        if cfg.output.trackers:
+            processes.accelerator.end_training()
+    return run.path, results
+
+
+def load_training_data(cfg: Config) -> tuple[list, list]:
+    """The train and dev pairs the run needs; the decode splits are read too, so that a bad test
+    file fails now, not after hours of training."""
+    from peftrun import data
+    from peftrun.methods import REGISTRY
+
+    reads_train = cfg.train.epochs > 0 or REGISTRY[cfg.method.kind].load().reads_train_pairs
+    train_pairs = data.load_pairs(cfg.data, "train") if reads_train else []
+    dev_pairs = data.load_pairs(cfg.data, "dev") if cfg.train.epochs else []
+    for split in cfg.decode.splits:
+        data.load_instances(cfg.data, split)
+    return train_pairs, dev_pairs
+
+
+@contextmanager
+def recording_outcome(run: Run, release: bool = True):
+    """Whatever ends the run's locked part is written to its meta.json, and the lock released
+    (`release`: when the part ends, whatever ends it)."""
+    try:
+        yield
     except Interrupted as stop:  # Ctrl-C, SIGTERM: not a failure; re-running resumes
         run.update_meta(status="interrupted", error=None)
         stop.run_dir = run.path
@@ -208,10 +317,8 @@ def train(
         run.update_meta(status="failed", error=_one_line(err))
         raise
     finally:
-        run.unlock()
-        if cfg.output.trackers:
-            processes.accelerator.end_training()
-    return run.path, results
+        if release:
+            run.unlock()
 
 
 def _flatten(values: dict, prefix: str = "") -> dict:
@@ -223,59 +330,6 @@ def _flatten(values: dict, prefix: str = "") -> dict:
         else:
             out[f"{prefix}{key}"] = value if isinstance(value, (int, float, str, bool)) else str(value)
     return out
-
-
-def _run(session: Session, run: Run, state: str, train_pairs, dev_pairs, on_update):
-    """The locked part of `train`: init, fit, adapter, decode, score, DONE."""
-    cfg, method, processes = session.cfg, session.method, session.processes
-    counts = method.counts().as_dict()
-    log(f"run {run.path} ({'resuming' if state in ('resume', 'recover') else 'new'})")
-    log(
-        f"parameters: base {counts['base']:,}; trainable {counts['trainable']:,} "
-        f"({counts['trainable_pct']:.3f}%); stored {counts['stored']:,} ({counts['stored_pct']:.3f}%)"
-    )
-    if not run.has_checkpoint:  # a resumed run has its state already
-        method.initialize(train_pairs)
-        notes = session.log_notes()
-        if notes:
-            run.update_meta(method_notes=notes)
-    if method.trainable_parameters() and train_pairs and cfg.train.epochs:
-        from peftrun.train import fit
-
-        progress = fit(
-            session.model,
-            method,
-            train_pairs,
-            dev_pairs,
-            session.format.training_batch,
-            cfg.train,
-            run,
-            session.device,
-            on_update,
-            processes,
-        )
-        processes.barrier()  # the checkpoints process 0 wrote are there for every process
-        if cfg.train.select == "best":
-            best = run.load_best(session.device)
-            if best is None:
-                raise PeftrunError("train.select=best needs dev-loss evaluations; none ran (no dev data?)")
-            method.load_training_state(best)
-        run.update_meta(
-            best_dev_loss=progress.best_dev_loss if progress.dev_losses else None,
-            updates=progress.step,
-            stopped_early=progress.stopped_early,
-            train_seconds=progress.train_seconds,
-            train_tokens=progress.train_tokens,
-            tokens_per_s=progress.train_tokens / max(progress.train_seconds, 1e-9),
-        )
-    else:
-        log(f"method {cfg.method.kind!r} trains nothing here: decoding and scoring only")
-    session.save_adapter(run)
-    processes.barrier()
-    method.load(run.adapter_dir)  # decode exactly what was stored
-    results = session.decode_and_score(run, cfg.decode.splits)
-    run.finish()
-    return results
 
 
 def _one_line(err: BaseException) -> str:

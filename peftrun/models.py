@@ -205,6 +205,13 @@ def summarize(config) -> ArchSummary:
     return ArchSummary(family.name, **sizes)
 
 
+def base_identity(cfg) -> str:
+    """What makes two runs' base models the same: the model name, and for a built-in (random
+    weights) the seed of its weights."""
+    name = cfg.model.name
+    return f"{name} (seed {cfg.base_seed()})" if name in BUILTIN else name
+
+
 @dataclass
 class LoadedModel:
     model: Any  # a transformers PreTrainedModel
@@ -282,6 +289,15 @@ def attention_sites(model) -> dict[str, list]:
 def count_parameters(parameters) -> int:
     """Distinct parameters' sizes (tied weights, e.g. GPT-2's embedding and LM head, count once)."""
     return sum(p.numel() for p in {id(p): p for p in parameters}.values())
+
+
+ADAPTER_FLAG = "peftrun_adapter"  # set on parameters a method puts inside the model (LoRA's A, B)
+
+
+def base_size(model) -> int:
+    """The base model's own parameters, without adapters attached inside it (several LoRAs on one
+    base, as runs packed together or served together have)."""
+    return count_parameters(p for p in model.parameters() if not getattr(p, ADAPTER_FLAG, False))
 
 
 def skeleton(name: str) -> LoadedModel:

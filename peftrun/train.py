@@ -17,7 +17,7 @@ import math
 import random
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 
@@ -133,6 +133,8 @@ class Trainee:
         self.total = total_updates(cfg, len(train_examples))
         self.scheduler = linear_schedule(self.optimizer, cfg.warmup_steps, self.total)
         self.progress = Progress()
+        self.last_loss = math.nan  # the last micro-batch's loss (progress bars)
+        self.on_update: Callable[[int], None] | None = None  # called after every update
         self.per_epoch = math.ceil(len(train_examples) / cfg.batch_size)
         bf16 = cfg.precision == "bf16"
         if bf16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
@@ -196,21 +198,56 @@ class Trainee:
     def micro_loss(self, examples: list) -> tuple[torch.Tensor | None, float]:
         """This process's part of the micro-batch loss, normalised by the whole micro-batch's
         denominator (None if this process got no rows), and the whole micro-batch's loss value."""
-        numerator = denominator = None
-        tokens = 0
-        if examples:
-            batch = to_device(self.make_batch(examples), self.device)
-            numerator, denominator = loss_terms(
-                self.model, self.method, batch, self.cfg.loss_reduction, self.autocast
-            )
-            tokens = int(batch["inputs"]["attention_mask"].sum())
-        # Every process takes part in the sums, also one that got no rows (more processes than rows).
+        if not examples:
+            return self.account(None, None, 0)
+        batch = to_device(self.make_batch(examples), self.device)
+        numerator, denominator = loss_terms(
+            self.model, self.method, batch, self.cfg.loss_reduction, self.autocast
+        )
+        return self.account(numerator, denominator, int(batch["inputs"]["attention_mask"].sum()))
+
+    def account(
+        self, numerator: torch.Tensor | None, denominator: torch.Tensor | None, tokens: int
+    ) -> tuple[torch.Tensor | None, float]:
+        """A micro-batch's (numerator, denominator) → the loss to backward and its value; counts
+        its tokens. Every process takes part in the sums, also one that got no rows."""
         self.progress.train_tokens += int(self.processes.total(tokens, self.device))
         whole = max(
             self.processes.total(0.0 if denominator is None else denominator.item(), self.device), 1.0
         )
         value = self.processes.total(0.0 if numerator is None else numerator.item(), self.device) / whole
         return (None if numerator is None else numerator / whole), value
+
+    def micro_batches(self) -> Generator[list, float, str]:
+        """The run's training as a stream of micro-batches. Yields each micro-batch's examples;
+        the caller computes their loss (`micro_loss`, or packed with other runs' rows), calls
+        backward on it divided by grad_accum, and sends back the micro-batch's loss value. Updates,
+        epochs, evaluation and checkpoints happen in here, so a run alone (`fit`) and runs packed
+        together (peftrun.packing) train alike. Returns "finished", or "interrupted" when a
+        signal asked to stop (at an update boundary, after a checkpoint)."""
+        p = self.progress
+        while not self.finished:
+            started, losses = time.perf_counter(), []
+            for _ in range(self.cfg.grad_accum):
+                examples = self.next_examples()
+                if examples is None:
+                    break
+                losses.append((yield examples))
+            if losses:
+                self.last_loss = losses[-1]
+                self.update(losses, time.perf_counter() - started)
+                if self.on_update is not None:
+                    self.on_update(p.step)
+            if p.batch_in_epoch >= self.per_epoch:
+                self.end_epoch()
+            if interrupts.requested() is not None:
+                self.checkpoint()
+                return "interrupted"
+        self.checkpoint()
+        return "finished"
+
+    def tokens_per_s(self) -> float:
+        return self.progress.train_tokens / max(self.progress.train_seconds, 1e-9)
 
     # An update ----------------------------------------------------------------------------
 
@@ -319,59 +356,41 @@ class Trainee:
         return self.processes.total(numerator, self.device) / max(total, 1.0)
 
 
-def fit(
-    model,
-    method: Method,
-    train_examples: Sequence,
-    dev_examples: Sequence,
-    make_batch: Callable[[Sequence], dict],
-    cfg: TrainConfig,
-    run: Run,
-    device: torch.device,
-    on_update: Callable[[int], None] | None = None,
-    processes: Processes | None = None,
-) -> Progress:
-    """Train `method` on `train_examples`; checkpoints and logs go to `run`."""
-    trainee = Trainee(
-        model, method, train_examples, dev_examples, make_batch, cfg, run, device, processes or Processes()
-    )
+def fit(trainee: Trainee, on_update: Callable[[int], None] | None = None) -> Progress:
+    """Train one run: its micro-batches' losses, one backward each (see `Trainee.micro_batches`)."""
     trainee.restore()
     p = trainee.progress
     trainee.optimizer.zero_grad(set_to_none=True)  # whatever ran before (an init fit) left no gradients
-    method.set_training(True)
+    trainee.method.set_training(True)
     bar = tqdm(
         total=trainee.total, initial=p.step, desc="train", unit="step", dynamic_ncols=True, disable=None
     )
-    while not trainee.finished:
-        started, losses = time.perf_counter(), []
-        for _ in range(cfg.grad_accum):
-            examples = trainee.next_examples()
-            if examples is None:
-                break
+
+    def updated(step: int) -> None:
+        bar.update(1)
+        bar.set_postfix(loss=f"{trainee.last_loss:.3f}", tok_s=f"{trainee.tokens_per_s():.0f}")
+        if on_update is not None:
+            on_update(step)
+
+    trainee.on_update = updated
+    batches = trainee.micro_batches()
+    try:
+        examples = next(batches)
+        while True:
             try:
                 loss, value = trainee.micro_loss(examples)
                 if loss is not None:
-                    (loss / cfg.grad_accum).backward()
+                    (loss / trainee.cfg.grad_accum).backward()
             except torch.OutOfMemoryError:
                 raise trainee.out_of_memory(examples) from None
-            losses.append(value)
-        if losses:
-            trainee.update(losses, time.perf_counter() - started)
-            bar.update(1)
-            bar.set_postfix(
-                loss=f"{losses[-1]:.3f}", tok_s=f"{p.train_tokens / max(p.train_seconds, 1e-9):.0f}"
-            )
-            if on_update is not None:
-                on_update(p.step)
-        if p.batch_in_epoch >= trainee.per_epoch:
-            trainee.end_epoch()
-        if interrupts.requested() is not None:
-            trainee.checkpoint()
-            bar.close()
-            interrupts.check(f"after update {p.step} (checkpoint written)")
-    bar.close()
-    trainee.checkpoint()
-    method.set_training(False)
+            examples = batches.send(value)
+    except StopIteration as end:
+        ended = end.value
+    finally:
+        bar.close()
+    if ended == "interrupted":
+        interrupts.check(f"after update {p.step} (checkpoint written)")
+    trainee.method.set_training(False)
     return p
 
 

@@ -56,8 +56,10 @@ OPTIONS = {
         "--gpus-per-task",
         "--time",
         "--mem",
+        "--pack",
         "--json",
     },
+    "train-packed": set(),
     "generate": {"--adapter", "--input", "--output", "--base"},
     "report": {"--split", "--by", "--format", "--out", "--plots", "--bleu", "--samples"},
 }

@@ -41,7 +41,7 @@ from torch.nn import functional as F
 
 from peftrun.methods.adapter_options import AdapterOptions
 from peftrun.methods.base import MethodBase, ParamCounts, copy_into, save_tensors
-from peftrun.models import LoadedModel, count_parameters, family_of
+from peftrun.models import LoadedModel, base_size, count_parameters, family_of
 
 WEIGHTS = "adapter.safetensors"
 ATTRIBUTE = "peft_adapters"
@@ -104,7 +104,7 @@ class Adapter(MethodBase):
     def __init__(self, loaded: LoadedModel, options: AdapterOptions) -> None:
         self.model = loaded.model
         self.options = options
-        self.base = count_parameters(self.model.parameters())
+        self.base = base_size(self.model)
         self.model.requires_grad_(False)
         sites = _sites(self.model, options.layout)
         hidden = loaded.arch.hidden

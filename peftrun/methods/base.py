@@ -118,6 +118,13 @@ class MethodBase:
         such adapters can share one base and one batch: `row_inputs`)."""
         return False
 
+    @classmethod
+    def trains_packed(cls, options) -> bool:
+        """Whether runs of this method can train packed with others on one frozen base
+        (peftrun.packing): it shares the base, and its training forward draws no random numbers
+        (dropout would draw differently in a batch shared with other runs' rows)."""
+        return False
+
     def row_inputs(self):
         """What this method adds for a row of a batch shared with other adapters
         (peftrun.methods.inject.rows.RowInputs), or None: it changes the base model itself (its

@@ -25,7 +25,7 @@ from peftrun.data.examples import Pair
 from peftrun.methods.base import MethodBase, ParamCounts
 from peftrun.methods.icl_options import ICLOptions
 from peftrun.methods.inject.rows import RowInputs
-from peftrun.models import LoadedModel, count_parameters
+from peftrun.models import LoadedModel, base_size
 
 FILE = "icl.json"
 
@@ -97,7 +97,7 @@ class InContext(MethodBase):
         self._demonstrations = [Pair(d["source"], d["target"]) for d in payload["demonstrations"]]
 
     def counts(self) -> ParamCounts:
-        return ParamCounts(base=count_parameters(self.model.parameters()), trainable=0, stored=0)
+        return ParamCounts(base=base_size(self.model), trainable=0, stored=0)
 
 
 class Demonstrations:

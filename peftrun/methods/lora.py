@@ -48,9 +48,9 @@ from torch.nn import functional as F
 
 from peftrun.methods.base import MethodBase, ParamCounts, copy_into, save_tensors
 from peftrun.methods.inject import match_rows
-from peftrun.methods.inject.rows import RowInputs
+from peftrun.methods.inject.rows import RowInputs, active_rows
 from peftrun.methods.lora_options import LoRAOptions
-from peftrun.models import LoadedModel, attention_sites, count_parameters, family_of
+from peftrun.models import ADAPTER_FLAG, LoadedModel, attention_sites, base_size, count_parameters, family_of
 
 WEIGHTS = "lora.safetensors"
 
@@ -85,6 +85,8 @@ class LoRALayer(nn.Module):
             self.lora_B[name] = nn.Parameter(
                 torch.zeros(end - start, rank, device=weight.device, dtype=weight.dtype)
             )
+        for parameter in (*self.lora_A.values(), *self.lora_B.values()):
+            setattr(parameter, ADAPTER_FLAG, True)
         self.merged = False
         self.gate: torch.Tensor | None = None
 
@@ -159,7 +161,7 @@ class LoRA(MethodBase):
     def __init__(self, loaded: LoadedModel, options: LoRAOptions) -> None:
         self.model = loaded.model
         self.options = options
-        self.base = count_parameters(self.model.parameters())
+        self.base = base_size(self.model)  # before this LoRA's layers are attached
         self.model.requires_grad_(False)
         self.layers: list[LoRALayer] = []
         paths = {id(module): name for name, module in self.model.named_modules()}
@@ -187,8 +189,16 @@ class LoRA(MethodBase):
     def shares_base(cls, options) -> bool:
         return True
 
+    @classmethod
+    def trains_packed(cls, options) -> bool:
+        return options.dropout == 0  # a LoRA dropout would draw its masks over the shared batch
+
     def row_inputs(self) -> RowInputs:
         return RowInputs(lora=self)
+
+    def active(self, batch_size: int):
+        """Only this LoRA's layers apply (others attached to the same base stay off)."""
+        return active_rows(self.model, [self.row_inputs()])
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return list(self._named().values())

@@ -58,7 +58,7 @@ from peftrun.methods.inject.infix_kv import InfixKeyValues
 from peftrun.methods.inject.prefix_kv import install, key_values_of_inputs
 from peftrun.methods.inject.rows import RowInputs, active_rows
 from peftrun.methods.prefix_options import PrefixOptions
-from peftrun.models import LoadedModel, attention_sites, count_parameters, load_tokenizer
+from peftrun.models import LoadedModel, attention_sites, base_size, count_parameters, load_tokenizer
 
 WEIGHTS = "prefix.safetensors"
 DEFAULT_LENGTH = 10
@@ -188,6 +188,10 @@ class Prefix(MethodBase):
     def shares_base(cls, options) -> bool:
         return options.variant != "infix"
 
+    @classmethod
+    def trains_packed(cls, options) -> bool:
+        return cls.shares_base(options) and not options.frozen_dropout  # the table has no dropout
+
     def row_inputs(self) -> RowInputs | None:
         """This prefix's keys/values and position offset for a row of a shared batch (an infix
         sits inside the token sequence and cannot share one: None)."""
@@ -292,7 +296,7 @@ class Prefix(MethodBase):
 
     def counts(self) -> ParamCounts:
         return ParamCounts(
-            base=count_parameters(self.model.parameters()),
+            base=base_size(self.model),
             trainable=count_parameters(self.tables.parameters()),
             stored=sum(table.length * table.width for table in self.tables.values()),
         )

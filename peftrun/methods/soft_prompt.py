@@ -18,7 +18,7 @@ from peftrun.data.formats import Room
 from peftrun.methods.base import MethodBase, ParamCounts, save_tensors
 from peftrun.methods.inject import soft_input
 from peftrun.methods.inject.rows import RowInputs, active_rows
-from peftrun.models import LoadedModel, count_parameters
+from peftrun.models import LoadedModel, base_size, count_parameters
 
 WEIGHTS = "prompt.safetensors"
 
@@ -56,6 +56,10 @@ class SoftPromptMethod(MethodBase):
     def shares_base(cls, options) -> bool:
         return True
 
+    @classmethod
+    def trains_packed(cls, options) -> bool:
+        return True  # a prompt table, or P-tuning's encoder (no dropout), over a frozen base
+
     def row_inputs(self) -> RowInputs:
         return RowInputs(prompt=self.embeddings())
 
@@ -79,7 +83,7 @@ class SoftPromptMethod(MethodBase):
 
     def counts(self) -> ParamCounts:
         return ParamCounts(
-            base=count_parameters(self.model.parameters()),
+            base=base_size(self.model),
             trainable=count_parameters(self.producer.parameters()),
             stored=self.length * self.hidden,
         )

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from peftrun.errors import PeftrunError
+from peftrun.models import base_identity
 
 
 @dataclass
@@ -51,14 +52,6 @@ def run_config(path: Path):
     raise PeftrunError(
         f"{path} is not a peftrun run directory or adapter folder (no {RESOLVED} at or above it)"
     )
-
-
-def base_identity(cfg) -> str:
-    """What makes two bases the same: the model name, and for a built-in (random weights) its seed."""
-    from peftrun.models import BUILTIN
-
-    name = cfg.model.name
-    return f"{name} (seed {cfg.train.seed})" if name in BUILTIN else name
 
 
 def parse_adapter_args(items: Sequence[str]) -> list[tuple[str, Path]]:
@@ -108,7 +101,7 @@ class AdapterSet:
         from peftrun.experiment import pick_device
 
         self.device = pick_device(self.device_name if self.device_name != "auto" else cfg.train.device)
-        self.shared = models.load(cfg.model.name, cfg.model.attention, seed=cfg.train.seed)
+        self.shared = models.load(cfg.model.name, cfg.model.attention, seed=cfg.base_seed())
         self.shared.model.to(self.device).eval()
         self.identity = base_identity(cfg)
         self.default_cfg = self._with_overrides(cfg)
@@ -157,7 +150,7 @@ class AdapterSet:
             options = options.model_copy(update={"merge": False})  # a merge would change every row
         shared = REGISTRY[options.kind].load().shares_base(options)
         loaded = (
-            self.shared if shared else models.load(cfg.model.name, cfg.model.attention, seed=cfg.train.seed)
+            self.shared if shared else models.load(cfg.model.name, cfg.model.attention, seed=cfg.base_seed())
         )
         loaded.model.to(self.device)
         method = attach(loaded, options)

@@ -4,7 +4,7 @@ read a peft adapter folder into peftrun's own layouts (`read_peft`).
 Export (`peftrun export RUN --to peft --out DIR`) writes `adapter_config.json` and
 `adapter_model.safetensors`, which `PeftModel.from_pretrained(base, DIR)` loads. A built-in tiny
 base is on no hub, so the export also writes it to DIR/base (the exact weights the run trained
-on, `models.load(name, seed=train.seed)`, with its tokenizer) and names that folder by its
+on, `models.load(name, seed=cfg.base_seed())`, with its tokenizer) and names that folder by its
 absolute path as `base_model_name_or_path`: peft opens that path from the working directory, not
 from DIR, so `AutoPeftModelForCausalLM.from_pretrained(DIR)` works from anywhere (a moved DIR
 needs its base passed explicitly). Peft then gives the same logits as peftrun on the same token
@@ -206,7 +206,7 @@ def _base_model(cfg, folder: Path, out: Path) -> str:
     where it will be, out/base), a local folder by its absolute path, or the hub name."""
     name = cfg.model.name
     if name in models.BUILTIN:
-        loaded = models.load(name, seed=cfg.train.seed)  # the very weights the run trained on
+        loaded = models.load(name, seed=cfg.base_seed())  # the very weights the run trained on
         loaded.model.save_pretrained(folder / "base")
         loaded.tokenizer.save_pretrained(folder / "base")
         return str((out / "base").resolve())

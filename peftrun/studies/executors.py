@@ -21,8 +21,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from peftrun.studies.sweep import Manifest, Outcome, last_error, log_path, run_command
-from peftrun.studies.sweep_file import Point, Sweep, time_minutes
+from peftrun.studies.sweep import Job, Manifest, Outcome, point_outcome
+from peftrun.studies.sweep_file import Sweep, time_minutes
 
 # Exit codes of `peftrun train` that mean "stopped by a signal; it resumes": SIGINT, SIGTERM.
 INTERRUPTED = (130, 143, -signal.SIGINT, -signal.SIGTERM)
@@ -79,15 +79,15 @@ def visible_gpus() -> list[str]:
 
 
 def run_local(
-    sweep: Sweep, pending: list[Point], manifest: Manifest, workers: int, fail_fast: bool, echo
+    sweep: Sweep, jobs: list[Job], manifest: Manifest, workers: int, fail_fast: bool, echo
 ) -> list[Outcome]:
-    """Run `pending` with `workers` child processes at once; Ctrl-C stops them (they checkpoint)."""
+    """Run `jobs` with `workers` child processes at once; Ctrl-C stops them (they checkpoint)."""
     gpus = visible_gpus()
     workers = max(1, workers)
     slots = gpus[:workers] if gpus else [None] * workers
     threads = max(1, (os.cpu_count() or 1) // len(slots))
-    progress = Progress(len(pending), len(slots), echo)
-    queue, outcomes, children = list(pending), [], {}
+    progress = Progress(sum(len(job.points) for job in jobs), len(slots), echo)
+    queue, outcomes, children = list(jobs), [], {}
     lock, stop = threading.Lock(), threading.Event()
 
     def worker(gpu: str | None) -> None:
@@ -95,21 +95,23 @@ def run_local(
             with lock:
                 if not queue:
                     return
-                point = queue.pop(0)
+                job = queue.pop(0)
             env = dict(os.environ)
             if gpu is not None:
                 env["CUDA_VISIBLE_DEVICES"] = gpu
             elif len(slots) > 1:
                 env.setdefault("OMP_NUM_THREADS", str(threads))
-            progress.started()
-            manifest.update(point.name, "running")
-            outcome = _run_child(sweep, point, env, children, lock)
+            for point in job.points:
+                progress.started()
+                manifest.update(point.name, "running")
+            ended = _run_child(sweep, job, env, children, lock)
             with lock:
-                outcomes.append(outcome)
-            manifest.update(point.name, _manifest_state(outcome), outcome.error)
-            progress.finished(outcome)
-            if outcome.state == "failed" and fail_fast:
-                stop.set()
+                outcomes.extend(ended)
+            for outcome in ended:
+                manifest.update(outcome.point.name, _manifest_state(outcome), outcome.error)
+                progress.finished(outcome)
+                if outcome.state == "failed" and fail_fast:
+                    stop.set()
 
     pool = [threading.Thread(target=worker, args=(slot,), daemon=True) for slot in slots]
     for thread in pool:
@@ -128,28 +130,25 @@ def run_local(
     for thread in pool:
         thread.join()
     started = {o.point.name for o in outcomes}
-    outcomes += [Outcome(p, "not-started") for p in pending if p.name not in started]
+    outcomes += [Outcome(p, "not-started") for job in jobs for p in job.points if p.name not in started]
     return outcomes
 
 
-def _run_child(sweep: Sweep, point: Point, env: dict, children: dict, lock) -> Outcome:
-    log = log_path(sweep, point)
+def _run_child(sweep: Sweep, job: Job, env: dict, children: dict, lock) -> list[Outcome]:
+    log = job.log(sweep)
     log.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     with log.open("a", encoding="utf-8") as handle:
-        handle.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(run_command(point))}\n")
+        handle.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(job.command())}\n")
         handle.flush()
-        child = subprocess.Popen(run_command(point), stdout=handle, stderr=subprocess.STDOUT, env=env)
+        child = subprocess.Popen(job.command(), stdout=handle, stderr=subprocess.STDOUT, env=env)
         with lock:
-            children[point.name] = child
+            children[job.name] = child
         code = child.wait()
         with lock:
-            children.pop(point.name, None)
+            children.pop(job.name, None)
     seconds = time.perf_counter() - started
-    if code == 0:
-        return Outcome(point, "done", None, seconds)
-    state = "interrupted" if code in INTERRUPTED else "failed"
-    return Outcome(point, state, last_error(point, log), seconds)
+    return [point_outcome(point, code, log, seconds, INTERRUPTED) for point in job.points]
 
 
 def _terminate(children: dict, lock) -> None:
@@ -179,14 +178,14 @@ def run_child_job(command: list[str], log: str) -> int:
 
 def run_slurm(
     sweep: Sweep,
-    pending: list[Point],
+    jobs: list[Job],
     manifest: Manifest,
     workers: int,
     fail_fast: bool,
     echo,
     cluster: str | None = None,
 ) -> list[Outcome]:
-    """Submit `pending` as one job array and wait; `cluster="local"` runs it on this machine."""
+    """Submit `jobs` as one job array and wait; `cluster="local"` runs it on this machine."""
     try:
         import submitit
     except ImportError:
@@ -214,43 +213,48 @@ def run_slurm(
             parameters["slurm_additional_parameters"] = dict(slurm.additional)
         parameters = {k: v for k, v in parameters.items() if v is not None}
     executor.update_parameters(**parameters)
-    commands = [run_command(point) for point in pending]
-    logs = [str(log_path(sweep, point)) for point in pending]
-    jobs = executor.map_array(run_child_job, commands, logs)
-    progress = Progress(len(pending), max(1, workers), echo)
-    for point in pending:
-        manifest.update(point.name, "running")
-        progress.started()
+    commands = [job.command() for job in jobs]
+    logs = [str(job.log(sweep)) for job in jobs]
+    handles = executor.map_array(run_child_job, commands, logs)
+    progress = Progress(sum(len(job.points) for job in jobs), max(1, workers), echo)
+    for job in jobs:
+        for point in job.points:
+            manifest.update(point.name, "running")
+            progress.started()
     outcomes: dict[str, Outcome] = {}
     started = time.perf_counter()
-    while len(outcomes) < len(jobs):
-        for point, job in zip(pending, jobs, strict=True):
-            if point.name in outcomes or not job.done():
+    while len(outcomes) < sum(len(job.points) for job in jobs):
+        for job, handle in zip(jobs, handles, strict=True):
+            if job.points[0].name in outcomes or not handle.done():
                 continue
-            outcome = _job_outcome(point, job, time.perf_counter() - started, Path(log_path(sweep, point)))
-            outcomes[point.name] = outcome
-            manifest.update(point.name, _manifest_state(outcome), outcome.error)
-            progress.finished(outcome)
-            if outcome.state == "failed" and fail_fast:
-                for other, other_job in zip(pending, jobs, strict=True):
-                    if other.name not in outcomes:
-                        other_job.cancel(check=False)
-                        outcomes[other.name] = Outcome(other, "not-started")
-                        manifest.update(other.name, "incomplete")
+            for outcome in _job_outcomes(job, handle, time.perf_counter() - started, job.log(sweep)):
+                outcomes[outcome.point.name] = outcome
+                manifest.update(outcome.point.name, _manifest_state(outcome), outcome.error)
+                progress.finished(outcome)
+                if outcome.state == "failed" and fail_fast:
+                    _cancel_rest(jobs, handles, outcomes, manifest)
         time.sleep(0.5)
-    return [outcomes[point.name] for point in pending]
+    return [outcomes[point.name] for job in jobs for point in job.points]
 
 
-def _job_outcome(point: Point, job, seconds: float, log: Path) -> Outcome:
+def _cancel_rest(jobs: list[Job], handles, outcomes: dict, manifest: Manifest) -> None:
+    for job, handle in zip(jobs, handles, strict=True):
+        if job.points[0].name in outcomes:
+            continue
+        handle.cancel(check=False)
+        for point in job.points:
+            outcomes[point.name] = Outcome(point, "not-started")
+            manifest.update(point.name, "incomplete")
+
+
+def _job_outcomes(job: Job, handle, seconds: float, log: Path) -> list[Outcome]:
     try:
-        code = job.result()
+        code = handle.result()
     except Exception as err:  # the job itself failed (node failure, time limit, cancelled)
         lines = [line for line in str(err).splitlines() if line.strip()]
-        return Outcome(point, "failed", f"slurm job {job.job_id}: {lines[-1] if lines else err}", seconds)
-    if code == 0:
-        return Outcome(point, "done", None, seconds)
-    state = "interrupted" if code in INTERRUPTED else "failed"
-    return Outcome(point, state, last_error(point, log), seconds)
+        error = f"slurm job {handle.job_id}: {lines[-1] if lines else err}"
+        return [Outcome(point, "failed", error, seconds) for point in job.points]
+    return [point_outcome(point, code, log, seconds, INTERRUPTED) for point in job.points]
 
 
 def _gigabytes(mem: str) -> int:

@@ -24,6 +24,7 @@ from peftrun.studies.sweep_file import Point, Sweep
 
 MANIFEST = "sweep.json"
 LOGS = "logs"
+PACKS = "packs"  # pack files of `--pack` jobs
 
 
 def resolved_config(point: Point):
@@ -41,9 +42,9 @@ def resolved_config(point: Point):
     return cfg
 
 
-def validate(sweep: Sweep) -> dict[str, str]:
-    """Every point's resolved config (YAML text, by point name); raises on the first bad point or
-    on two points with the same config."""
+def validate(sweep: Sweep) -> dict[str, Any]:
+    """Every point's resolved config (by point name); raises on the first bad point or on two
+    points with the same config."""
     if not sweep.points:
         raise PeftrunError(f"{sweep.path} expands to no runs")
     resolved, seen = {}, {}
@@ -56,7 +57,7 @@ def validate(sweep: Sweep) -> dict[str, str]:
                 "remove one or make them differ"
             )
         seen[digest] = point.name
-        resolved[point.name] = cfg.to_yaml()
+        resolved[point.name] = cfg
     return resolved
 
 
@@ -147,6 +148,16 @@ def last_error(point: Point, log: Path | None) -> str:
     return (errors or lines or ["(empty log)"])[-1]
 
 
+def point_outcome(point: Point, code: int, log: Path, seconds: float, interrupted: tuple) -> Outcome:
+    """How a point ended when its process exited with `code` (its own or its pack's): done if its
+    run is DONE, interrupted on a signal's exit code, else failed with its last error."""
+    if Run(point.run_dir).done:
+        return Outcome(point, "done", None, seconds)
+    if code in interrupted:
+        return Outcome(point, "interrupted", last_error(point, log), seconds)
+    return Outcome(point, "failed", last_error(point, log), seconds)
+
+
 def log_path(sweep: Sweep, point: Point) -> Path:
     return sweep.folder / LOGS / f"{point.name}.log"
 
@@ -165,6 +176,76 @@ def run_command(point: Point) -> list[str]:
         "--run-dir",
         str(point.run_dir),
     ]
+
+
+@dataclass
+class Job:
+    """What one child process runs: one point (`peftrun train`), or several packed on one base
+    (`peftrun train-packed PACK_FILE`, the file written beside the sweep's logs)."""
+
+    points: list[Point]
+    pack_file: Path | None = None
+
+    @property
+    def name(self) -> str:
+        first = self.points[0].name
+        return first if self.pack_file is None else f"pack {self.pack_file.stem} ({len(self.points)} runs)"
+
+    def command(self) -> list[str]:
+        import sys
+
+        if self.pack_file is None:
+            return run_command(self.points[0])
+        return [sys.executable, "-m", "peftrun", "train-packed", str(self.pack_file)]
+
+    def log(self, sweep: Sweep) -> Path:
+        if self.pack_file is None:
+            return log_path(sweep, self.points[0])
+        return sweep.folder / LOGS / f"{self.pack_file.stem}.log"
+
+
+def plan_jobs(sweep: Sweep, pending: list[Point], configs: dict[str, Any], pack: int) -> list[Job]:
+    """One job per point, or (`pack` > 1) up to `pack` compatible points per job, in sweep order:
+    points whose runs can train packed on one base (peftrun.packing.pack_key); the rest alone."""
+    if pack <= 1:
+        return [Job([point]) for point in pending]
+    from peftrun.packing import pack_key
+
+    groups: dict[str, list[Point]] = {}
+    alone = []
+    for point in pending:
+        key = pack_key(configs[point.name])
+        if key is None:
+            alone.append(point)
+        else:
+            groups.setdefault(key, []).append(point)
+    jobs = [Job([point]) for point in alone]
+    for points in groups.values():
+        for start in range(0, len(points), pack):
+            chunk = points[start : start + pack]
+            if len(chunk) == 1:
+                jobs.append(Job(chunk))
+                continue
+            pack_file = sweep.folder / PACKS / f"pack-{chunk[0].name}.json"
+            jobs.append(Job(chunk, pack_file))
+    order = {point.name: k for k, point in enumerate(pending)}
+    return sorted(jobs, key=lambda job: order[job.points[0].name])
+
+
+def write_pack_files(jobs: list[Job]) -> None:
+    for job in jobs:
+        if job.pack_file is None:
+            continue
+        runs = [
+            {
+                "config": str(p.base.resolve()),
+                "overrides": list(p.overrides),
+                "run_dir": str(p.run_dir.resolve()),
+            }
+            for p in job.points
+        ]
+        job.pack_file.parent.mkdir(parents=True, exist_ok=True)
+        write_json(job.pack_file, {"runs": runs})
 
 
 def summarize(outcomes: list[Outcome]) -> dict[str, Any]:
@@ -186,8 +267,10 @@ def run(
     slurm: dict[str, Any] | None = None,
     echo=None,
     cluster: str | None = None,
+    pack: int = 1,
 ) -> dict[str, Any]:
-    """Expand, validate, and (unless `dry_run`) execute a sweep. Returns the summary `--json`
+    """Expand, validate, and (unless `dry_run`) execute a sweep (`pack` > 1: up to that many
+    compatible runs train packed in one process, peftrun.packing). Returns the summary `--json`
     prints: the sweep's name and folder, every run with its state, and counts."""
     from peftrun.studies import executors, sweep_file
 
@@ -197,34 +280,42 @@ def run(
         sweep.spec.slurm = sweep.spec.slurm.model_copy(
             update={k: v for k, v in slurm.items() if v is not None}
         )
-    resolved = validate(sweep)
-    states = {p.name: state(p, resolved[p.name]) for p in sweep.points}
+    configs = validate(sweep)
+    states = {p.name: state(p, configs[p.name].to_yaml()) for p in sweep.points}
     clashes = [p for p in sweep.points if states[p.name] == "other-config"]
     if clashes:
         raise PeftrunError(
             f"{clashes[0].run_dir} holds a different run than sweep point {clashes[0].name} "
             f"({len(clashes)} such); use another --root or remove them"
         )
-    if dry_run:
-        return _summary(sweep, [Outcome(p, states[p.name]) for p in sweep.points], dry_run=True)
-    manifest = Manifest(sweep, dict(states))
-    manifest.write()
     pending = [p for p in sweep.points if states[p.name] != "done"]
+    jobs = plan_jobs(sweep, pending, configs, pack)
+    packed = {p.name: [q.name for q in job.points] for job in jobs if job.pack_file for p in job.points}
+    if dry_run:
+        return _summary(sweep, [Outcome(p, states[p.name]) for p in sweep.points], packed, dry_run=True)
+    manifest = Manifest(sweep, dict(states), packed=packed)
+    manifest.write()
+    write_pack_files(jobs)
     skipped = [Outcome(p, "skipped") for p in sweep.points if states[p.name] == "done"]
     echo(
         f"[sweep] {sweep.name}: {len(sweep.points)} runs, {len(skipped)} already done, {len(pending)} to run"
     )
+    if packed:
+        processes = sum(1 for job in jobs if job.pack_file)
+        echo(f"[sweep] {len(packed)} runs packed into {processes} processes (--pack {pack})")
     workers = workers or executors.default_workers()
     if executor == "local":
-        outcomes = executors.run_local(sweep, pending, manifest, workers, fail_fast, echo)
+        outcomes = executors.run_local(sweep, jobs, manifest, workers, fail_fast, echo)
     elif executor == "slurm":
-        outcomes = executors.run_slurm(sweep, pending, manifest, workers, fail_fast, echo, cluster=cluster)
+        outcomes = executors.run_slurm(sweep, jobs, manifest, workers, fail_fast, echo, cluster=cluster)
     else:
         raise PeftrunError(f"--executor {executor!r}: choose local or slurm")
-    return _summary(sweep, skipped + outcomes)
+    return _summary(sweep, skipped + outcomes, packed)
 
 
-def _summary(sweep: Sweep, outcomes: list[Outcome], dry_run: bool = False) -> dict[str, Any]:
+def _summary(
+    sweep: Sweep, outcomes: list[Outcome], packed: dict[str, list[str]], dry_run: bool = False
+) -> dict[str, Any]:
     by_name = {o.point.name: o for o in outcomes}
     runs = [
         {
@@ -233,6 +324,7 @@ def _summary(sweep: Sweep, outcomes: list[Outcome], dry_run: bool = False) -> di
             "state": by_name[p.name].state,
             "overrides": list(p.overrides),
             "error": by_name[p.name].error,
+            **({"packed_with": packed[p.name]} if p.name in packed else {}),
         }
         for p in sweep.points
     ]
