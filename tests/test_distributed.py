@@ -40,11 +40,13 @@ def launch(config, run_dir, processes: int) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize(
     ("method", "loss"),
     [
-        ("{kind: prefix, prefix_len: 3, mlp_hidden: 16}", "sequence_sum"),
-        ("{kind: lora, rank: 2}", "token_mean"),
+        ("{kind: prefix, prefix_len: 3, mlp_hidden: 16}", "token_mean"),
+        pytest.param("{kind: lora, rank: 2}", "sequence_sum", marks=pytest.mark.large),
     ],
 )
-def test_two_processes_equal_one(tmp_path, method, loss):
+def test_two_processes_equal_one(tmp_path, method, loss, large, request):
+    if "large" in request.node.keywords and not large:
+        pytest.skip("a second method at two processes: pytest --large")
     # 5 rows per micro-batch over 2 processes (3 + 2): the split is uneven on purpose.
     config = write_config(tmp_path, CONFIG.replace("METHOD", method).replace("LOSS", loss))
     one, _ = experiment.train(config, [], str(tmp_path / "one"))

@@ -44,7 +44,8 @@ def test_gpt2_prompt_and_target_fit_the_positions_and_decoding_never_crashes():
     assert prompt["input_ids"].shape[1] <= 512 // 2 + 2
     gen_cfg = generation_config(DecodeConfig(max_new_tokens=400), gpt2.tokenizer, gpt2.model.config)
     room = 512 - prompt["input_ids"].shape[1]
-    assert _fit_positions(gen_cfg, prompt, fmt.max_positions).max_new_tokens == room  # capped, never past the positions
+    capped = _fit_positions(gen_cfg, prompt, fmt.max_positions)
+    assert capped.max_new_tokens == room  # capped, never past the positions
     method = attach(gpt2, FullOptions())
     outputs = generate(
         gpt2.model,
