@@ -73,14 +73,21 @@ def single_peftrun(loaded, batches, lr, autocast, device):
     method = attach(loaded, prefix_options(PREFIX_LEN))
     initial = {k: v.clone() for k, v in method.tables.state_dict().items()}
     method.set_training(True)
-    optimizer = torch.optim.AdamW(
-        method.trainable_parameters(), lr=lr, fused=device.startswith("cuda") or None
-    )
+
+    def forward(batch):
+        with autocast, method.active(batch["labels"].shape[0]):
+            return loaded.model(**batch["inputs"]).logits
+
+    losses, seconds, peak_mb = adamw_steps(forward, method.trainable_parameters(), batches, lr, device)
+    return losses, seconds, peak_mb, initial
+
+
+def adamw_steps(forward, params, batches, lr, device) -> tuple[list[float], float, float]:
+    """AdamW on `params` over the batches (`forward(batch)` → logits): losses, seconds, peak MB."""
+    optimizer = torch.optim.AdamW(params, lr=lr, fused=device.startswith("cuda") or None)
 
     def step(batch):
-        with autocast, method.active(batch["labels"].shape[0]):
-            logits = loaded.model(**batch["inputs"]).logits
-        loss = sequence_sum_loss(logits, batch["labels"])
+        loss = sequence_sum_loss(forward(batch), batch["labels"])
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -88,7 +95,7 @@ def single_peftrun(loaded, batches, lr, autocast, device):
 
     with PeakMemory(device) as memory:
         losses, seconds = train_steps(step, batches, device)
-    return losses, seconds, memory.peak_mb, initial
+    return losses, seconds, memory.peak_mb
 
 
 def single_peft(loaded, batches, lr, autocast, device, initial):
@@ -108,20 +115,12 @@ def single_peft(loaded, batches, lr, autocast, device, initial):
     peft_model.train()
     loaded.model.eval()  # the frozen base without dropout, as ours
     params = [p for p in peft_model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=lr, fused=device.startswith("cuda") or None)
 
-    def step(batch):
+    def forward(batch):
         with autocast:
-            logits = peft_model(**batch["inputs"]).logits
-        loss = sequence_sum_loss(logits, batch["labels"])
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        return loss.item()
+            return peft_model(**batch["inputs"]).logits
 
-    with PeakMemory(device) as memory:
-        losses, seconds = train_steps(step, batches, device)
-    return losses, seconds, memory.peak_mb
+    return adamw_steps(forward, params, batches, lr, device)
 
 
 def packed_and_sequential(loaded, pairs, batch, steps, n, lr, autocast, device, folder):

@@ -168,27 +168,37 @@ PAIR = [
 # own last update), so the padded shapes, and with them the summation order, differ.
 
 
-def test_a_crashed_pack_resumes_to_the_same_files(tmp_path, monkeypatch):
+def stopped_on_the_way(tmp_path, monkeypatch, name: str, at_call: int, stop, expected) -> tuple:
+    """A reference pack, and the same pack stopped by `stop()` at its `at_call`-th packed step."""
     config = write_config(tmp_path, GPT2)
     reference = packing.train_pack(
         [packing.Member(config, o, str(tmp_path / f"ref{k}")) for k, o in enumerate(PAIR)]
     )
-    members = [packing.Member(config, o, str(tmp_path / f"crash{k}")) for k, o in enumerate(PAIR)]
+    members = [packing.Member(config, o, str(tmp_path / f"{name}{k}")) for k, o in enumerate(PAIR)]
     real, calls = packing.packed_losses, {"n": 0}
 
-    def crashing(*args):
+    def stopping(*args):
         calls["n"] += 1
-        if calls["n"] == 6:  # in the second epoch: the first epoch's checkpoints are written
-            raise RuntimeError("simulated crash")
+        if calls["n"] == at_call:
+            stop()
         return real(*args)
 
-    monkeypatch.setattr(packing, "packed_losses", crashing)
-    with pytest.raises(RuntimeError, match="simulated crash"):
+    monkeypatch.setattr(packing, "packed_losses", stopping)
+    with pytest.raises(expected):
         packing.train_pack(members)
+    monkeypatch.undo()
+    return reference, members
+
+
+def test_a_crashed_pack_resumes_to_the_same_files(tmp_path, monkeypatch):
+    def crash():
+        raise RuntimeError("simulated crash")
+
+    # At the 6th packed step both runs have checkpoints (checkpoint_every: 1).
+    reference, members = stopped_on_the_way(tmp_path, monkeypatch, "crash", 6, crash, RuntimeError)
     for k in range(2):
         run = Run(tmp_path / f"crash{k}")
         assert run.status() == "failed" and run.has_checkpoint and not run.in_use
-    monkeypatch.undo()
     assert [o.state for o in packing.train_pack(members)] == ["done", "done"]
     for k, ref in enumerate(reference):
         assert_same_training(ref.run_dir, tmp_path / f"crash{k}")
@@ -197,26 +207,14 @@ def test_a_crashed_pack_resumes_to_the_same_files(tmp_path, monkeypatch):
 
 
 def test_a_signal_stops_every_run_at_an_update_boundary_and_they_resume(tmp_path, monkeypatch):
-    config = write_config(tmp_path, GPT2)
-    reference = packing.train_pack(
-        [packing.Member(config, o, str(tmp_path / f"ref{k}")) for k, o in enumerate(PAIR)]
-    )
-    members = [packing.Member(config, o, str(tmp_path / f"stop{k}")) for k, o in enumerate(PAIR)]
-    real, calls = packing.packed_losses, {"n": 0}
+    def signal():
+        monkeypatch.setattr(interrupts, "_requested", 15)
 
-    def signalled(*args):
-        calls["n"] += 1
-        if calls["n"] == 3:  # mid-accumulation of the grad_accum=2 run: it finishes its update first
-            monkeypatch.setattr(interrupts, "_requested", 15)
-        return real(*args)
-
-    monkeypatch.setattr(packing, "packed_losses", signalled)
-    with pytest.raises(interrupts.Interrupted):
-        packing.train_pack(members)
+    # The 3rd packed step is mid-accumulation of the grad_accum=2 run: it finishes its update first.
+    reference, members = stopped_on_the_way(tmp_path, monkeypatch, "stop", 3, signal, interrupts.Interrupted)
     for k in range(2):
         run = Run(tmp_path / f"stop{k}")
         assert run.status() == "incomplete" and run.has_checkpoint and not run.in_use
-    monkeypatch.undo()
     assert [o.state for o in packing.train_pack(members)] == ["done", "done"]
     for k, ref in enumerate(reference):
         assert_same_training(ref.run_dir, tmp_path / f"stop{k}")
