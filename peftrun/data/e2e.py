@@ -18,6 +18,7 @@ import csv
 import io
 import lzma
 import re
+from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -91,20 +92,39 @@ def _check(split: str, reference_style: str) -> None:
         )
 
 
-def _key(data_dir: Path | None) -> Path | None:
-    # One cache entry per folder, however the caller spelt its path.
-    return None if data_dir is None else Path(data_dir).expanduser().resolve()
+@dataclass(frozen=True)
+class _Folder:
+    """A data folder as a cache key: one entry per folder however its path is spelt, and a new one
+    when one of its CSVs changes (size or mtime), so a long-lived process (the Python API, a
+    notebook, a test) never serves a file's old contents."""
+
+    path: Path
+    stamp: tuple
+
+
+def _key(data_dir: Path | None) -> _Folder | None:
+    if data_dir is None:
+        return None
+    path = Path(data_dir).expanduser().resolve()
+    stamp = []
+    for name in (*FILES.values(), *TRAIN_PARTS):
+        try:
+            info = (path / name).stat()
+        except OSError:
+            continue
+        stamp.append((name, info.st_size, info.st_mtime_ns))
+    return _Folder(path, tuple(stamp))
 
 
 @lru_cache(maxsize=32)
-def _pairs(split: str, reference_style: str, data_dir: Path | None) -> tuple[Pair, ...]:
+def _pairs(split: str, reference_style: str, data_dir: _Folder | None) -> tuple[Pair, ...]:
     rows = _rows(split, data_dir)
     targets = _targets(split, reference_style, data_dir)
     return tuple(Pair(linearize_mr(mr), target) for (mr, _), target in zip(rows, targets, strict=True))
 
 
 @lru_cache(maxsize=32)
-def _instances(split: str, reference_style: str, data_dir: Path | None) -> tuple[Instance, ...]:
+def _instances(split: str, reference_style: str, data_dir: _Folder | None) -> tuple[Instance, ...]:
     rows = _rows(split, data_dir)
     targets = _targets(split, reference_style, data_dir)
     groups: dict[str, list[str]] = {}
@@ -125,7 +145,7 @@ def _instances(split: str, reference_style: str, data_dir: Path | None) -> tuple
 
 
 @lru_cache(maxsize=32)
-def _targets(split: str, reference_style: str, data_dir: Path | None) -> tuple[str, ...]:
+def _targets(split: str, reference_style: str, data_dir: _Folder | None) -> tuple[str, ...]:
     refs = [ref for _, ref in _rows(split, data_dir)]
     if reference_style == "raw":
         return tuple(refs)
@@ -139,11 +159,12 @@ def read_rows(split: str, data_dir: Path | None = None) -> tuple[Row, ...]:
 
 
 @lru_cache(maxsize=16)  # the train file is 9 MB: parse it once per process
-def _rows(split: str, data_dir: Path | None) -> tuple[Row, ...]:
+def _rows(split: str, folder: _Folder | None) -> tuple[Row, ...]:
     name = FILES[split]
-    if data_dir is None:
+    if folder is None:
         packaged = resources.files("peftrun").joinpath("assets", "e2e", name + ".xz")
         return _parse(lzma.decompress(packaged.read_bytes()), f"packaged {name}.xz")
+    data_dir = folder.path
     path = data_dir / name
     if path.is_file():
         return _parse(path.read_bytes(), str(path))
@@ -160,7 +181,8 @@ def _rows(split: str, data_dir: Path | None) -> tuple[Row, ...]:
 def _parse(data: bytes, where: str) -> tuple[Row, ...]:
     """Rows of one E2E CSV; the csv module keeps the CRLF inside two quoted train refs."""
     try:
-        reader = csv.reader(io.StringIO(data.decode("utf-8-sig"), newline=""))
+        # strict: a quote opened and never closed is an error, not a field that swallows the next rows
+        reader = csv.reader(io.StringIO(data.decode("utf-8-sig"), newline=""), strict=True)
         header = next(reader, [])
         if not {"mr", "ref"} <= set(header):
             raise PeftrunError(
