@@ -314,7 +314,7 @@ def recording_outcome(run: Run, release: bool = True):
         stop.run_dir = run.path
         raise
     except Exception as err:
-        run.update_meta(status="failed", error=_one_line(err))
+        run.update_meta(status="failed", error=one_line(err))
         raise
     finally:
         if release:
@@ -332,7 +332,7 @@ def _flatten(values: dict, prefix: str = "") -> dict:
     return out
 
 
-def _one_line(err: BaseException) -> str:
+def one_line(err: BaseException) -> str:
     lines = [line for line in str(err).splitlines() if line.strip()]
     return f"{type(err).__name__}: {lines[0] if lines else ''}".strip()
 

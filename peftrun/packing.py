@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from peftrun.errors import PeftrunError
+from peftrun.experiment import one_line
 from peftrun.scoring import log
 
 
@@ -251,23 +252,17 @@ class _Packed:
 
     def stop(self, state: str, err: BaseException | None = None) -> None:
         """Record how the run ended (meta.json), release its lock."""
-        error = None if err is None else _one_line(err)
+        error = None if err is None else one_line(err)
         self.run.update_meta(status="failed" if state == "failed" else "interrupted", error=error)
         self.run.unlock()
         self.outcome = Outcome(self.run.path, state, error)
-
-
-def _one_line(err: BaseException) -> str:
-    from peftrun.experiment import _one_line as one_line
-
-    return one_line(err)
 
 
 def train_pack(members: Sequence[Member]) -> list[Outcome]:
     """Train, decode and score several runs packed on one base; each run's directory is what
     `peftrun train` would have made of it. Raises on a user error before anything is written, and
     `Interrupted` (after every run checkpointed) when a signal asked to stop."""
-    from peftrun import experiment, models
+    from peftrun import experiment
     from peftrun.runs import Run
 
     configs = [experiment.resolve(m.config, m.overrides, m.run_dir) for m in members]
@@ -290,16 +285,17 @@ def train_pack(members: Sequence[Member]) -> list[Outcome]:
             skipped[id(member)] = Outcome(run.path, "skipped")
         else:
             todo.append(_Packed(member, cfg, run, state, *experiment.load_training_data(cfg)))
-    stop = _train_together(todo, experiment, models) if todo else None
+    stop = _train_together(todo) if todo else None
     if stop is not None:
         raise stop
     by_member = {id(p.member): p.outcome for p in todo}
     return [skipped.get(id(m)) or by_member[id(m)] for m in members]
 
 
-def _train_together(todo: list[_Packed], experiment, models):
+def _train_together(todo: list[_Packed]):
     """Load the base once, attach every run's method, start, train packed, finish each. Returns
     the `Interrupted` to raise when a signal stopped them (every run checkpointed), else None."""
+    from peftrun import experiment, models
     from peftrun.interrupts import Interrupted
 
     first = todo[0].cfg
@@ -371,5 +367,5 @@ def _train_together(todo: list[_Packed], experiment, models):
                     rest.stop("interrupted")
             return stop
         except Exception as err:
-            p.outcome = Outcome(p.run.path, "failed", _one_line(err))
+            p.outcome = Outcome(p.run.path, "failed", one_line(err))
     return None
