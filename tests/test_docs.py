@@ -99,6 +99,30 @@ def test_links_in_the_readme_and_docs_resolve():
     assert broken == [], "\n".join(broken)
 
 
+def test_tests_named_in_the_docs_exist():
+    """`tests/FILE.py::name` (or `::name` after a file on the same line) must name a test function
+    of that file, so that the design's list of equivalence proofs follows renames."""
+    missing, named = [], 0
+    for page in sorted((ROOT / "docs").glob("*.md")):
+        for number, line in enumerate(page.read_text(encoding="utf-8").splitlines(), 1):
+            current = None
+            for span in re.findall(r"`([^`]+)`", line):
+                match = re.fullmatch(r"(tests/[\w/.-]+\.py)?(?:::(\w+)(?:\[[^\]]*\])?)?", span)
+                if not match or not any(match.groups()):
+                    continue
+                current = ROOT / match.group(1) if match.group(1) else current
+                where = f"{page.relative_to(ROOT)}:{number}: {span}"
+                if current is None or not current.is_file():
+                    missing.append(f"{where}: no such test file")
+                elif match.group(2):
+                    named += 1
+                    source = current.read_text(encoding="utf-8")
+                    if not re.search(rf"^\s*def {match.group(2)}\(", source, re.M):
+                        missing.append(f"{where}: no test {match.group(2)} in {current.relative_to(ROOT)}")
+    assert named >= 20, "the design's equivalence table names its tests"
+    assert missing == [], "\n".join(missing)
+
+
 def test_the_readme_links_the_documentation():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     linked = {match.group(1).partition("#")[0] for match in MARKDOWN_LINK.finditer(readme)}
