@@ -356,13 +356,14 @@ def xsum_pooled_p(a: list[float], b: list[float], samples: int) -> float:
 
 
 def test_dagger_threshold_is_p_at_most_0_05_with_p_strictly_between_0_and_1(tmp_path: Path):
-    # The best row against three worse rows whose per-instance gaps are the same noise pattern
-    # shifted by 1.5, 1.2 and 0.6: p lands at 0.01, 0.06 and 0.265 (200 resamples, seed 0).
+    # The best row against four worse rows whose per-instance gaps are the same noise pattern
+    # shifted by 1.5, 1.25, 1.2 and 0.6: p lands at 0.01, exactly 0.05 (190 of 200 resamples
+    # better), 0.06 and 0.265 (200 resamples, seed 0).
     n = 24
     best = [40.0 + i % 5 for i in range(n)]
     noise = [(i * 7) % 11 - 5 for i in range(n)]
     xsum_run(tmp_path / "best", best, seed=1, train={"lr": 1e-4})
-    shifts = {2e-4: 1.5, 3e-4: 1.2, 4e-4: 0.6}
+    shifts = {2e-4: 1.5, 3e-4: 1.25, 4e-4: 1.2, 5e-4: 0.6}
 
     def worse_by(shift: float) -> list[float]:
         return [b - shift - e for b, e in zip(best, noise, strict=True)]
@@ -377,11 +378,13 @@ def test_dagger_threshold_is_p_at_most_0_05_with_p_strictly_between_0_and_1(tmp_
             sig = rows[lr]["significance"][metric]
             assert sig["p"] == pytest.approx(expected, abs=1e-12) and sig["pairs"] == 1
     p = {lr: rows[lr]["significance"]["ROUGE-1"]["p"] for lr in shifts}
-    assert 0 < p[2e-4] < 0.05 < p[3e-4] < p[4e-4] < 1  # the data spans the threshold
-    assert [rows[lr]["significance"]["ROUGE-1"]["best_better"] for lr in shifts] == [True, False, False]
+    assert 0 < p[2e-4] < 0.05 < p[4e-4] < p[5e-4] < 1  # the data spans the threshold
+    assert p[3e-4] == pytest.approx(0.05, abs=1e-12)  # on it: p <= 0.05 includes it
+    flags = [rows[lr]["significance"]["ROUGE-1"]["best_better"] for lr in shifts]
+    assert flags == [True, True, False, False]
     text = invoke(tmp_path, "--samples", "200").stdout
     daggers = {line.split(" | ")[0]: line.count("†") for line in text.splitlines() if line.startswith("| 0.")}
-    assert daggers == {"| 0.0001": 0, "| 0.0002": 3, "| 0.0003": 0, "| 0.0004": 0}
+    assert daggers == {"| 0.0001": 0, "| 0.0002": 3, "| 0.0003": 3, "| 0.0004": 0, "| 0.0005": 0}
 
 
 def test_runs_are_paired_on_train_seed_and_subset_seed(tmp_path: Path):
@@ -396,7 +399,10 @@ def test_runs_are_paired_on_train_seed_and_subset_seed(tmp_path: Path):
     # (k-th run with that seed, in path order) would pair subset 1 with subset 2.
     for name, subset_seed in [("best-x", 1), ("best-y", 2)]:
         xsum_run(tmp_path / name, [s + 1 for s in subset[subset_seed]], data={"subset_seed": subset_seed})
-    for name, subset_seed in [("worse-x", 2), ("worse-y", 1)]:
+    # A subset only the worse row ran (0, on its own: unpaired): pairing on train.seed alone would
+    # pair it, and shift every later pair, in either run order.
+    subset[0] = [45.0] * n
+    for name, subset_seed in [("worse-x", 2), ("worse-y", 1), ("worse-z", 0)]:
         xsum_run(tmp_path / name, subset[subset_seed], data={"subset_seed": subset_seed},
                  method={"kind": "full"})  # fmt: skip
     worse, best = rows_of(tmp_path)
