@@ -140,7 +140,7 @@ _texts = st.one_of(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, database=None)
 @given(hyp=_texts, refs=st.lists(_texts, min_size=1, max_size=4))
 def test_sentence_bleu_is_in_0_1_and_0_without_words(hyp: str, refs: list[str]) -> None:
     stats = mteval.instance_stats([hyp], [refs])
@@ -152,7 +152,7 @@ def test_sentence_bleu_is_in_0_1_and_0_without_words(hyp: str, refs: list[str]) 
     assert 0.0 <= mteval.sentence_bleu(stats.bleu_py[0]) <= 1.0
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200, deadline=None, database=None)
 @given(refs=st.lists(_texts, min_size=1, max_size=4), pick=st.integers(min_value=0, max_value=3))
 def test_sentence_bleu_of_a_copy_of_a_reference_is_1(refs: list[str], pick: int) -> None:
     copy = refs[pick % len(refs)]
