@@ -22,8 +22,44 @@ def _is_sweep(path) -> bool:
 SHIPPED = sorted(p for p in (ROOT / "configs").rglob("*.yaml") if not _is_sweep(p))
 
 
-def test_there_are_shipped_configs():
-    assert len(SHIPPED) >= 3
+# Each dataset's paper-setting folder: the base model and dataset every config there uses.
+PAPER_FOLDERS = {
+    "configs/e2e/gpt2-medium": ("gpt2-medium", "e2e"),
+    "configs/xsum/bart-large": ("facebook/bart-large", "xsum"),
+}
+# Every shipped run config, listed: adding or removing one is a deliberate edit here, and a file
+# that stops being found (a glob or the sweep test gone wrong) is no longer validated in silence.
+OTHER_RUN_CONFIGS = {
+    "configs/quickstart.yaml",
+    "configs/demo/base-lm.yaml",
+    "configs/demo/no-prefix.yaml",
+    "configs/demo/prefix.yaml",
+    "configs/e2e/gpt2-medium/prefix-embedding-only.yaml",
+    "configs/e2e/gpt2-medium/prefix-infix.yaml",
+    "configs/e2e/gpt2-medium/prefix-lowdata.yaml",
+    "configs/xsum/bart-large/prefix-len200.yaml",
+    "configs/xsum/bart-large/prefix-lowdata.yaml",
+    "configs/xsum/bart-large/prefix-src1024.yaml",
+    "configs/xsum/tiny-bart-smoke.yaml",
+    "configs/sweeps/tiny/base-e2e.yaml",
+    "configs/sweeps/tiny/base-xsum.yaml",
+}
+
+
+def test_shipped_run_configs_are_the_listed_set_with_one_paper_config_per_method():
+    from peftrun.methods import METHOD_KINDS
+
+    paper = {f"{folder}/{kind}.yaml" for folder in PAPER_FOLDERS for kind in METHOD_KINDS}
+    assert {p.relative_to(ROOT).as_posix() for p in SHIPPED} == paper | OTHER_RUN_CONFIGS
+    for folder, (model, dataset) in PAPER_FOLDERS.items():
+        for path in sorted((ROOT / folder).glob("*.yaml")):
+            cfg = config.load(path)
+            assert (cfg.model.name, cfg.data.dataset) == (model, dataset), path.name
+            if path.relative_to(ROOT).as_posix() in paper:  # <kind>.yaml is that method
+                assert cfg.method.kind == path.stem, path.name
+    # Every other YAML file under configs/ is a sweep file, in configs/sweeps/.
+    others = set((ROOT / "configs").rglob("*.yaml")) - set(SHIPPED)
+    assert others and all(p.relative_to(ROOT).as_posix().startswith("configs/sweeps/") for p in others)
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: str(p.relative_to(ROOT)))

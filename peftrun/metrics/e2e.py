@@ -162,7 +162,7 @@ def score_e2e(
             for name, value in mteval.corpus_scores(stats).items():
                 if name in wanted:
                     scores[name] = value
-            per_example["sentBLEU"] = [mteval.sentence_bleu(row) for row in stats.bleu_py]
+            per_example["sentBLEU"] = [mteval.sentence_bleu(row) for row in stats.bleu_perl]
 
         if meteor_job is not None:
             try:

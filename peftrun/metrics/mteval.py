@@ -263,7 +263,7 @@ def bleu_perl(sums: Sequence[float]) -> float:
 
 
 def bleu_py(sums: Sequence[float], smoothing: float = 0.0) -> float:
-    """pymteval ``BLEUScore.bleu`` from summed statistics (smoothing=1 gives sentBLEU)."""
+    """pymteval ``BLEUScore.bleu`` from summed statistics (``smoothing`` is added to hits and counts)."""
     ref_len, hits, cand = sums[0], sums[1 : 1 + BLEU_N], sums[1 + BLEU_N :]
     bp = 1.0
     if cand[0] <= ref_len:
@@ -310,8 +310,22 @@ def nist_py(sums: Sequence[float]) -> float:
 
 
 def sentence_bleu(stats_row: Sequence[float]) -> float:
-    """The E2E scorer's segment-level ``sentBLEU`` (pymteval BLEU with +1 smoothing)."""
-    return bleu_py(stats_row, smoothing=1.0)
+    """Segment-level BLEU of one instance's statistics, in [0, 1]; 0 for an output without words.
+
+    Add-one smoothing on every order's matches and hypothesis n-grams (BLEU+1, Lin and Och,
+    2004), the closest-reference brevity penalty.  Pass a ``bleu_perl`` row: its n-gram counts
+    are max(0, len - n + 1) and an empty output has no words (a pymteval row counts an empty
+    output as one word and goes negative below n words, which once gave sentBLEU 487 for "").
+    Counts are clamped here too, so that any row gives a value in [0, 1].
+    """
+    ref_len, hits, cand = stats_row[0], stats_row[1 : 1 + BLEU_N], stats_row[1 + BLEU_N :]
+    if cand[0] <= 0:
+        return 0.0
+    log_sum = 0.0
+    for h, c in zip(hits, cand, strict=True):
+        c = max(c, 0)
+        log_sum += math.log((min(h, c) + 1.0) / (c + 1.0))  # matches are clipped: h <= c
+    return min(1.0, math.exp(1.0 - ref_len / cand[0])) * math.exp(log_sum / BLEU_N)
 
 
 def corpus_scores(stats: InstanceStats) -> dict[str, float]:

@@ -6,6 +6,8 @@ import math
 
 import pytest
 from _e2e_testdata import OFFICIAL, official_system, require_shared
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from peftrun.metrics import mteval
 
@@ -94,13 +96,69 @@ def test_nist_reference_length_differs_between_variants() -> None:
     assert py[10] == 6
 
 
-def test_sentence_bleu_is_smoothed() -> None:
-    # The scorer's segment-level sentBLEU: pymteval with +1 on matches and counts.
-    # "the cat": matches 2, 1, 0, 0 over counts 2, 1, 0, -1 -> 3/3, 2/2, 1/1, 1/max(0, 1e-9).
-    # (pymteval's quirk: the -1 count makes the score exceed 1 for 2-word outputs.)
+def test_sentence_bleu_is_bleu_plus_one_by_hand() -> None:
+    # "the cat" vs a 6-word reference: matches 2, 1, 0, 0 of 2, 1, 0, 0 hypothesis n-grams;
+    # +1 on both: 3/3, 2/2, 1/1, 1/1; brevity penalty exp(1 - 6/2).
     stats = mteval.instance_stats(["the cat"], [["the cat sat on the mat"]])
-    expected = math.exp(-2) * (3 / 3 * 2 / 2 * 1 / 1 * 1 / 1e-9) ** 0.25
-    assert mteval.sentence_bleu(stats.bleu_py[0]) == pytest.approx(expected, rel=1e-12)
+    assert mteval.sentence_bleu(stats.bleu_perl[0]) == pytest.approx(math.exp(-2), rel=1e-12)
+    # "on the mat" vs "the cat is on the mat": 3/3, 2/2, 1/1, 0/0 matched, all +1 -> 1;
+    # r = 6, c = 3.
+    stats = mteval.instance_stats(["on the mat"], [["the cat is on the mat"]])
+    assert mteval.sentence_bleu(stats.bleu_perl[0]) == pytest.approx(math.exp(-1), rel=1e-12)
+
+
+# The issue's case: two references of ten words and a short one (5 tokens with the period).
+# Before the fix sentBLEU was 487.04 for "" and 579.19 for "." (pymteval counts went negative).
+SHORT_OUTPUT_REFS = [
+    "The Eagle is a family friendly pub near the river.",
+    "The Eagle pub is near the Burger King in town.",
+    "Eagle is a pub.",
+]
+
+
+def test_sentence_bleu_of_degenerate_outputs() -> None:
+    from peftrun.metrics.e2e import score_e2e
+
+    hyps = ["", "   ", ".", SHORT_OUTPUT_REFS[0]]
+    got = score_e2e(hyps, [SHORT_OUTPUT_REFS] * len(hyps), metrics=("BLEU",)).per_example["sentBLEU"]
+    assert got[0] == 0.0 and got[1] == 0.0  # no words
+    # "." (1 word) matches the references' "."; every +1 precision is 1; the closest reference
+    # has 5 words: BP = exp(1 - 5/1).
+    assert got[2] == pytest.approx(math.exp(-4), rel=1e-12)
+    assert got[3] == 1.0  # a copy of a reference
+
+
+_WORDS = ["the", "The", "Eagle", "pub", "near", "river", "£20-25", "5.0", "É", "&amp;", "<skipped>"]
+_PUNCT = [".", ",", "!", "?", "-", "'", '"', "(", ")", "..."]
+_SPACE = [" ", "  ", "\t", "\n", "\u00a0"]
+_piece = st.sampled_from(_WORDS + _PUNCT + _SPACE)
+_texts = st.one_of(
+    st.sampled_from(["", " ", ".", "!!!", "pub", "The", "<skipped>", "\n"]),  # degenerate
+    st.lists(_piece, max_size=25).map("".join),
+    st.lists(_piece, max_size=25).map(" ".join),
+    st.text(max_size=40),
+)
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(hyp=_texts, refs=st.lists(_texts, min_size=1, max_size=4))
+def test_sentence_bleu_is_in_0_1_and_0_without_words(hyp: str, refs: list[str]) -> None:
+    stats = mteval.instance_stats([hyp], [refs])
+    got = mteval.sentence_bleu(stats.bleu_perl[0])
+    assert 0.0 <= got <= 1.0
+    if not mteval.tokenize_perl(hyp):
+        assert got == 0.0
+    # Any row is bounded, also pymteval's (negative counts for short outputs).
+    assert 0.0 <= mteval.sentence_bleu(stats.bleu_py[0]) <= 1.0
+
+
+@settings(max_examples=200, deadline=None, database=None)
+@given(refs=st.lists(_texts, min_size=1, max_size=4), pick=st.integers(min_value=0, max_value=3))
+def test_sentence_bleu_of_a_copy_of_a_reference_is_1(refs: list[str], pick: int) -> None:
+    copy = refs[pick % len(refs)]
+    stats = mteval.instance_stats([copy], [refs])
+    expected = 1.0 if mteval.tokenize_perl(copy) else 0.0
+    assert mteval.sentence_bleu(stats.bleu_perl[0]) == expected
 
 
 @pytest.mark.parametrize("name", ["tgen_dev", "perturbed_test", "template_test_vs_tokenized"])

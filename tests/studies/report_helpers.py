@@ -42,9 +42,14 @@ def make_run(
     train_seconds: float = 100.0,
     tokens_per_s: float = 2000.0,
     log: list[dict[str, Any]] | None = None,
+    scored: bool | None = None,
 ) -> Path:
     """One run directory: config.resolved.yaml, meta.json, train_log.jsonl, and, when done,
-    predictions/test.jsonl, metrics/test.json and DONE."""
+    predictions/test.jsonl, metrics/test.json and DONE.
+
+    ``scored`` writes predictions and metrics whatever the status (default: only when done), as a
+    run that failed or was interrupted after scoring leaves them; DONE is written only when done.
+    """
     cfg = Config.model_validate(
         {
             "method": method or {"kind": "prefix", "prefix_len": 5},
@@ -74,7 +79,7 @@ def make_run(
     (path / "train_log.jsonl").write_text(
         "".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8"
     )
-    if status != "done":
+    if not (status == "done" if scored is None else scored):
         return path
     outputs = outputs if outputs is not None else GOOD
     records = [{**inst, "output": out} for inst, out in zip(INSTANCES, outputs, strict=True)]
@@ -85,7 +90,8 @@ def make_run(
     (path / "metrics").mkdir()
     metrics = {"split": "test", "scores": scores or {}, "per_example": per_example or {}}
     (path / "metrics" / "test.json").write_text(json.dumps(metrics), encoding="utf-8")
-    (path / "DONE").write_text("2026-12-01T00:00:00\n", encoding="utf-8")
+    if status == "done":
+        (path / "DONE").write_text("2026-12-01T00:00:00\n", encoding="utf-8")
     return path
 
 

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
+from typing import Any
 
 import pytest
 from report_helpers import e2e_scores, make_run
 from typer.testing import CliRunner
 
 from peftrun.cli import app
+from peftrun.studies import plots
+from peftrun.studies import report as reports
 
-pytest.importorskip("matplotlib")
+ErrorbarContainer = pytest.importorskip("matplotlib.container").ErrorbarContainer
+
 runner = CliRunner()
 
 
@@ -59,6 +64,57 @@ def test_plots_are_written_as_png_and_pdf(tmp_path: Path):
     assert f"wrote {out / 'loss.png'}" in result.output
 
 
+def metric_axes(root: Path, key: str) -> dict[str, Any]:
+    """The metric-vs-key figure's axes by column title (matplotlib objects, read back)."""
+    plt = plots.pyplot()
+    figure = plots.metric_figure(plt, reports.build([root], samples=20), key)
+    axes = {ax.get_title(): ax for ax in figure.axes}
+    plt.close(figure)
+    return axes
+
+
+def error_bars(ax) -> dict[str, tuple[list[float], list[float], list[float]]]:
+    """Each errorbar series on an axis: x, the plotted mean, and the half-length of its bar."""
+    out = {}
+    for container in ax.containers:
+        if isinstance(container, ErrorbarContainer):
+            line, _, (bars,) = container.lines
+            xs, ys = (list(map(float, v)) for v in line.get_data())
+            halves = [float(seg[1][1] - seg[0][1]) / 2 for seg in bars.get_segments()]
+            out[container.get_label()] = (xs, ys, halves)
+    return out
+
+
+# Print scale of each figure column, and how each stored score follows BLEU in low_data_study.
+COLUMNS = {
+    "BLEU": lambda bleu: 100 * bleu,
+    "NIST": lambda bleu: 8.0 + bleu,
+    "METEOR": lambda bleu: 100 * (0.3 + bleu / 4),
+    "ROUGE-L": lambda bleu: 100 * (0.5 + bleu / 3),
+    "CIDEr": lambda bleu: 1 + bleu * 2,
+}
+
+
+def test_error_bars_are_the_sample_std_over_seeds(tmp_path: Path):
+    # README: metrics-vs-KEY plots the mean with std error bars; the std is the sample std over
+    # the row's seeds (here three subset seeds, BLEU 0.01 apart: BLEU std 1.0 on the ×100 scale).
+    study = low_data_study(tmp_path / "runs")
+    axes = metric_axes(study, "data.train_size")
+    assert set(axes) == set(COLUMNS)
+    sizes = [50, 100, 200, 500]
+    for title, shown in COLUMNS.items():
+        series = error_bars(axes[title])
+        assert set(series) == {"kind=prefix", "kind=full"}, title
+        for kind, lift in [("prefix", 0.04), ("full", 0.0)]:
+            xs, means, halves = series[f"kind={kind}"]
+            assert xs == sizes
+            for size, mean, half in zip(sizes, means, halves, strict=True):
+                values = [shown(0.30 + 0.05 * sizes.index(size) + lift + 0.01 * s) for s in (1, 2, 3)]
+                assert mean == pytest.approx(statistics.fmean(values), rel=1e-9), (title, kind, size)
+                assert half == pytest.approx(statistics.stdev(values), rel=1e-6), (title, kind, size)
+                assert half > 0
+
+
 def test_a_key_absent_from_some_rows_draws_them_as_reference_lines(tmp_path: Path):
     for length in (1, 5, 10):
         for seed in (1, 2):
@@ -73,3 +129,19 @@ def test_a_key_absent_from_some_rows_draws_them_as_reference_lines(tmp_path: Pat
     result = runner.invoke(app, ["report", str(tmp_path), "--plots", str(out), "--samples", "20"])
     assert result.exit_code == 0, result.output
     assert (out / "metrics-vs-method.prefix_len.png").stat().st_size > 5000
+    # Full fine-tuning has no prefix length: in every column it is a dashed horizontal line across
+    # the whole axis at its mean, not a point at some x; the prefix lengths are the x values.
+    full_means = {"BLEU": 62.0, "NIST": 8.62, "METEOR": 45.0, "ROUGE-L": 70.0, "CIDEr": 2.4}
+    axes = metric_axes(tmp_path, "method.prefix_len")
+    assert set(axes) == set(full_means)
+    for title, mean in full_means.items():
+        ax = axes[title]
+        dashed = [line for line in ax.get_lines() if line.get_linestyle() == "--"]
+        assert len(dashed) == 1, title
+        (line,) = dashed
+        assert line.get_label() == "kind=full (no method.prefix_len)"
+        assert [float(y) for y in line.get_ydata()] == pytest.approx([mean, mean], rel=1e-12), title
+        assert list(line.get_xdata()) == [0, 1] and line.get_transform() == ax.get_yaxis_transform()
+        series = error_bars(ax)
+        assert set(series) == {"kind=prefix"}, title  # full is not a point
+        assert series["kind=prefix"][0] == [1, 5, 10]

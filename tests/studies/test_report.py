@@ -305,3 +305,154 @@ def test_plots_without_matplotlib_say_how_to_install_it(study: Path, monkeypatch
     result = invoke(study, "--plots", tmp_path / "figures", "--samples", "20")
     assert result.exit_code == 2
     assert result.output.strip() == "peftrun: error: --plots needs matplotlib: pip install matplotlib"
+
+
+# --------------------------------------------------------------------------- what a cell averages
+
+
+@pytest.mark.parametrize("status", ["failed", "incomplete"])
+def test_a_run_that_stopped_after_writing_scores_is_never_averaged(tmp_path: Path, status: str):
+    # README: a cell is the mean over the row's *finished* runs; failed and incomplete runs are
+    # counted in "not finished", never averaged, even when they wrote metrics before stopping.
+    for seed, bleu in [(1, 0.60), (2, 0.62)]:
+        make_run(tmp_path / f"a{seed}", seed=seed, scores=e2e_scores(bleu), per_example=meteor(0.9))
+    make_run(
+        tmp_path / "a3", seed=3, scores=e2e_scores(0.10), outputs=BAD, per_example=meteor(0.1),
+        status=status, error="stopped while decoding dev", scored=True,
+    )  # fmt: skip
+    for seed in (1, 2, 3):
+        make_run(tmp_path / f"b{seed}", seed=seed, train={"lr": 1.0}, scores=e2e_scores(0.3), outputs=BAD)
+    stopped, other = rows_of(tmp_path)
+    assert stopped["group"] == {"train.lr": 5e-05} and other["group"] == {"train.lr": 1.0}
+    assert stopped["n"] == 2 and [Path(r).name for r in stopped["runs"]] == ["a1", "a2"]
+    assert stopped["metrics"]["BLEU"]["values"] == pytest.approx([60.0, 62.0])
+    assert stopped["metrics"]["METEOR"]["values"] == pytest.approx([45.0, 45.0])
+    assert [(Path(m["run_dir"]).name, m["state"]) for m in stopped["missing"]] == [("a3", status)]
+    # Nor paired in the significance test: seeds 1 and 2 only.
+    assert other["significance"]["BLEU"]["pairs"] == 2
+
+
+# --------------------------------------------------------------------------- significance
+#
+# README: runs of two rows are paired by (train.seed, data.subset_seed), the pairs' instances
+# pooled into one sample; † when best − row > 0 in ≥ 95% of the resamples (p ≤ 0.05).
+# XSum rows are tested on stored per-instance scores, so the scores are chosen freely here.
+
+ROUGE = ("ROUGE-1", "ROUGE-2", "ROUGE-L")
+
+
+def xsum_run(path: Path, scores: list[float], **kwargs) -> Path:
+    per = {m: list(scores) for m in ROUGE}
+    means = {m: statistics.fmean(scores) for m in ROUGE}
+    return make_run(path, data={"dataset": "xsum", **kwargs.pop("data", {})}, scores=means, per_example=per,
+                    **kwargs)  # fmt: skip
+
+
+def xsum_pooled_p(a: list[float], b: list[float], samples: int) -> float:
+    """One-sided p of B > A on a hand-pooled sample: the bootstrap the README names."""
+    from peftrun.metrics.bootstrap import paired_bootstrap_means
+
+    return 1.0 - paired_bootstrap_means({"R": a}, {"R": b}, samples=samples, seed=0)["R"].b_better
+
+
+def test_dagger_threshold_is_p_at_most_0_05_with_p_strictly_between_0_and_1(tmp_path: Path):
+    # The best row against four worse rows whose per-instance gaps are the same noise pattern
+    # shifted by 1.5, 1.25, 1.2 and 0.6: p lands at 0.01, exactly 0.05 (190 of 200 resamples
+    # better), 0.06 and 0.265 (200 resamples, seed 0).
+    n = 24
+    best = [40.0 + i % 5 for i in range(n)]
+    noise = [(i * 7) % 11 - 5 for i in range(n)]
+    xsum_run(tmp_path / "best", best, seed=1, train={"lr": 1e-4})
+    shifts = {2e-4: 1.5, 3e-4: 1.25, 4e-4: 1.2, 5e-4: 0.6}
+
+    def worse_by(shift: float) -> list[float]:
+        return [b - shift - e for b, e in zip(best, noise, strict=True)]
+
+    for lr, shift in shifts.items():
+        xsum_run(tmp_path / f"lr{lr}", worse_by(shift), seed=1, train={"lr": lr})
+    rows = {row["group"]["train.lr"]: row for row in rows_of(tmp_path)}
+    assert rows[1e-4]["best"] == list(ROUGE)
+    for lr, shift in shifts.items():
+        expected = xsum_pooled_p(worse_by(shift), best, 200)
+        for metric in ROUGE:
+            sig = rows[lr]["significance"][metric]
+            assert sig["p"] == pytest.approx(expected, abs=1e-12) and sig["pairs"] == 1
+    p = {lr: rows[lr]["significance"]["ROUGE-1"]["p"] for lr in shifts}
+    assert 0 < p[2e-4] < 0.05 < p[4e-4] < p[5e-4] < 1  # the data spans the threshold
+    assert p[3e-4] == pytest.approx(0.05, abs=1e-12)  # on it: p <= 0.05 includes it
+    flags = [rows[lr]["significance"]["ROUGE-1"]["best_better"] for lr in shifts]
+    assert flags == [True, True, False, False]
+    text = invoke(tmp_path, "--samples", "200").stdout
+    daggers = {line.split(" | ")[0]: line.count("†") for line in text.splitlines() if line.startswith("| 0.")}
+    assert daggers == {"| 0.0001": 0, "| 0.0002": 3, "| 0.0003": 3, "| 0.0004": 0, "| 0.0005": 0}
+
+
+def test_runs_are_paired_on_train_seed_and_subset_seed(tmp_path: Path):
+    # Same train.seed, two data subsets: on subset 1 both rows score near 80, on subset 2 near 10,
+    # and the best row is 1 point better on every instance of both. Paired by subset, every
+    # difference is +1 (p = 0); paired across subsets they are ±70 (no significance).
+    n = 24
+    high = [80.0 + (i * 5) % 7 for i in range(n)]
+    low = [10.0 + (i * 3) % 5 for i in range(n)]
+    subset = {1: high, 2: low}
+    # Folder names sort against subset order in one row, so that pairing on train.seed alone
+    # (k-th run with that seed, in path order) would pair subset 1 with subset 2.
+    for name, subset_seed in [("best-x", 1), ("best-y", 2)]:
+        xsum_run(tmp_path / name, [s + 1 for s in subset[subset_seed]], data={"subset_seed": subset_seed})
+    # A subset only the worse row ran (0, on its own: unpaired): pairing on train.seed alone would
+    # pair it, and shift every later pair, in either run order.
+    subset[0] = [45.0] * n
+    for name, subset_seed in [("worse-x", 2), ("worse-y", 1), ("worse-z", 0)]:
+        xsum_run(tmp_path / name, subset[subset_seed], data={"subset_seed": subset_seed},
+                 method={"kind": "full"})  # fmt: skip
+    worse, best = rows_of(tmp_path)
+    assert best["group"] == {"method.kind": "prefix"} and best["best"] == list(ROUGE)
+    for metric in ROUGE:
+        assert worse["significance"][metric] == {"best_better": True, "p": 0.0, "pairs": 2}, metric
+
+
+def test_every_seed_pair_is_pooled_xsum(tmp_path: Path):
+    # Seeds 1 and 2: the best row is 1 better on every instance; seed 3 (the last pair): equal.
+    # Pooled over the three pairs p = 0; the last pair alone would give p = 1.
+    n = 12
+    scores = {seed: [30.0 + (i * seed) % 7 for i in range(n)] for seed in (1, 2, 3)}
+    for seed, worse in scores.items():
+        xsum_run(tmp_path / f"best{seed}", [w + (seed != 3) for w in worse], seed=seed)
+        xsum_run(tmp_path / f"worse{seed}", worse, seed=seed, method={"kind": "full"})
+    pooled_a = [x for seed in (1, 2, 3) for x in scores[seed]]
+    pooled_b = [x + (seed != 3) for seed in (1, 2, 3) for x in scores[seed]]
+    expected = xsum_pooled_p(pooled_a, pooled_b, 200)
+    assert expected < 0.05 and xsum_pooled_p(scores[3], scores[3], 200) == 1.0
+    worse, _ = rows_of(tmp_path)
+    for metric in ROUGE:
+        assert worse["significance"][metric] == {"best_better": True, "p": expected, "pairs": 3}, metric
+
+
+def test_every_seed_pair_is_pooled_e2e(tmp_path: Path):
+    # E2E: outputs and references of all pairs are pooled and re-scored. Seeds 1 and 2: the best
+    # row's outputs are references, the other's are not; seed 3 (the last pair): identical outputs.
+    from peftrun.metrics.bootstrap import paired_bootstrap, paired_bootstrap_means
+
+    worse_outputs = {1: BAD, 2: BAD, 3: GOOD}
+    for seed, outputs in worse_outputs.items():
+        better = e2e_scores(0.6, METEOR=0.5, ROUGE_L=0.8, CIDEr=2.6)  # the best row's means
+        make_run(tmp_path / f"best{seed}", seed=seed, scores=better, per_example=meteor(0.9))
+        make_run(
+            tmp_path / f"worse{seed}", seed=seed, method={"kind": "full"}, scores=e2e_scores(0.4),
+            outputs=outputs, per_example=meteor(0.9 if outputs is GOOD else 0.1),
+        )  # fmt: skip
+    refs = [inst["references"] for inst in INSTANCES] * 3
+    hyps_a = [h for seed in (1, 2, 3) for h in worse_outputs[seed]]
+    corpus = ("BLEU", "NIST", "ROUGE_L", "CIDEr")
+    expected = {
+        m: 1.0 - r.b_better
+        for m, r in paired_bootstrap(hyps_a, GOOD * 3, refs, samples=200, seed=0, metrics=corpus).items()
+    }
+    meteor_a = [0.9 if worse_outputs[seed] is GOOD else 0.1 for seed in (1, 2, 3) for _ in INSTANCES]
+    met = paired_bootstrap_means({"M": meteor_a}, {"M": [0.9] * len(meteor_a)}, samples=200, seed=0)["M"]
+    expected["METEOR"] = 1.0 - met.b_better
+    worse, _ = rows_of(tmp_path)
+    for name, source in [("BLEU", "BLEU"), ("NIST", "NIST"), ("ROUGE-L", "ROUGE_L"), ("CIDEr", "CIDEr"),
+                         ("METEOR", "METEOR")]:  # fmt: skip
+        assert expected[source] < 0.05, source
+        assert worse["significance"][name] == {"best_better": True, "p": expected[source], "pairs": 3}, name
