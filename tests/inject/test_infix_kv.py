@@ -38,7 +38,7 @@ def test_real_key_values_at_the_fillers_are_the_text_in_training_and_decoding():
     with_fillers = torch.tensor([source + [FILLER, FILLER, eos] + target])
     as_text = torch.tensor([source + t + [eos] + target])
     kv = own_key_values(model, as_text, [3, 4], arch.hidden, arch.n_head)
-    infix = InfixKeyValues(model, arch.hidden)
+    infix = InfixKeyValues(model, arch)
     real = [0, 1, 2, 5, 6, 7]  # the fillers' own outputs are never read
     settings = dict(num_beams=2, max_new_tokens=5, do_sample=False, pad_token_id=eos, eos_token_id=eos)
     prompt_mask = torch.ones(1, 6, dtype=torch.long)

@@ -13,7 +13,7 @@ from peftrun.methods import AdapterOptions
 from peftrun.methods.adapter import Adapter
 from peftrun.methods.base import attach
 
-MODELS = ("tiny-gpt2", "tiny-bart")
+MODELS = models.tiny_models()  # one per family: a new family runs every case
 LAYOUTS = ("lin", "houlsby")
 
 

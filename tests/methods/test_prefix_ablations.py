@@ -22,7 +22,7 @@ from peftrun.data.formats import text_format
 from peftrun.decode import generate
 from peftrun.methods import PrefixOptions, PromptOptions
 from peftrun.methods.base import attach as attach_method
-from peftrun.methods.prefix import phrase_ids
+from peftrun.methods.prefix_options import phrase_ids
 
 PAIRS = [
     Pair("name : Aromi | Type : pub | area : city centre", "Aromi is a pub in the city centre."),

@@ -165,7 +165,7 @@ def test_parameter_counts_on_a_gpt2_medium_sized_config(prefix_len, trainable, s
     config = models.hf_config("gpt2-medium")
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config)
-    loaded = models.LoadedModel(model, None, models.summarize(config), "gpt2-medium")
+    loaded = models.LoadedModel(model, None, models.arch_summary(config), "gpt2-medium")
     counts = attach(loaded, prefix_len=prefix_len, mlp_hidden=512).counts()
     assert (counts.base, counts.trainable, counts.stored) == (354_823_168, trainable, stored)
     assert round(counts.as_dict()["stored_pct"], 3) == {5: 0.069, 10: 0.139}[prefix_len]
