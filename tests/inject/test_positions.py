@@ -16,9 +16,7 @@ from peftrun.methods.inject import positions
 from peftrun.models import FAMILIES, POSITION_IDS
 
 OWN = [name for name in models.tiny_models() if models.arch_summary(models.hf_config(name)).shifts_positions]
-DECODERS = [
-    n for n in models.tiny_models() if not models.arch_summary(models.hf_config(n)).is_encoder_decoder
-]
+DECODERS = models.tiny_models(decoder_only=True)
 CASES = [(name, "own") for name in OWN] + [(name, POSITION_IDS) for name in DECODERS]
 
 

@@ -100,7 +100,9 @@ def expected_counts(case: str, loaded) -> tuple[int, int]:
         return v * d + 2 * d, v * d + 2 * d
     family = models.FAMILIES[a.family]
     # Attention modules per kind, from the family table: a stack's layer count each.
-    layers = [a.n_encoder_layer if stack == "encoder" else a.n_layer for stack, _ in family.attention.values()]
+    layers = [
+        a.n_encoder_layer if stack == "encoder" else a.n_layer for stack, _ in family.attention.values()
+    ]
     if kind == "lora":  # the paper's targets q and v: A (r × d) and B (width × r) each
         widths = {"q": a.n_head * a.head_dim, "v": a.n_kv_head * a.head_dim}
         n = sum(layers) * sum(o["rank"] * (d + width) for width in widths.values())
