@@ -127,6 +127,12 @@ class Family:
         if set(self.projections) != {"q", "k", "v", "o"} or not set(self.optional) <= set(PATH_FACTS):
             raise ValueError(f"family {self.name}: projections are q, k, v, o; optional names path facts")
 
+    @property
+    def input_kinds(self) -> tuple[str, ...]:
+        """Where input-layer activations enter, as an embedding-only prefix keys its tables: each
+        stack of an encoder-decoder ("encoder", "decoder"), a decoder-only model's one attention kind."""
+        return ("encoder", "decoder") if self.encoder_decoder else tuple(self.attention)
+
     def get(self, model, path: str | None):
         """The module at `path` (None when the path is None). Only a path the family declares
         optional may be absent, and then its parent must exist: a typo raises AttributeError."""

@@ -60,7 +60,14 @@ from peftrun.methods.inject.infix_kv import InfixKeyValues
 from peftrun.methods.inject.prefix_kv import install, key_values_of_inputs
 from peftrun.methods.inject.rows import RowInputs, active_rows
 from peftrun.methods.prefix_options import PrefixOptions, phrase_ids
-from peftrun.models import LoadedModel, attention_sites, base_size, count_parameters, load_tokenizer
+from peftrun.models import (
+    LoadedModel,
+    attention_sites,
+    base_size,
+    count_parameters,
+    family_of,
+    load_tokenizer,
+)
 
 WEIGHTS = "prefix.safetensors"
 DEFAULT_LENGTH = 10
@@ -108,7 +115,7 @@ class Prefix(MethodBase):
         self.n_kv_head = arch.n_kv_head
         kv_width = 2 * arch.n_kv_head * arch.head_dim  # one layer's keys and values per position
         # Where input-layer activations enter: GPT-2's one stack, BART's encoder and decoder.
-        self.input_kinds = ("encoder", "decoder") if arch.is_encoder_decoder else ("self",)
+        self.input_kinds = family_of(self.model).input_kinds
         if self.variant == "embedding-only":
             kinds = {kind: arch.hidden for kind in self.input_kinds}
         elif self.variant == "infix":

@@ -163,7 +163,8 @@ def key_values_of_inputs(
     """The frozen model's own keys/values for input-layer activations (L, d), at positions 0 … L−1,
     per attention kind (n_layer, 2, n_kv_head, L, head_dim): what a prefix made of these inputs is.
 
-    Decoder-only (GPT-2): `inputs["self"]` runs through the model (causal). Encoder-decoder (BART):
+    Decoder-only (GPT-2): `inputs["self"]` (its one attention kind) runs through the model
+    (causal). Encoder-decoder (BART):
     `inputs["encoder"]` runs through the encoder alone, `inputs["decoder"]` through the decoder
     cross-attending to those encoder states; the cross-attention keys/values are the decoder
     layers' projections of them. The prefix positions see only each other, as a prefix passed as
@@ -173,7 +174,8 @@ def key_values_of_inputs(
     decoder = family.get(model, family.decoder_stack)
     with prefix.recording() as recorded:
         if not family.encoder_decoder:
-            decoder(inputs_embeds=inputs["self"][None], use_cache=False)
+            (kind,) = family.input_kinds
+            decoder(inputs_embeds=inputs[kind][None], use_cache=False)
         else:
             encoder = family.get(model, family.encoder_stack)
             encoded = encoder(inputs_embeds=inputs["encoder"][None]).last_hidden_state
