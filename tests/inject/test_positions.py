@@ -41,7 +41,8 @@ def test_a_shift_numbers_real_tokens_from_the_offset(shifted):
         with shift.active(4):
             got = model(x).logits
             masked = model(x, attention_mask=torch.ones_like(x)).logits
-            given = model(x, position_ids=torch.arange(7).expand(2, 7)).logits  # given ids shift too
+        with shift.active(3):  # ids the caller gives are shifted too: 1 … 7 become 4 … 10
+            given = model(x, position_ids=torch.arange(1, 8).expand(2, 7)).logits
         after = model(x).logits
     for value in (got, masked, given):
         torch.testing.assert_close(value, expected, atol=1e-5, rtol=1e-5)
