@@ -35,8 +35,7 @@ class PrefixOptions(MethodOptions):
     position_offset: bool | None = Field(
         None,
         description="number real tokens from prefix_len (as the original GPT-2 code did via "
-        "past_key_values); default: on where the model family shifts positions (GPT-2), off for BART "
-        "and infixes",
+        "past_key_values); default: on for GPT-2 prefixes, off for BART and infixes",
     )
     frozen_dropout: bool = Field(
         False, description="keep the frozen model's dropout on while training (off: eval mode)"
