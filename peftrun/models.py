@@ -131,7 +131,7 @@ class Family:
     def input_kinds(self) -> tuple[str, ...]:
         """Where input-layer activations enter, as an embedding-only prefix keys its tables: each
         stack of an encoder-decoder ("encoder", "decoder"), a decoder-only model's one attention kind."""
-        return ("encoder", "decoder") if self.encoder_decoder else tuple(self.attention)
+        return tuple(self.stacks) if self.encoder_decoder else tuple(self.attention)
 
     def get(self, model, path: str | None):
         """The module at `path` (None when the path is None). Only a path the family declares

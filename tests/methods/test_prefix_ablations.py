@@ -2,8 +2,9 @@
 
 - A soft prompt holding the embeddings of real tokens t is the text t placed before the input
   (GPT-2: before the source; BART: before the encoder input), so the substitution is exact.
-- Embedding-only prefix = prompt tuning on GPT-2, where the two definitions coincide (prefix
-  positions see only each other, real tokens numbered after them): same logits, same outputs.
+- Embedding-only prefix = prompt tuning on decoder-only models (GPT-2), where the two definitions
+  coincide (prefix positions see only each other, real tokens numbered after them): same logits,
+  same outputs.
 - An infix holding the frozen model's own keys/values of tokens t (in context) is the text
   [x; t; y], in training and through generate()'s KV cache.
 - A prefix set exactly to a phrase's activations is the phrase as text; the MLP fit of the
@@ -67,12 +68,14 @@ def test_soft_prompt_of_token_embeddings_is_the_text_before_the_input(model_name
     assert (run(loaded, method, batch) - plain(loaded, as_text)).abs().max() > 1e-3
 
 
-def test_embedding_only_prefix_equals_prompt_tuning_on_gpt2():
-    p_loaded, prompt, p_fmt = attach("tiny-gpt2", PromptOptions(prompt_len=4, init="random"))
+@pytest.mark.parametrize("model_name", models.tiny_models(decoder_only=True))
+def test_embedding_only_prefix_equals_prompt_tuning_on_decoders(model_name):
+    p_loaded, prompt, p_fmt = attach(model_name, PromptOptions(prompt_len=4, init="random"))
     options = PrefixOptions(variant="embedding-only", prefix_len=4, reparametrize=False)
-    e_loaded, emb, e_fmt = attach("tiny-gpt2", options)
+    e_loaded, emb, e_fmt = attach(model_name, options)
+    (kind,) = emb.tables  # a decoder-only model's one input table
     with torch.no_grad():
-        emb.tables["self"].embedding.copy_(prompt.producer.prompt)
+        emb.tables[kind].embedding.copy_(prompt.producer.prompt)
     p_batch, e_batch = p_fmt.training_batch(PAIRS)["inputs"], e_fmt.training_batch(PAIRS)["inputs"]
     assert torch.equal(p_batch["input_ids"][:, 4:], e_batch["input_ids"])  # same text, 4 fillers apart
     prompt_logits = run(p_loaded, prompt, p_batch)[:, 4:]
@@ -83,9 +86,9 @@ def test_embedding_only_prefix_equals_prompt_tuning_on_gpt2():
         e_loaded.model, emb, e_fmt, sources, cfg, CPU
     )
     # Control: numbering real tokens from 0 (no offset) is a different model.
-    u_loaded, unshifted, _ = attach("tiny-gpt2", options.model_copy(update={"position_offset": False}))
+    u_loaded, unshifted, _ = attach(model_name, options.model_copy(update={"position_offset": False}))
     with torch.no_grad():
-        unshifted.tables["self"].embedding.copy_(prompt.producer.prompt)
+        unshifted.tables[kind].embedding.copy_(prompt.producer.prompt)
     assert (run(u_loaded, unshifted, e_batch) - prompt_logits).abs().max() > 1e-3
 
 
