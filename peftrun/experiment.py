@@ -31,7 +31,7 @@ def check_against_model(cfg: Config):
     """Phase two of validation: the config against the model's architecture (no weights)."""
     from peftrun import models
 
-    arch = models.summarize(models.hf_config(cfg.model.name))
+    arch = models.arch_summary(models.hf_config(cfg.model.name))
     cfg.method.check(arch)
     if cfg.method.needs_tokenizer_check():
         try:

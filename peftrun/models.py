@@ -62,93 +62,160 @@ BUILTIN: dict[str, dict[str, Any]] = {
 # --------------------------------------------------------------------------- model families
 
 
+# How a family numbers real tokens behind a prefix of L positions (`Family.position_shift`);
+# `peftrun.methods.inject.positions` implements each.
+LEARNED_TABLE = "learned-table"  # learned absolute positions: the table's input ids are shifted
+POSITION_IDS = "position-ids"  # the position_ids the decoder stack reads (rotary models) are shifted
+NORMS = ("layernorm", "rmsnorm")
+SIZE_FACTS = ("n_layer", "n_encoder_layer", "hidden", "n_head", "n_kv_head", "head_dim", "max_positions")
+PATH_FACTS = ("input_stack", "decoder_stack", "encoder_stack", "token_embedding", "position_embedding",
+              "final_norm", "embedding_norm", "lm_head")  # fmt: skip
+
+
 @dataclass(frozen=True)
 class Family:
-    """Where one model family keeps its parts, as attribute paths from the HF model object, and
-    how its config names its sizes. Methods and mechanisms find modules only through this, so a
-    new family (T5, a Llama-style decoder) is one entry here plus tests.
+    """Everything peftrun knows of one model family: where its parts are (attribute paths from the
+    HF model object), how its config names its sizes, its shapes and positions, and its tokens.
+    Methods and mechanisms learn these only from here, so a new family (T5, a Llama-style decoder)
+    is one entry here plus tests (every family-level test runs over `FAMILIES`).
 
     Stacks are the lists of transformer blocks ("encoder", "decoder"); attention kinds are where a
     prefix adds keys/values, each (stack, attribute of a block). Projections name the attention
     module's q/k/v/o layers; names shared by q, k and v mean one fused layer whose output is
-    [q | k | v] (GPT-2's `c_attn`)."""
+    [q | k | v] (GPT-2's `c_attn`). Widths: q is n_head·head_dim wide, k and v n_kv_head·head_dim
+    (fewer key/value heads than query heads: grouped-query attention), o's output hidden."""
 
     name: str
-    sizes: dict[str, str | None]  # ArchSummary field → HF config attribute (None: 0)
+    # ArchSummary field → HF config attribute. None: n_encoder_layer 0; n_kv_head = n_head;
+    # head_dim = hidden / n_head (also when the attribute is there but unset).
+    sizes: dict[str, str | None]
     stacks: dict[str, str]
     attention: dict[str, tuple[str, str]]
     projections: dict[str, str]
+    conv1d: bool  # projection weights stored (in, out), as GPT-2's Conv1D (peft's fan_in_fan_out)
     sublayers: dict[str, str]  # "attention" / "ffn" → the block's sublayer module (its output, pre-residual)
+    norm: str  # the kind of the blocks' norms: "layernorm" or "rmsnorm"
     input_stack: str  # turns input ids into hidden states: where soft prompts enter
-    decoder_stack: str  # runs the decoder (GPT-2: the whole transformer)
+    decoder_stack: str  # runs the decoder (GPT-2: the whole transformer); reads `position_ids`
     encoder_stack: str | None
     token_embedding: str
-    position_embedding: str | None  # learned absolute positions a prefix's offset can shift
-    final_norm: str | None  # the decoder's norm after its last block (absent in BART)
+    # How a prefix of L positions numbers real tokens from L: LEARNED_TABLE (shift the ids the
+    # `position_embedding` table reads), POSITION_IDS (shift the position_ids the decoder stack
+    # reads), or None (the family's prefixes never shift positions).
+    position_shift: str | None
+    position_embedding: str | None  # the learned absolute position table (LEARNED_TABLE)
+    final_norm: str | None  # the decoder's norm after its last block
     embedding_norm: str | None  # a decoder-side norm outside the blocks, when there is no final one
+    special_tokens: dict[str, str]  # the built-in tiny tokenizer's special tokens (role → token)
     lm_head: str = "lm_head"
+    optional: tuple[str, ...] = ()  # path facts a model of the family may lack (get() gives None)
     encoder_decoder: bool = field(init=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "encoder_decoder", self.encoder_stack is not None)
+        missing = set(SIZE_FACTS) - set(self.sizes)
+        if missing or set(self.sizes) - set(SIZE_FACTS):
+            raise ValueError(f"family {self.name}: sizes must name exactly {SIZE_FACTS}")
+        if self.norm not in NORMS:
+            raise ValueError(f"family {self.name}: norm must be one of {NORMS}")
+        if self.position_shift not in (LEARNED_TABLE, POSITION_IDS, None):
+            raise ValueError(f"family {self.name}: unknown position_shift {self.position_shift!r}")
+        if (self.position_shift == LEARNED_TABLE) != (self.position_embedding is not None):
+            raise ValueError(
+                f"family {self.name}: a learned-table shift needs position_embedding, and only it"
+            )
+        if set(self.projections) != {"q", "k", "v", "o"} or not set(self.optional) <= set(PATH_FACTS):
+            raise ValueError(f"family {self.name}: projections are q, k, v, o; optional names path facts")
+
+    @property
+    def input_kinds(self) -> tuple[str, ...]:
+        """Where input-layer activations enter, as an embedding-only prefix keys its tables: each
+        stack of an encoder-decoder ("encoder", "decoder"), a decoder-only model's one attention kind."""
+        return tuple(self.stacks) if self.encoder_decoder else tuple(self.attention)
 
     def get(self, model, path: str | None):
-        """The module at `path` (None when the path is None or the model has no such module)."""
+        """The module at `path` (None when the path is None). Only a path the family declares
+        optional may be absent, and then its parent must exist: a typo raises AttributeError."""
         if path is None:
             return None
         try:
             return operator.attrgetter(path)(model)
         except AttributeError:
-            return None
+            if path not in {getattr(self, fact) for fact in self.optional}:
+                raise AttributeError(
+                    f"{type(model).__name__} has no {path!r} (family {self.name!r})"
+                ) from None
+        parent = path.rpartition(".")[0]
+        if parent:
+            operator.attrgetter(parent)(model)  # the optional module's owner is always there
+        return None
 
     def blocks(self, model, stack: str) -> list:
         return list(self.get(model, self.stacks[stack]))
 
-    def projection_slices(self, hidden: int) -> dict[str, tuple[str, int, int]]:
+    def projection_widths(self, arch: ArchSummary) -> dict[str, int]:
+        """q/k/v/o → output features: queries n_head·head_dim, keys and values n_kv_head·head_dim,
+        the output projection back to hidden."""
+        keys = arch.n_kv_head * arch.head_dim
+        return {"q": arch.n_head * arch.head_dim, "k": keys, "v": keys, "o": arch.hidden}
+
+    def projection_slices(self, arch: ArchSummary) -> dict[str, tuple[str, int, int]]:
         """q/k/v/o → (attribute of the attention module, first and end output column)."""
-        fused = self.projections["q"] == self.projections["k"] == self.projections["v"]
-        out = {}
-        for index, target in enumerate(("q", "k", "v", "o")):
-            if fused and target != "o":
-                out[target] = (self.projections[target], index * hidden, (index + 1) * hidden)
-            else:
-                out[target] = (self.projections[target], 0, hidden)
+        widths = self.projection_widths(arch)
+        out, column = {}, {}
+        for target in ("q", "k", "v", "o"):
+            name = self.projections[target]
+            start = column.get(name, 0)  # a fused layer: q, k, v side by side in its output
+            out[target] = (name, start, start + widths[target])
+            column[name] = start + widths[target]
         return out
 
 
 FAMILIES: dict[str, Family] = {
     "gpt2": Family(
         name="gpt2",
-        sizes=dict(n_layer="n_layer", n_encoder_layer=None, hidden="n_embd", n_head="n_head",
-                   max_positions="n_positions"),
+        sizes=dict(n_layer="n_layer", n_encoder_layer=None, hidden="n_embd", n_head="n_head", n_kv_head=None,
+                   head_dim=None, max_positions="n_positions"),
         stacks={"decoder": "transformer.h"},
         attention={"self": ("decoder", "attn")},
         projections={"q": "c_attn", "k": "c_attn", "v": "c_attn", "o": "c_proj"},
+        conv1d=True,
         sublayers={"attention": "attn", "ffn": "mlp"},
+        norm="layernorm",
         input_stack="transformer",
         decoder_stack="transformer",
         encoder_stack=None,
         token_embedding="transformer.wte",
+        position_shift=LEARNED_TABLE,  # as the original code, which passed the prefix as past keys/values
         position_embedding="transformer.wpe",
         final_norm="transformer.ln_f",
         embedding_norm=None,
+        special_tokens=dict(bos_token="<|endoftext|>", eos_token="<|endoftext|>", unk_token="<|endoftext|>",
+                            pad_token="<|endoftext|>"),
     ),
     "bart": Family(
         name="bart",
         sizes=dict(n_layer="decoder_layers", n_encoder_layer="encoder_layers", hidden="d_model",
-                   n_head="decoder_attention_heads", max_positions="max_position_embeddings"),
+                   n_head="decoder_attention_heads", n_kv_head=None, head_dim=None,
+                   max_positions="max_position_embeddings"),
         stacks={"encoder": "model.encoder.layers", "decoder": "model.decoder.layers"},
         attention={"encoder": ("encoder", "self_attn"), "decoder": ("decoder", "self_attn"),
                    "cross": ("decoder", "encoder_attn")},
         projections={"q": "q_proj", "k": "k_proj", "v": "v_proj", "o": "out_proj"},
+        conv1d=False,
         sublayers={"attention": "self_attn", "ffn": "fc2"},
+        norm="layernorm",
         input_stack="model.encoder",
         decoder_stack="model.decoder",
         encoder_stack="model.encoder",
         token_embedding="model.shared",
-        position_embedding=None,  # BART's learned positions: the original code never shifted them
+        position_shift=None,  # BART's learned positions: the original code never shifted them
+        position_embedding=None,
         final_norm="model.decoder.layer_norm",  # mBART-style models have it; BART has not
         embedding_norm="model.decoder.layernorm_embedding",
+        special_tokens=dict(bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>",
+                            mask_token="<mask>"),
+        optional=("final_norm",),
     ),
 }  # fmt: skip
 
@@ -159,13 +226,16 @@ def family_of(model) -> Family:
 
 @dataclass(frozen=True)
 class ArchSummary:
-    """What validation needs to know of a model, read from its config (no weights)."""
+    """What validation and the methods need to know of a model's shapes, read from its config (no
+    weights)."""
 
     family: str  # a key of FAMILIES
     n_layer: int  # decoder layers (GPT-2: all layers)
     n_encoder_layer: int  # 0 for decoder-only models
     hidden: int
-    n_head: int
+    n_head: int  # query heads
+    n_kv_head: int  # key/value heads (fewer than n_head: grouped-query attention)
+    head_dim: int  # per head, queries, keys and values alike
     max_positions: int
 
     @property
@@ -174,9 +244,8 @@ class ArchSummary:
 
     @property
     def shifts_positions(self) -> bool:
-        """Whether real tokens' positions can be offset (the family has learned absolute positions
-        and is decoder-only, as the original prefix code's GPT-2)."""
-        return FAMILIES[self.family].position_embedding is not None
+        """Whether a prefix numbers real tokens from its length by default (the family says how)."""
+        return FAMILIES[self.family].position_shift is not None
 
 
 def hf_config(name: str):
@@ -198,11 +267,34 @@ def hf_config(name: str):
     return config
 
 
-def summarize(config) -> ArchSummary:
-    """The facts config validation needs, read off an HF config."""
+def arch_summary(config) -> ArchSummary:
+    """The shapes config validation and the methods need, read off an HF config (the family's
+    `sizes` name its attributes; absent ones are derived as `Family.sizes` says)."""
     family = FAMILIES[config.model_type]
-    sizes = {name: getattr(config, key) if key else 0 for name, key in family.sizes.items()}
+    derived = ("n_encoder_layer", "n_kv_head", "head_dim")  # the others must be in every config
+    sizes = {
+        name: (getattr(config, key, None) if name in derived else getattr(config, key)) if key else None
+        for name, key in family.sizes.items()
+    }
+    sizes["n_encoder_layer"] = sizes["n_encoder_layer"] or 0
+    sizes["n_kv_head"] = sizes["n_kv_head"] or sizes["n_head"]
+    sizes["head_dim"] = sizes["head_dim"] or sizes["hidden"] // sizes["n_head"]
     return ArchSummary(family.name, **sizes)
+
+
+def tiny_model(family: str) -> str:
+    """The built-in tiny model of a family (every family has one, so its tests run offline)."""
+    for name, spec in BUILTIN.items():
+        if spec["model_type"] == family:
+            return name
+    raise KeyError(f"family {family!r} has no built-in tiny model in models.BUILTIN")
+
+
+def tiny_models(decoder_only: bool = False) -> tuple[str, ...]:
+    """One built-in tiny model per family (only decoder-only families: `decoder_only`), in
+    FAMILIES' order: what family-level tests run over."""
+    families = [f for f in FAMILIES.values() if not (decoder_only and f.encoder_decoder)]
+    return tuple(tiny_model(family.name) for family in families)
 
 
 def base_identity(cfg) -> str:
@@ -237,7 +329,7 @@ def load(name: str, attention: str = "sdpa", seed: int = 0, weights: bool = True
         except OSError as err:
             raise _unloadable(name, err) from None
     tokenizer = load_tokenizer(name, config)
-    return LoadedModel(model, tokenizer, summarize(config), name)
+    return LoadedModel(model, tokenizer, arch_summary(config), name)
 
 
 @lru_cache(maxsize=8)
@@ -251,15 +343,9 @@ def load_tokenizer(name: str, config=None, local_only: bool = False):
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
     if name in BUILTIN:
-        family = BUILTIN[name]["model_type"]
-        file = ASSETS / f"{family}-tokenizer.json"
-        if family == "gpt2":
-            specials = dict(bos_token="<|endoftext|>", eos_token="<|endoftext|>", unk_token="<|endoftext|>")
-            specials["pad_token"] = "<|endoftext|>"
-        else:
-            specials = dict(bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>")
-            specials["mask_token"] = "<mask>"
-        return PreTrainedTokenizerFast(tokenizer_file=str(file), **specials)
+        family = FAMILIES[BUILTIN[name]["model_type"]]
+        file = ASSETS / f"{family.name}-tokenizer.json"
+        return PreTrainedTokenizerFast(tokenizer_file=str(file), **family.special_tokens)
     try:
         tokenizer = AutoTokenizer.from_pretrained(name, local_files_only=local_only)
     except (OSError, ValueError) as err:
@@ -310,4 +396,4 @@ def skeleton(name: str) -> LoadedModel:
     auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
     with torch.device("meta"):
         model = auto.from_config(config)
-    return LoadedModel(model, None, summarize(config), name)
+    return LoadedModel(model, None, arch_summary(config), name)

@@ -30,7 +30,7 @@ def load_base(name: str, device: str = "cpu", dtype: torch.dtype = torch.float32
         )
         model = auto.from_config(config, attn_implementation="sdpa")
         tiny = "tiny-bart" if config.is_encoder_decoder else "tiny-gpt2"
-        loaded = models.LoadedModel(model, models.load_tokenizer(tiny), models.summarize(config), name)
+        loaded = models.LoadedModel(model, models.load_tokenizer(tiny), models.arch_summary(config), name)
     loaded.model.to(device=device, dtype=dtype).eval()
     loaded.model.requires_grad_(False)
     return loaded

@@ -57,7 +57,9 @@ def load_base(name: str):
         torch.manual_seed(0)
         config = models.hf_config(name)
         model = transformers.AutoModelForCausalLM.from_config(config, attn_implementation="sdpa")
-        loaded = models.LoadedModel(model, models.load_tokenizer("tiny-gpt2"), models.summarize(config), name)
+        loaded = models.LoadedModel(
+            model, models.load_tokenizer("tiny-gpt2"), models.arch_summary(config), name
+        )
     loaded.model.eval()
     return loaded
 

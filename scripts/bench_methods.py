@@ -53,7 +53,7 @@ def measure(model_name: str, method_name: str, batch_size: int, steps: int, devi
 
     auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
     model = auto.from_config(config, attn_implementation="sdpa").to(device)
-    loaded = models.LoadedModel(model, tokenizer, models.summarize(config), model_name)
+    loaded = models.LoadedModel(model, tokenizer, models.arch_summary(config), model_name)
     method = attach(loaded, options_for(**METHODS[method_name]))
     data_cfg = DataConfig(dataset="e2e", train_size=batch_size * (steps + 1), subset_seed=0)
     fmt = text_format(loaded, data_cfg, method.room)

@@ -14,7 +14,7 @@ from typing import Annotated, Union
 
 from pydantic import Field
 
-from peftrun.methods.adapter_options import AdapterOptions
+from peftrun.methods.adapter_options import BottleneckAdapterOptions
 from peftrun.methods.finetune_options import BitFitOptions, FeatureExtractionOptions, FullOptions, TopKOptions
 from peftrun.methods.icl_options import ICLOptions
 from peftrun.methods.lora_options import LoRAOptions
@@ -47,7 +47,7 @@ _METHODS = (
     Registered(BitFitOptions, "peftrun.methods.finetune:BitFit"),
     Registered(FeatureExtractionOptions, "peftrun.methods.finetune:FeatureExtraction"),
     Registered(LoRAOptions, "peftrun.methods.lora:LoRA"),
-    Registered(AdapterOptions, "peftrun.methods.adapter:Adapter"),
+    Registered(BottleneckAdapterOptions, "peftrun.methods.adapter:BottleneckAdapter"),
     Registered(PromptOptions, "peftrun.methods.prompt:Prompt"),
     Registered(PTuningOptions, "peftrun.methods.ptuning:PTuning"),
     Registered(ICLOptions, "peftrun.methods.icl:InContext"),

@@ -1,6 +1,8 @@
-"""Bottleneck adapters (Houlsby et al., ICML 2019; Lin et al., Findings of EMNLP 2020).
+"""Bottleneck adapters (Houlsby et al., ICML 2019; Lin et al., Findings of EMNLP 2020): the method
+configured as `method.kind: adapter` (not to be confused with "adapter", any trained artifact a
+run saves).
 
-A small trained module inside each frozen transformer layer, with a residual connection:
+A small trained bottleneck module inside each frozen transformer layer, with a residual connection:
 
     adapter(h) = h + up(f(down(LN(h))))       down: d -> b, up: b -> d, b << d, f = ReLU or GeLU
 
@@ -39,7 +41,7 @@ from safetensors.torch import load_file
 from torch import nn
 from torch.nn import functional as F
 
-from peftrun.methods.adapter_options import AdapterOptions
+from peftrun.methods.adapter_options import BottleneckAdapterOptions
 from peftrun.methods.base import MethodBase, ParamCounts, copy_into, save_tensors
 from peftrun.models import LoadedModel, base_size, count_parameters, family_of
 
@@ -48,7 +50,8 @@ ATTRIBUTE = "peft_adapters"
 
 
 class Bottleneck(nn.Module):
-    """h + up(f(down(LN(h)))); LN only with `layer_norm`."""
+    """One bottleneck adapter: h + up(f(down(LN(h)))); LN only with `layer_norm` (a LayerNorm
+    whatever the family's own norms are: part of Lin et al.'s definition)."""
 
     def __init__(self, hidden: int, bottleneck: int, nonlinearity: str, layer_norm: bool, like: torch.Tensor):
         super().__init__()
@@ -78,8 +81,8 @@ def _sites(model, layout: str) -> list[nn.Module]:
     return [getattr(block, name) for block in blocks for name in sublayers]
 
 
-def adapter_size(hidden: int, bottleneck: int, layout: str) -> int:
-    """Parameters of one adapter."""
+def bottleneck_size(hidden: int, bottleneck: int, layout: str) -> int:
+    """Parameters of one bottleneck adapter."""
     return 2 * hidden * bottleneck + bottleneck + hidden + (2 * hidden if layout == "lin" else 0)
 
 
@@ -98,10 +101,10 @@ def _hook(adapter: Bottleneck):
     return hook
 
 
-class Adapter(MethodBase):
+class BottleneckAdapter(MethodBase):
     """Frozen model + trained bottleneck adapters (layout ``lin`` or ``houlsby``)."""
 
-    def __init__(self, loaded: LoadedModel, options: AdapterOptions) -> None:
+    def __init__(self, loaded: LoadedModel, options: BottleneckAdapterOptions) -> None:
         self.model = loaded.model
         self.options = options
         self.base = base_size(self.model)

@@ -9,7 +9,7 @@ from pydantic import Field, model_validator
 from peftrun.methods.options import MethodOptions
 
 
-class AdapterOptions(MethodOptions):
+class BottleneckAdapterOptions(MethodOptions):
     """Bottleneck adapters: Lin et al. 2020 (`lin`, one per block) or Houlsby et al. 2019 (two)."""
 
     kind: Literal["adapter"] = "adapter"
@@ -25,7 +25,7 @@ class AdapterOptions(MethodOptions):
     nonlinearity: Literal["relu", "gelu"] = Field("relu", description="between down and up projections")
 
     @model_validator(mode="after")
-    def _one_size(self) -> AdapterOptions:
+    def _one_size(self) -> BottleneckAdapterOptions:
         if (self.bottleneck is None) == (self.target_fraction is None):
             raise ValueError(
                 "set exactly one of method.bottleneck and method.target_fraction "

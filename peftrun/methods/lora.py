@@ -24,14 +24,16 @@ and B = 0, so training starts exactly at the pretrained model. Only A and B trai
 Targets (the paper's setting: W_q and W_v). BART: `q_proj`, `v_proj` (k → `k_proj`,
 o → `out_proj`) in every attention module — encoder self-, decoder self- and cross-attention.
 GPT-2 fuses q, k, v in one `c_attn` Conv1D (weight (d, 3d), y = x W + b): each chosen projection
-gets its own A, B that update only its output columns (q: [0:d], k: [d:2d], v: [2d:3d]), so the k
+gets its own A, B that update only its output columns (q: [0:d], k: [d:2d], v: [2d:3d]; each
+projection as wide as the family table says, `Family.projection_slices`), so the k
 slice is untouched when targets are (q, v); o → `attn.c_proj` whole.
 
 Implementation: our own (`LoRALayer`, a wrapper around the original layer that adds the low-rank
 update to the chosen output slices), not HF peft, because peft's GPT-2 LoRA adapts the whole fused
 `c_attn` (q, k and v together), which is not the paper's q/v-only setting. The base model is frozen
 and stays in eval mode (no dropout) like prefix-tuning; only the LoRA dropout follows
-`set_training`. The update is always on (`active` is a no-op). With `merge`, `load` folds
+`set_training`. `active` gates the rows: only this LoRA's layers apply to them (other LoRAs attached
+to the same base stay off; `rows.active_rows`). With `merge`, `load` folds
 (alpha/r)·B A into the base weights for inference (`merged` is then True and the branch is skipped).
 """
 
@@ -50,7 +52,15 @@ from peftrun.methods.base import MethodBase, ParamCounts, copy_into, save_tensor
 from peftrun.methods.inject import match_rows
 from peftrun.methods.inject.rows import RowInputs, active_rows
 from peftrun.methods.lora_options import LoRAOptions
-from peftrun.models import ADAPTER_FLAG, LoadedModel, attention_sites, base_size, count_parameters, family_of
+from peftrun.models import (
+    ADAPTER_FLAG,
+    ArchSummary,
+    LoadedModel,
+    attention_sites,
+    base_size,
+    count_parameters,
+    family_of,
+)
 
 WEIGHTS = "lora.safetensors"
 
@@ -63,14 +73,21 @@ class LoRALayer(nn.Module):
     `gate` selects ((R,) booleans, matched to the batch's rows; None: every row)."""
 
     def __init__(
-        self, base: nn.Module, slices: dict[str, tuple[int, int]], rank: int, alpha: float, dropout: float
+        self,
+        base: nn.Module,
+        slices: dict[str, tuple[int, int]],
+        rank: int,
+        alpha: float,
+        dropout: float,
+        transposed: bool | None = None,
     ) -> None:
         super().__init__()
         self.base = base
         innermost = base
         while isinstance(innermost, LoRALayer):
             innermost = innermost.base
-        self.transposed = not isinstance(innermost, nn.Linear)  # Conv1D stores (in, out)
+        # The family says (`Family.conv1d`); else: nn.Linear stores (out, in), GPT-2's Conv1D (in, out).
+        self.transposed = not isinstance(innermost, nn.Linear) if transposed is None else transposed
         weight = _weight(base)
         in_features, self.out_features = weight.shape[::-1] if not self.transposed else weight.shape
         self.slices = dict(slices)
@@ -133,10 +150,11 @@ def _weight(layer: nn.Module) -> torch.Tensor:
     return layer.weight
 
 
-def _sites(model, targets: tuple[str, ...], hidden: int) -> list[tuple[nn.Module, str, dict]]:
+def _sites(model, targets: tuple[str, ...], arch: ArchSummary) -> list[tuple[nn.Module, str, dict]]:
     """(attention module, attribute, {target: output slice}) for every layer LoRA wraps: a fused
-    q/k/v projection is wrapped once, with one slice per chosen target."""
-    slices = family_of(model).projection_slices(hidden)
+    q/k/v projection is wrapped once, with one slice per chosen target (each as wide as the family
+    says: k and v have n_kv_head·head_dim columns)."""
+    slices = family_of(model).projection_slices(arch)
     found = []
     for modules in attention_sites(model).values():
         for attn in modules:
@@ -167,8 +185,11 @@ class LoRA(MethodBase):
         paths = {id(module): name for name, module in self.model.named_modules()}
         # Names as a model with only this LoRA has them, whatever else is attached (saved files).
         self.named: dict[str, nn.Parameter] = {}
-        for parent, attr, slices in _sites(self.model, options.targets, loaded.arch.hidden):
-            layer = LoRALayer(getattr(parent, attr), slices, options.rank, options.alpha, options.dropout)
+        conv1d = family_of(self.model).conv1d
+        for parent, attr, slices in _sites(self.model, options.targets, loaded.arch):
+            layer = LoRALayer(
+                getattr(parent, attr), slices, options.rank, options.alpha, options.dropout, transposed=conv1d
+            )
             setattr(parent, attr, layer)
             layer.owner = self
             self.layers.append(layer)

@@ -14,7 +14,9 @@ attention; BART three independent prefixes: encoder self-attention, decoder self
 decoder cross-attention.
 
 Variants (`method.variant`):
-- every-layer (the method): P_θ holds keys/values, (n_layer, 2, n_head, L, head_dim) per kind.
+- every-layer (the method): P_θ holds keys/values, (n_layer, 2, n_kv_head, L, head_dim) per kind
+  (the family's key/value heads: as many as query heads in GPT-2/BART, fewer with grouped-query
+  attention).
 - embedding-only (EMB-L): P_θ holds input-layer activations (L, d); the frozen model computes the
   keys/values of every layer from them (`key_values_of_inputs`). GPT-2: one table; BART: an encoder
   and a decoder table, the cross-attention prefix being the encoder prefix's outputs. Only (L, d)
@@ -57,8 +59,15 @@ from peftrun.methods.inject import positions
 from peftrun.methods.inject.infix_kv import InfixKeyValues
 from peftrun.methods.inject.prefix_kv import install, key_values_of_inputs
 from peftrun.methods.inject.rows import RowInputs, active_rows
-from peftrun.methods.prefix_options import PrefixOptions
-from peftrun.models import LoadedModel, attention_sites, base_size, count_parameters, load_tokenizer
+from peftrun.methods.prefix_options import PrefixOptions, phrase_ids
+from peftrun.models import (
+    LoadedModel,
+    attention_sites,
+    base_size,
+    count_parameters,
+    family_of,
+    load_tokenizer,
+)
 
 WEIGHTS = "prefix.safetensors"
 DEFAULT_LENGTH = 10
@@ -83,16 +92,11 @@ class PrefixTable(nn.Module):
         return self.mlp(self.embedding)  # (L, width)
 
 
-def kv_layout(flat: torch.Tensor, n_layer: int, n_head: int) -> torch.Tensor:
-    """(L, n_layer·2·d), laid out layer-major then key/value → (n_layer, 2, n_head, L, head_dim)."""
+def kv_layout(flat: torch.Tensor, n_layer: int, n_kv_head: int) -> torch.Tensor:
+    """(L, n_layer·2·n_kv_head·head_dim), laid out layer-major then key/value → (n_layer, 2,
+    n_kv_head, L, head_dim)."""
     length = flat.shape[0]
-    return flat.view(length, n_layer, 2, n_head, -1).permute(1, 2, 3, 0, 4)
-
-
-def phrase_ids(tokenizer, phrase: str) -> list[int]:
-    """The phrase's tokens as they appear inside text (with a leading space: "table-to-text:" is 6
-    GPT-2 tokens, "summarize" 1)."""
-    return tokenizer(" " + phrase, add_special_tokens=False)["input_ids"]
+    return flat.view(length, n_layer, 2, n_kv_head, -1).permute(1, 2, 3, 0, 4)
 
 
 class Prefix(MethodBase):
@@ -108,15 +112,16 @@ class Prefix(MethodBase):
         self.tokenizer = loaded.tokenizer
         self.length = self._length(loaded)
         self.n_layers = {kind: len(modules) for kind, modules in attention_sites(self.model).items()}
-        self.n_head = arch.n_head
+        self.n_kv_head = arch.n_kv_head
+        kv_width = 2 * arch.n_kv_head * arch.head_dim  # one layer's keys and values per position
         # Where input-layer activations enter: GPT-2's one stack, BART's encoder and decoder.
-        self.input_kinds = ("encoder", "decoder") if arch.is_encoder_decoder else ("self",)
+        self.input_kinds = family_of(self.model).input_kinds
         if self.variant == "embedding-only":
             kinds = {kind: arch.hidden for kind in self.input_kinds}
         elif self.variant == "infix":
-            kinds = {"self": arch.n_layer * 2 * arch.hidden}
+            kinds = {"self": arch.n_layer * kv_width}
         else:
-            kinds = {kind: n * 2 * arch.hidden for kind, n in self.n_layers.items()}
+            kinds = {kind: n * kv_width for kind, n in self.n_layers.items()}
         self.tables = nn.ModuleDict(
             {kind: PrefixTable(self.length, arch.hidden, width, options) for kind, width in kinds.items()}
         ).to(self.model.device, self.model.dtype)  # as the base: fp32, or what it was loaded in
@@ -133,7 +138,7 @@ class Prefix(MethodBase):
         self.position_offset = self.length if offset else 0
         if offset:
             positions.install(self.model)
-        self.infix = InfixKeyValues(self.model, arch.hidden) if self.variant == "infix" else None
+        self.infix = InfixKeyValues(self.model, arch) if self.variant == "infix" else None
 
     def _length(self, loaded: LoadedModel) -> int:
         phrase = self.options.init_phrase
@@ -150,30 +155,23 @@ class Prefix(MethodBase):
                     "it cannot be loaded here; set method.prefix_len to that count (GPT-2/BART BPE: "
                     "'table-to-text:' 6, 'summarize' 1)"
                 ) from None
-        count = len(phrase_ids(self.tokenizer, phrase))
-        if count == 0:
-            raise PeftrunError(f"method.init_phrase={phrase!r} has no tokens")
-        if self.options.prefix_len not in (None, count):
-            raise PeftrunError(
-                f"method.prefix_len={self.options.prefix_len}, but init_phrase {phrase!r} is {count} "
-                "tokens and the prefix takes its length; remove prefix_len"
-            )
-        return count
+        return self.options.check_tokens(self.tokenizer)
 
     # What the prefix is -------------------------------------------------------------------
 
     def values(self) -> dict[str, torch.Tensor]:
-        """P_θ per table: keys/values (n_layer, 2, n_head, L, head_dim), or embeddings (L, d)."""
+        """P_θ per table: keys/values (n_layer, 2, n_kv_head, L, head_dim), or embeddings (L, d)."""
         if self.stored is not None:
             return self.stored
         if self.variant == "embedding-only":
             return {kind: table() for kind, table in self.tables.items()}
         return {
-            kind: kv_layout(table(), self.n_layers[kind], self.n_head) for kind, table in self.tables.items()
+            kind: kv_layout(table(), self.n_layers[kind], self.n_kv_head)
+            for kind, table in self.tables.items()
         }
 
     def key_values(self) -> dict[str, torch.Tensor]:
-        """Prefix K/V per attention kind, (n_layer, 2, n_head, L, head_dim) each."""
+        """Prefix K/V per attention kind, (n_layer, 2, n_kv_head, L, head_dim) each."""
         values = self.values()
         if self.variant != "embedding-only":
             return values
@@ -274,7 +272,7 @@ class Prefix(MethodBase):
         with torch.no_grad():
             tensors = {kind: value.detach().contiguous().cpu() for kind, value in self.values().items()}
         save_file(tensors, str(directory / WEIGHTS))
-        layout = "(L, d)" if self.variant == "embedding-only" else "(n_layer, 2, n_head, L, head_dim)"
+        layout = "(L, d)" if self.variant == "embedding-only" else "(n_layer, 2, n_kv_head, L, head_dim)"
         shapes = {kind: list(value.shape) for kind, value in tensors.items()}
         (directory / "prefix.json").write_text(
             json.dumps({"variant": self.variant, "layout": layout, "shapes": shapes}, indent=2)

@@ -52,16 +52,20 @@ class PrefixOptions(MethodOptions):
     def needs_tokenizer_check(self) -> bool:
         return self.init_phrase is not None and self.prefix_len is not None
 
-    def check_tokens(self, tokenizer) -> None:
-        """A phrase's token count is the prefix length: a different prefix_len is a mistake."""
-        from peftrun.methods.prefix import phrase_ids  # lazily: it imports torch
-
+    def check_tokens(self, tokenizer) -> int | None:
+        """The prefix length an init_phrase gives (its token count; None without a phrase): a
+        different prefix_len is a mistake, and so is a phrase of no tokens."""
+        if self.init_phrase is None:
+            return None
         count = len(phrase_ids(tokenizer, self.init_phrase))
-        if self.init_phrase is not None and self.prefix_len not in (None, count):
+        if count == 0:
+            raise PeftrunError(f"method.init_phrase={self.init_phrase!r} has no tokens")
+        if self.prefix_len not in (None, count):
             raise PeftrunError(
                 f"method.prefix_len={self.prefix_len}, but init_phrase {self.init_phrase!r} is {count} "
                 "tokens and the prefix takes its length; remove prefix_len"
             )
+        return count
 
     def check(self, arch: ArchSummary) -> None:
         if self.variant == "infix" and arch.is_encoder_decoder:
@@ -76,12 +80,23 @@ class PrefixOptions(MethodOptions):
             )
         if self.position_offset and (not arch.shifts_positions or self.variant == "infix"):
             raise PeftrunError(
-                "method.position_offset applies to GPT-2 prefixes only (learned absolute positions; the "
-                "original BART code numbered real tokens from 0; an infix takes real positions itself); "
-                "remove it"
+                "method.position_offset applies to GPT-2 prefixes only (of the families here: those whose "
+                "family shifts positions; the original BART code numbered real tokens from 0; an infix "
+                "takes real positions itself); remove it"
             )
         if self.prefix_len is not None and self.prefix_len >= arch.max_positions:
             raise PeftrunError(
                 f"method.prefix_len={self.prefix_len} does not fit the model's "
                 f"{arch.max_positions} positions; use a shorter prefix"
             )
+
+
+def phrase_ids(tokenizer, phrase: str) -> list[int]:
+    """The phrase's tokens as they appear inside text after a word, however the tokenizer marks a
+    word's start (GPT-2/BART byte-level BPE: a leading space; "table-to-text:" is 6 tokens,
+    "summarize" 1): the tokens of "a " + phrase after those of "a"."""
+    context = tokenizer("a", add_special_tokens=False)["input_ids"]
+    joint = tokenizer("a " + phrase, add_special_tokens=False)["input_ids"]
+    if joint[: len(context)] == context:
+        return joint[len(context) :]
+    return tokenizer(" " + phrase, add_special_tokens=False)["input_ids"]  # merged across the space

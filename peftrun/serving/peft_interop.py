@@ -164,7 +164,7 @@ def export(run_dir: str | Path, out: str | Path, to: str = "peft") -> Path:
     run, cfg = open_run(run_dir)
     if not run.has_adapter:
         raise PeftrunError(f"{run.path} has no trained adapter yet; finish it with `peftrun train`")
-    arch = models.summarize(models.hf_config(cfg.model.name))
+    arch = models.arch_summary(models.hf_config(cfg.model.name))
     why = refusal(cfg.method, arch, run.adapter_dir)
     if why is not None:
         raise PeftrunError(f"cannot export {run.path} to peft: {why}")
@@ -260,7 +260,7 @@ def _lora(options, arch: models.ArchSummary, adapter_dir: Path) -> tuple[dict, d
     from peftrun.methods.lora_options import LORA_TARGETS
 
     family = models.FAMILIES[arch.family]
-    slices = family.projection_slices(arch.hidden)  # target → (attribute, first, end column)
+    slices = family.projection_slices(arch)  # target → (attribute, first, end column)
     stored = load_file(str(adapter_dir / WEIGHTS))  # "<module path>.lora_{A,B}.<target>"
     chosen: dict[str, set[str]] = defaultdict(set)
     for name in stored:

@@ -12,29 +12,32 @@ from peftrun import models
 from peftrun.methods.inject.prefix_kv import install, key_values_of_inputs
 
 
-@pytest.fixture
-def gpt2():
-    loaded = models.load("tiny-gpt2", seed=0)
+@pytest.fixture(params=models.tiny_models(decoder_only=True))
+def gpt2(request):
+    """A decoder-only family's tiny model (GPT-2's, and any other's)."""
+    loaded = models.load(request.param, seed=0)
     loaded.model.eval()
     return loaded.model
 
 
 def recorded_key_values(model, prefix, tokens: torch.Tensor) -> torch.Tensor:
-    """The model's own K/V for `tokens` (B, n_layer, 2, n_head, T, head_dim), by recording them."""
+    """The model's own K/V for `tokens` (B, n_layer, 2, n_kv_head, T, head_dim), by recording them."""
     with torch.no_grad(), prefix.recording() as seen:
         model(tokens)
     layers = sorted(layer for _, layer in seen)
     return torch.stack([torch.stack(seen[("self", layer)], dim=1) for layer in layers], dim=1)
 
 
-def test_installed_without_a_prefix_the_model_is_unchanged():
-    loaded = models.load("tiny-gpt2", seed=0)
+@pytest.mark.parametrize("name", models.tiny_models())
+def test_installed_without_a_prefix_the_model_is_unchanged(name):
+    loaded = models.load(name, seed=0)
     loaded.model.eval()
     x = torch.randint(6, 2000, (2, 7))
+    extra = {"decoder_input_ids": x[:, :4]} if loaded.arch.is_encoder_decoder else {}
     with torch.no_grad():
-        before = loaded.model(x).logits
+        before = loaded.model(x, **extra).logits
         install(loaded.model)
-        after = loaded.model(x).logits
+        after = loaded.model(x, **extra).logits
     assert torch.equal(before, after)
 
 
@@ -56,9 +59,13 @@ def test_a_prefix_of_real_key_values_is_the_concatenated_text(gpt2):
 def test_rows_with_different_prefixes_equal_each_row_alone_and_beams_keep_their_row(gpt2):
     prefix = install(gpt2)
     torch.manual_seed(3)
-    prefixes = torch.randn(3, 4, 2, 4, 5, 64)  # (rows, n_layer, 2, n_head, L, head_dim)
+    a = models.arch_summary(gpt2.config)
+    prefixes = torch.randn(
+        3, a.n_layer, 2, a.n_kv_head, 5, a.head_dim
+    )  # (rows, n_layer, 2, n_kv_head, L, hd)
     x = torch.randint(6, 2000, (3, 7))
-    settings = dict(num_beams=3, max_new_tokens=5, do_sample=False, pad_token_id=0, eos_token_id=0)
+    eos = gpt2.config.eos_token_id
+    settings = dict(num_beams=3, max_new_tokens=5, do_sample=False, pad_token_id=eos, eos_token_id=eos)
     with torch.no_grad():
         with prefix.active({"self": prefixes}):
             mixed = gpt2(x).logits

@@ -12,7 +12,7 @@ from peftrun.methods.inject.soft_input import SoftInput
 FILLER = 220
 
 
-@pytest.mark.parametrize("name", ["tiny-gpt2", "tiny-bart"])
+@pytest.mark.parametrize("name", models.tiny_models())
 def test_embeddings_of_real_tokens_at_the_fillers_are_those_tokens(name):
     loaded = models.load(name, seed=0)
     model = loaded.model.eval()
@@ -31,13 +31,13 @@ def test_embeddings_of_real_tokens_at_the_fillers_are_those_tokens(name):
     assert (untouched - expected).abs().max() > 1e-3
 
 
-@pytest.mark.parametrize("name", ["tiny-gpt2", "tiny-bart"])
+@pytest.mark.parametrize("name", models.tiny_models())
 def test_generate_with_a_soft_prompt_equals_generate_on_the_text_with_left_padding(name):
     loaded = models.load(name, seed=0)
     model = loaded.model.eval()
     soft = SoftInput(model)
     t = torch.tensor([300, 301])
-    pad = 0 if name == "tiny-gpt2" else 1
+    pad = loaded.tokenizer.pad_token_id
     left = not loaded.arch.is_encoder_decoder  # decoder-only prompts are left-padded
     rows = [[FILLER, FILLER, 40, 41, 42, 43], [FILLER, FILLER, 50, 51]]
     text = [[300, 301, *row[2:]] for row in rows]

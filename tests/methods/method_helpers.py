@@ -10,7 +10,7 @@ def batch(loaded, seed: int = 1) -> dict[str, torch.Tensor]:
     generator = torch.Generator().manual_seed(seed)
     ids = torch.randint(6, 200, (2, 8), generator=generator)
     inputs = {"input_ids": ids, "labels": ids.clone()}
-    if loaded.arch.family == "bart":
+    if loaded.arch.is_encoder_decoder:
         inputs["decoder_input_ids"] = torch.randint(6, 200, (2, 6), generator=generator)
         inputs["labels"] = inputs["decoder_input_ids"].clone()
     return inputs

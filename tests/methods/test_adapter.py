@@ -9,17 +9,17 @@ from torch.nn import functional as F
 
 from peftrun import config, models
 from peftrun.errors import PeftrunError
-from peftrun.methods import AdapterOptions
-from peftrun.methods.adapter import Adapter
+from peftrun.methods import BottleneckAdapterOptions
+from peftrun.methods.adapter import BottleneckAdapter
 from peftrun.methods.base import attach
 
-MODELS = ("tiny-gpt2", "tiny-bart")
+MODELS = models.tiny_models()  # one per family: a new family runs every case
 LAYOUTS = ("lin", "houlsby")
 
 
 def build(model_name: str, layout: str, seed: int = 0):
     loaded = models.load(model_name, seed=seed)
-    return loaded, attach(loaded, AdapterOptions(layout=layout, bottleneck=4))
+    return loaded, attach(loaded, BottleneckAdapterOptions(layout=layout, bottleneck=4))
 
 
 @pytest.mark.parametrize("model_name", MODELS)
@@ -30,7 +30,7 @@ def test_zero_up_is_identity_and_adapters_are_applied(layout, model_name):
     loaded.model.eval()
     with torch.no_grad():
         reference = loaded.model(**inputs).logits
-    method = attach(loaded, AdapterOptions(layout=layout, bottleneck=4))
+    method = attach(loaded, BottleneckAdapterOptions(layout=layout, bottleneck=4))
     layers = loaded.arch.n_layer + loaded.arch.n_encoder_layer
     assert len(method.adapters) == layers * (1 if layout == "lin" else 2)
     assert torch.equal(logits_of(method, inputs), reference)  # up = 0: the pretrained model
@@ -158,7 +158,7 @@ def test_lin_adapter_rewrites_each_blocks_output_after_the_ffn_residual(model_na
 
 
 def counts(name: str, **options):
-    method = Adapter(models.skeleton(name), AdapterOptions(**options))
+    method = BottleneckAdapter(models.skeleton(name), BottleneckAdapterOptions(**options))
     return method.bottleneck, method.counts()
 
 

@@ -1,4 +1,4 @@
-"""The method contract, for every method × {tiny-gpt2, tiny-bart}, through the real token formats,
+"""The method contract, for every method × every model family's tiny model, through the real token formats,
 loss and decoder: attach, counts equal the method's formula, a few training steps lower the loss on
 a repeated batch (only the method's parameters change), save → fresh model → load gives identical
 logits, decoding works (a batch decodes as each input alone). A method a model cannot take refuses
@@ -20,7 +20,7 @@ from peftrun.decode import generate
 from peftrun.errors import PeftrunError
 from peftrun.methods import options_for
 from peftrun.methods.base import attach as attach_method
-from peftrun.methods.prefix import phrase_ids
+from peftrun.methods.prefix_options import phrase_ids
 from peftrun.train import batch_loss
 
 PAIRS = [
@@ -45,8 +45,8 @@ CASES = {
     "ptuning": ("ptuning", {"prompt_len": 3, "encoder_hidden": 16}),
     "icl": ("icl", {"k": 2}),
 }
-REFUSED = {("prefix-infix", "tiny-bart"): "decoder-only"}
-MODELS = ("tiny-gpt2", "tiny-bart")
+REFUSED = {("prefix-infix", "encoder-decoder"): "decoder-only"}  # (case, architecture) → the refusal
+MODELS = models.tiny_models()  # one per family: a new family runs every case
 RUN_CFG = SimpleNamespace(data=DataConfig(dataset="e2e"), decode=DecodeConfig(max_new_tokens=8))
 
 
@@ -98,21 +98,25 @@ def expected_counts(case: str, loaded) -> tuple[int, int]:
         return n, n
     if kind == "feature-extraction":
         return v * d + 2 * d, v * d + 2 * d
-    if kind == "lora":
-        modules = a.n_layer if gpt2 else a.n_encoder_layer + 2 * a.n_layer
-        n = modules * 2 * (2 * o["rank"] * d)
+    family = models.FAMILIES[a.family]
+    # Attention modules per kind, from the family table: a stack's layer count each.
+    layers = [
+        a.n_encoder_layer if stack == "encoder" else a.n_layer for stack, _ in family.attention.values()
+    ]
+    if kind == "lora":  # the paper's targets q and v: A (r × d) and B (width × r) each
+        widths = {"q": a.n_head * a.head_dim, "v": a.n_kv_head * a.head_dim}
+        n = sum(layers) * sum(o["rank"] * (d + width) for width in widths.values())
         return n, n
     if kind == "adapter":
         b, sites = o["bottleneck"], a.n_layer + a.n_encoder_layer
         n = sites * (2 * d * b + b + 3 * d)
         return n, n
     if kind == "prefix":
-        layers = [a.n_layer] if gpt2 else [a.n_encoder_layer, a.n_layer, a.n_layer]
         length = o.get("prefix_len") or len(phrase_ids(loaded.tokenizer, o["init_phrase"]))
         if o.get("variant") == "embedding-only":
-            inputs = 1 if gpt2 else 2  # GPT-2's stack; BART's encoder and decoder
+            inputs = 2 if a.is_encoder_decoder else 1  # GPT-2's stack; BART's encoder and decoder
             return inputs * mlp_table(length, d), inputs * length * d
-        widths = [n * 2 * d for n in layers]
+        widths = [n * 2 * a.n_kv_head * a.head_dim for n in layers]  # keys and values per layer
         return sum(mlp_table(length, w) for w in widths), sum(length * w for w in widths)
     if kind == "prompt":
         return o["prompt_len"] * d, o["prompt_len"] * d
@@ -135,9 +139,10 @@ def logits(loaded, method, inputs) -> torch.Tensor:
 @pytest.mark.parametrize("case", list(CASES))
 def test_method_contract(case, model_name, tmp_path):
     kind, options = CASES[case]
-    arch = models.summarize(models.hf_config(model_name))
-    if (case, model_name) in REFUSED:
-        with pytest.raises(PeftrunError, match=REFUSED[(case, model_name)]) as err:
+    arch = models.arch_summary(models.hf_config(model_name))
+    shape = "encoder-decoder" if arch.is_encoder_decoder else "decoder-only"
+    if (case, shape) in REFUSED:
+        with pytest.raises(PeftrunError, match=REFUSED[(case, shape)]) as err:
             options_for(kind, **options).check(arch)
         assert "\n" not in str(err.value)
         return

@@ -17,7 +17,7 @@ CASES = {
     "feature-extraction": {},
     "lora": {"rank": 2},
 }
-MODELS = ("tiny-gpt2", "tiny-bart")
+MODELS = models.tiny_models()  # one per family: a new family runs every case
 
 
 def build(model_name: str, kind: str, seed: int = 0, **overrides):
@@ -239,7 +239,7 @@ def test_top_k_beyond_layer_count_is_rejected():
 
 
 def test_unknown_lora_target_lists_valid_ones():
-    arch = models.summarize(models.hf_config("tiny-bart"))
+    arch = models.arch_summary(models.hf_config("tiny-bart"))
     with pytest.raises(PeftrunError, match="valid ones: q, k, v, o") as err:
         LoRAOptions(targets=("q", "x")).check(arch)
     assert "\n" not in str(err.value)

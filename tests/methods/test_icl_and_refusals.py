@@ -187,7 +187,7 @@ def test_new_methods_run_end_to_end(tmp_path, model, method, weights, shapes):
     ],
 )
 def test_options_a_model_cannot_take_are_refused_in_one_line(model, options, message):
-    arch = models.summarize(models.hf_config(model))
+    arch = models.arch_summary(models.hf_config(model))
     with pytest.raises(PeftrunError, match=message) as err:
         options.check(arch)
     assert "\n" not in str(err.value)

@@ -2,8 +2,9 @@
 
 - A soft prompt holding the embeddings of real tokens t is the text t placed before the input
   (GPT-2: before the source; BART: before the encoder input), so the substitution is exact.
-- Embedding-only prefix = prompt tuning on GPT-2, where the two definitions coincide (prefix
-  positions see only each other, real tokens numbered after them): same logits, same outputs.
+- Embedding-only prefix = prompt tuning on decoder-only models (GPT-2), where the two definitions
+  coincide (prefix positions see only each other, real tokens numbered after them): same logits,
+  same outputs.
 - An infix holding the frozen model's own keys/values of tokens t (in context) is the text
   [x; t; y], in training and through generate()'s KV cache.
 - A prefix set exactly to a phrase's activations is the phrase as text; the MLP fit of the
@@ -22,7 +23,7 @@ from peftrun.data.formats import text_format
 from peftrun.decode import generate
 from peftrun.methods import PrefixOptions, PromptOptions
 from peftrun.methods.base import attach as attach_method
-from peftrun.methods.prefix import phrase_ids
+from peftrun.methods.prefix_options import phrase_ids
 
 PAIRS = [
     Pair("name : Aromi | Type : pub | area : city centre", "Aromi is a pub in the city centre."),
@@ -48,7 +49,7 @@ def plain(loaded, inputs) -> torch.Tensor:
         return loaded.model(**inputs).logits
 
 
-@pytest.mark.parametrize("model_name", ["tiny-gpt2", "tiny-bart"])
+@pytest.mark.parametrize("model_name", models.tiny_models())
 def test_soft_prompt_of_token_embeddings_is_the_text_before_the_input(model_name):
     loaded, method, fmt = attach(model_name, PromptOptions(prompt_len=4))
     t = torch.tensor([300, 301, 302, 303])
@@ -59,7 +60,7 @@ def test_soft_prompt_of_token_embeddings_is_the_text_before_the_input(model_name
     assert (fillers == fmt.filler).all()  # right padding: the first 4 tokens of every row
     as_text = dict(batch, input_ids=torch.cat([t.expand(2, 4), batch["input_ids"][:, 4:]], dim=1))
     torch.testing.assert_close(run(loaded, method, batch), plain(loaded, as_text), atol=1e-5, rtol=1e-5)
-    if model_name == "tiny-bart":  # the decoder reads the target alone: no decoder rows spent
+    if loaded.arch.is_encoder_decoder:  # the decoder reads the target alone: no decoder rows spent
         plain_fmt = text_format(loaded, DataConfig())
         expected = plain_fmt.training_batch(PAIRS)["inputs"]["decoder_input_ids"]
         assert torch.equal(batch["decoder_input_ids"], expected)
@@ -67,12 +68,14 @@ def test_soft_prompt_of_token_embeddings_is_the_text_before_the_input(model_name
     assert (run(loaded, method, batch) - plain(loaded, as_text)).abs().max() > 1e-3
 
 
-def test_embedding_only_prefix_equals_prompt_tuning_on_gpt2():
-    p_loaded, prompt, p_fmt = attach("tiny-gpt2", PromptOptions(prompt_len=4, init="random"))
+@pytest.mark.parametrize("model_name", models.tiny_models(decoder_only=True))
+def test_embedding_only_prefix_equals_prompt_tuning_on_decoders(model_name):
+    p_loaded, prompt, p_fmt = attach(model_name, PromptOptions(prompt_len=4, init="random"))
     options = PrefixOptions(variant="embedding-only", prefix_len=4, reparametrize=False)
-    e_loaded, emb, e_fmt = attach("tiny-gpt2", options)
+    e_loaded, emb, e_fmt = attach(model_name, options)
+    (kind,) = emb.tables  # a decoder-only model's one input table
     with torch.no_grad():
-        emb.tables["self"].embedding.copy_(prompt.producer.prompt)
+        emb.tables[kind].embedding.copy_(prompt.producer.prompt)
     p_batch, e_batch = p_fmt.training_batch(PAIRS)["inputs"], e_fmt.training_batch(PAIRS)["inputs"]
     assert torch.equal(p_batch["input_ids"][:, 4:], e_batch["input_ids"])  # same text, 4 fillers apart
     prompt_logits = run(p_loaded, prompt, p_batch)[:, 4:]
@@ -83,14 +86,15 @@ def test_embedding_only_prefix_equals_prompt_tuning_on_gpt2():
         e_loaded.model, emb, e_fmt, sources, cfg, CPU
     )
     # Control: numbering real tokens from 0 (no offset) is a different model.
-    u_loaded, unshifted, _ = attach("tiny-gpt2", options.model_copy(update={"position_offset": False}))
+    u_loaded, unshifted, _ = attach(model_name, options.model_copy(update={"position_offset": False}))
     with torch.no_grad():
-        unshifted.tables["self"].embedding.copy_(prompt.producer.prompt)
+        unshifted.tables[kind].embedding.copy_(prompt.producer.prompt)
     assert (run(u_loaded, unshifted, e_batch) - prompt_logits).abs().max() > 1e-3
 
 
-def test_infix_of_real_key_values_is_the_text_with_those_tokens():
-    loaded, method, fmt = attach("tiny-gpt2", PrefixOptions(variant="infix", prefix_len=3))
+@pytest.mark.parametrize("model_name", models.tiny_models(decoder_only=True))
+def test_infix_of_real_key_values_is_the_text_with_those_tokens(model_name):
+    loaded, method, fmt = attach(model_name, PrefixOptions(variant="infix", prefix_len=3))
     batch = fmt.training_batch(PAIRS[:1])["inputs"]
     ids = batch["input_ids"]
     separator = int((ids[0] == fmt.eos).nonzero()[0])
@@ -102,7 +106,7 @@ def test_infix_of_real_key_values_is_the_text_with_those_tokens():
     with torch.no_grad():
         cache = loaded.model(text, use_cache=True).past_key_values
         own = torch.stack([torch.stack([layer.keys[0], layer.values[0]]) for layer in cache.layers])
-    method.stored = {"self": own[:, :, :, columns]}  # (n_layer, 2, n_head, 3, head_dim)
+    method.stored = {"self": own[:, :, :, columns]}  # (n_layer, 2, n_kv_head, 3, head_dim)
     expected, got = plain(loaded, {"input_ids": text}), run(loaded, method, {"input_ids": ids})
     real = [i for i in range(ids.shape[1]) if i not in columns]  # fillers' own outputs don't matter
     torch.testing.assert_close(got[:, real], expected[:, real], atol=1e-5, rtol=1e-5)
@@ -127,15 +131,16 @@ def test_infix_of_real_key_values_is_the_text_with_those_tokens():
     assert (run(loaded, method, {"input_ids": ids})[:, real] - expected[:, real]).abs().max() > 1e-3
 
 
+@pytest.mark.parametrize("model_name", models.tiny_models(decoder_only=True))
 @pytest.mark.parametrize("variant", ["every-layer", "embedding-only"])
-def test_prefix_set_to_a_phrase_is_the_phrase_as_text_on_gpt2(variant):
+def test_prefix_set_to_a_phrase_is_the_phrase_as_text_on_decoders(variant, model_name):
     options = PrefixOptions(variant=variant, init_phrase="table-to-text:", reparametrize=False)
-    loaded, method, _ = attach("tiny-gpt2", options)
+    loaded, method, _ = attach(model_name, options)
     method.initialize([])  # without the MLP: P_θ is set to the phrase's activations exactly
     phrase = torch.tensor(phrase_ids(loaded.tokenizer, "table-to-text:"))
     assert method.length == len(phrase)
     x = torch.randint(6, 2000, (2, 7), generator=torch.Generator().manual_seed(0))
-    reference = models.load("tiny-gpt2", seed=0)  # the same weights, without the method's hooks
+    reference = models.load(model_name, seed=0)  # the same weights, without the method's hooks
     reference.model.eval()
     expected = plain(reference, {"input_ids": torch.cat([phrase.expand(2, -1), x], dim=1)})[:, len(phrase) :]
     torch.testing.assert_close(run(loaded, method, {"input_ids": x}), expected, atol=1e-5, rtol=1e-5)
@@ -155,16 +160,14 @@ def test_phrase_init_fits_the_phrase_within_tolerance(model_name, phrase, mlp_hi
     assert method.init_mse < tolerance < before
     note = method.take_notes()
     assert len(note) == 1 and f"{method.init_mse:.4g}" in note[0] and "500 Adam steps" in note[0]
-    if model_name == "tiny-bart":
+    if model_name == "tiny-bart":  # BART's own module names: an independent computation
         # Cross-attention prefix = each decoder layer's key/value projections of the encoder's
         # states for the phrase (computed here without the recording mechanism).
         ids = torch.tensor([phrase_ids(loaded.tokenizer, phrase)])
         with torch.no_grad():
             encoded = loaded.model.model.encoder(input_ids=ids).last_hidden_state[0]
-            head_dim = loaded.arch.hidden // loaded.arch.n_head
+            heads_kv, head_dim = loaded.arch.n_kv_head, loaded.arch.head_dim
             for layer, block in enumerate(loaded.model.model.decoder.layers):
                 for i, projection in enumerate((block.encoder_attn.k_proj, block.encoder_attn.v_proj)):
-                    heads = (
-                        projection(encoded).view(len(encoded), loaded.arch.n_head, head_dim).transpose(0, 1)
-                    )
+                    heads = projection(encoded).view(len(encoded), heads_kv, head_dim).transpose(0, 1)
                     torch.testing.assert_close(targets["cross"][layer, i], heads, atol=1e-5, rtol=1e-5)

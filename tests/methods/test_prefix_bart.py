@@ -173,7 +173,7 @@ def test_bart_large_prefix_counts():
     config = models.hf_config("facebook/bart-large")
     with torch.device("meta"):
         model = AutoModelForSeq2SeqLM.from_config(config)
-    loaded = models.LoadedModel(model, None, models.summarize(config), "facebook/bart-large")
+    loaded = models.LoadedModel(model, None, models.arch_summary(config), "facebook/bart-large")
     counts = attach_method(loaded, PrefixOptions(prefix_len=100, mlp_hidden=800)).counts()
     assert (counts.base, counts.trainable, counts.stored) == (406_291_456, 61_823_328, 7_372_800)
     assert round(counts.as_dict()["stored_pct"], 2) == 1.81

@@ -1,4 +1,5 @@
-"""Prefix-tuning on GPT-2: the prefix is exactly "attending to real activations" (Li & Liang Sec. 4).
+"""Prefix-tuning on decoder-only models (GPT-2, and every decoder-only family: each test runs over
+their tiny models): the prefix is exactly "attending to real activations" (Li & Liang Sec. 4).
 
 If the prefix holds the keys/values the frozen model computes for a real token sequence t, the
 model run on x with that prefix must give the logits of the model run on t + x (on x's positions).
@@ -18,15 +19,15 @@ from peftrun.methods.inject.rows import RowInputs, active_rows
 
 
 def real_key_values(model, tokens: torch.Tensor) -> torch.Tensor:
-    """The frozen model's own K/V for `tokens`: (B, n_layer, 2, n_head, T, head_dim)."""
+    """The frozen model's own K/V for `tokens`: (B, n_layer, 2, n_kv_head, T, head_dim)."""
     cache = model(tokens, use_cache=True).past_key_values
     per_layer = [torch.stack([layer.keys, layer.values], dim=1) for layer in cache.layers]
     return torch.stack(per_layer, dim=1)
 
 
-@pytest.fixture
-def tiny():
-    loaded = models.load("tiny-gpt2", seed=0)
+@pytest.fixture(params=models.tiny_models(decoder_only=True))
+def tiny(request):
+    loaded = models.load(request.param, seed=0)
     loaded.model.eval()
     return loaded
 
@@ -73,7 +74,8 @@ def test_right_padding_does_not_change_real_positions(tiny):
     method = attach(tiny, prefix_len=4)
     method.set_training(False)
     short, long = torch.randint(6, 2000, (1, 5)), torch.randint(6, 2000, (1, 8))
-    batch = torch.cat([torch.cat([short, torch.zeros(1, 3, dtype=torch.long)], dim=1), long])
+    pad = torch.full((1, 3), tiny.tokenizer.pad_token_id)
+    batch = torch.cat([torch.cat([short, pad], dim=1), long])
     mask = torch.tensor([[1] * 5 + [0] * 3, [1] * 8])
     with torch.no_grad(), method.active(2):
         together = tiny.model(batch, attention_mask=mask).logits
@@ -86,7 +88,10 @@ def test_mixed_prefix_batch_equals_each_row_alone(tiny):
     torch.manual_seed(3)
     method = attach(tiny, prefix_len=5)
     method.set_training(False)
-    prefixes = torch.randn(3, 4, 2, 4, 5, 64)  # (rows, n_layer, 2, n_head, L, head_dim)
+    a = tiny.arch
+    prefixes = torch.randn(
+        3, a.n_layer, 2, a.n_kv_head, 5, a.head_dim
+    )  # (rows, n_layer, 2, n_kv_head, L, hd)
     x = torch.randint(6, 2000, (3, 7))
     with torch.no_grad():
         with method.prefix_attention.active({"self": prefixes}):
@@ -101,9 +106,10 @@ def test_mixed_prefix_beam_search_equals_each_row_alone(tiny):
     torch.manual_seed(4)
     method = attach(tiny, prefix_len=3)
     method.set_training(False)
-    prefixes = torch.randn(2, 4, 2, 4, 3, 64) * 3
+    a, eos = tiny.arch, tiny.tokenizer.eos_token_id
+    prefixes = torch.randn(2, a.n_layer, 2, a.n_kv_head, 3, a.head_dim) * 3
     prompt = torch.randint(6, 2000, (2, 4))
-    settings = dict(num_beams=3, max_new_tokens=6, do_sample=False, pad_token_id=0, eos_token_id=0)
+    settings = dict(num_beams=3, max_new_tokens=6, do_sample=False, pad_token_id=eos, eos_token_id=eos)
     with torch.no_grad():
         with method.prefix_attention.active({"self": prefixes}):
             mixed = tiny.model.generate(prompt, attention_mask=torch.ones_like(prompt), **settings)
@@ -141,7 +147,7 @@ def test_saved_prefix_drops_the_mlp_and_reproduces_the_logits(tiny, tmp_path):
     with torch.no_grad(), method.active(2):
         before = tiny.model(x).logits
     method.save(tmp_path)
-    fresh = models.load("tiny-gpt2", seed=0)
+    fresh = models.load(tiny.name, seed=0)
     reloaded = attach(fresh, prefix_len=5)
     reloaded.load(tmp_path)
     reloaded.set_training(False)
@@ -165,7 +171,7 @@ def test_parameter_counts_on_a_gpt2_medium_sized_config(prefix_len, trainable, s
     config = models.hf_config("gpt2-medium")
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config)
-    loaded = models.LoadedModel(model, None, models.summarize(config), "gpt2-medium")
+    loaded = models.LoadedModel(model, None, models.arch_summary(config), "gpt2-medium")
     counts = attach(loaded, prefix_len=prefix_len, mlp_hidden=512).counts()
     assert (counts.base, counts.trainable, counts.stored) == (354_823_168, trainable, stored)
     assert round(counts.as_dict()["stored_pct"], 3) == {5: 0.069, 10: 0.139}[prefix_len]
@@ -181,6 +187,6 @@ def test_position_offset_reserves_positions_so_long_inputs_never_overflow(tiny):
     fmt = text_format(tiny, DataConfig(), method.room)
     long = "the food is good " * 400
     batch = fmt.training_batch([Pair(long, long)])
-    assert batch["inputs"]["input_ids"].shape[1] == 512 - 20
+    assert batch["inputs"]["input_ids"].shape[1] == tiny.arch.max_positions - 20
     with torch.no_grad(), method.active(1):
-        tiny.model(**batch["inputs"])  # positions 20 … 511: inside GPT-2's table
+        tiny.model(**batch["inputs"])  # positions 20 … max_positions − 1: inside the model's positions

@@ -20,20 +20,19 @@ import torch
 
 from peftrun.data.formats import infix_positions
 from peftrun.methods.inject import call_tokens, reads_from_start
-from peftrun.models import attention_sites, family_of
+from peftrun.models import ArchSummary, attention_sites, family_of
 
 
 class InfixKeyValues:
-    """While active: layer l's keys/values at the fillers are infix[l] (2, n_head, L, head_dim)."""
+    """While active: layer l's keys/values at the fillers are infix[l] (2, n_kv_head, L, head_dim)."""
 
-    def __init__(self, model, hidden: int) -> None:
+    def __init__(self, model, arch: ArchSummary) -> None:
         family = family_of(model)
         self.eos = model.config.eos_token_id
-        self.hidden = hidden
-        self.key_values: torch.Tensor | None = None  # (n_layer, 2, n_head, L, head_dim)
+        self.key_values: torch.Tensor | None = None  # (n_layer, 2, n_kv_head, L, head_dim)
         self.columns: torch.Tensor | None = None  # (rows, L) filler positions of this forward
         family.get(model, family.input_stack).register_forward_pre_hook(self._find_fillers, with_kwargs=True)
-        slices = family.projection_slices(hidden)
+        slices = family.projection_slices(arch)
         (attention,) = attention_sites(model).values()  # decoder-only: one kind of attention
         for layer, attn in enumerate(attention):
             by_module: dict[str, list[tuple[int, int, int]]] = defaultdict(list)
@@ -67,8 +66,9 @@ class InfixKeyValues:
             rows = torch.arange(output.shape[0], device=output.device)[:, None]
             output = output.clone()
             for index, start, end in writes:
-                # (n_head, L, head_dim) → (L, d): heads side by side, as the projection lays them out.
-                values = self.key_values[layer, index].transpose(0, 1).reshape(length, self.hidden)
+                # (n_kv_head, L, head_dim) → (L, n_kv_head·head_dim): heads side by side, as the
+                # projection lays them out.
+                values = self.key_values[layer, index].transpose(0, 1).reshape(length, end - start)
                 output[rows, self.columns, start:end] = values.to(output.dtype)
             return output
 

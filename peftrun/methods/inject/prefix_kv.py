@@ -5,6 +5,9 @@ activations are free parameters. For attention that means, per layer and per hea
 
     softmax(q · [P_k ; K]ᵀ / √d) · [P_v ; V]          P_k, P_v: (L, head_dim)
 
+(per key/value head: with grouped-query attention a prefix has n_kv_head heads, and the kernel
+shares each among its query heads as it does the real keys)
+
 so we wrap transformers' attention function (its `AttentionInterface`) and concatenate the
 layer's prefix in front of the keys and values, with matching always-visible mask columns:
 
@@ -23,23 +26,21 @@ expands rows with `repeat_interleave`, so R rows serve R·beams queries.
 
 from __future__ import annotations
 
+import inspect
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 from transformers import AttentionInterface
-from transformers.masking_utils import AttentionMaskInterface, eager_mask, sdpa_mask
+from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from peftrun.methods.inject import match_rows
 from peftrun.models import attention_sites, family_of
 
-# Our implementation name per inner kernel; each needs the inner kernel's mask format.
-_MASKS = {"sdpa": sdpa_mask, "eager": eager_mask}
-
 
 class PrefixAttention:
-    """The prefix K/V visible to attention right now: kind → (R, n_layer, 2, n_head, L, head_dim),
+    """The prefix K/V visible to attention right now: kind → (R, n_layer, 2, n_kv_head, L, head_dim),
     and which of the L positions each row sees (R, L) (rows with shorter prefixes, or none, have
     their unused positions masked; None: all visible)."""
 
@@ -73,7 +74,7 @@ class _Site:
     prefix: PrefixAttention
     kind: str
     layer: int
-    inner: str  # the attention kernel doing the work ("sdpa" or "eager")
+    inner: object  # the attention kernel doing the work: (module, query, key, value, mask, **kwargs)
 
 
 def install(model) -> PrefixAttention:
@@ -83,24 +84,38 @@ def install(model) -> PrefixAttention:
     if existing is not None:
         return existing
     inner = model.config._attn_implementation
-    if inner not in _MASKS:
-        raise ValueError(f"prefix attention wraps sdpa or eager attention, not {inner!r}")
+    if inner not in ALL_MASK_ATTENTION_FUNCTIONS:
+        raise ValueError(f"prefix attention cannot wrap {inner!r} attention (no mask format for it)")
     name = f"peftrun_prefix_{inner}"
     AttentionInterface.register(name, prefixed_attention)
-    AttentionMaskInterface.register(name, _MASKS[inner])
+    AttentionMaskInterface.register(name, ALL_MASK_ATTENTION_FUNCTIONS[inner])
     prefix = PrefixAttention()
     for kind, modules in attention_sites(model).items():
         for layer, module in enumerate(modules):
-            module.peftrun_prefix_site = _Site(prefix, kind, layer, inner)
+            module.peftrun_prefix_site = _Site(prefix, kind, layer, _kernel(inner, module))
     model.set_attn_implementation(name)
     model.peftrun_prefix_attention = prefix
     return prefix
 
 
+def _kernel(implementation: str, module):
+    """The function `module` itself calls for `implementation`: the registered one, else (eager,
+    which transformers keeps out of its registry) the default its modeling file passes to
+    `AttentionInterface.get_interface`, that file's `eager_attention_forward`."""
+    if implementation in ALL_ATTENTION_FUNCTIONS:
+        return ALL_ATTENTION_FUNCTIONS[implementation]
+    own = getattr(inspect.getmodule(type(module)), "eager_attention_forward", None)
+    if implementation != "eager" or own is None:
+        raise ValueError(
+            f"prefix attention cannot find the {implementation!r} kernel of {type(module).__name__}"
+        )
+    return own
+
+
 def prefixed_attention(module, query, key, value, attention_mask, **kwargs):
     """Attention over [prefix ; real] keys/values. query/key/value: (B, H, T, head_dim)."""
     site: _Site = module.peftrun_prefix_site
-    inner = ALL_ATTENTION_FUNCTIONS[site.inner]
+    inner = site.inner
     if site.prefix.recorded is not None:
         site.prefix.recorded[(site.kind, site.layer)] = (key, value)
     prefix = site.prefix.key_values.get(site.kind)
@@ -146,9 +161,10 @@ def key_values_of_inputs(
     model, prefix: PrefixAttention, inputs: dict[str, torch.Tensor]
 ) -> dict[str, torch.Tensor]:
     """The frozen model's own keys/values for input-layer activations (L, d), at positions 0 … L−1,
-    per attention kind (n_layer, 2, n_head, L, head_dim): what a prefix made of these inputs is.
+    per attention kind (n_layer, 2, n_kv_head, L, head_dim): what a prefix made of these inputs is.
 
-    Decoder-only (GPT-2): `inputs["self"]` runs through the model (causal). Encoder-decoder (BART):
+    Decoder-only (GPT-2): `inputs["self"]` (its one attention kind) runs through the model
+    (causal). Encoder-decoder (BART):
     `inputs["encoder"]` runs through the encoder alone, `inputs["decoder"]` through the decoder
     cross-attending to those encoder states; the cross-attention keys/values are the decoder
     layers' projections of them. The prefix positions see only each other, as a prefix passed as
@@ -158,7 +174,8 @@ def key_values_of_inputs(
     decoder = family.get(model, family.decoder_stack)
     with prefix.recording() as recorded:
         if not family.encoder_decoder:
-            decoder(inputs_embeds=inputs["self"][None], use_cache=False)
+            (kind,) = family.input_kinds
+            decoder(inputs_embeds=inputs[kind][None], use_cache=False)
         else:
             encoder = family.get(model, family.encoder_stack)
             encoded = encoder(inputs_embeds=inputs["encoder"][None]).last_hidden_state
