@@ -10,7 +10,7 @@ generate() call has one set). Both are said once, on stderr.
 
 An adapter is a peftrun run directory or its `adapter/` folder (the run's resolved config gives its
 method, token format, truncation and decoding settings), or an HF peft adapter folder (imported by
-peftrun.serving.peft_interop).
+peftrun.serving.peft_import).
 """
 
 from __future__ import annotations
@@ -168,13 +168,11 @@ class AdapterSet:
 
     def _add_peft(self, name: str, path: Path) -> Adapter:
         """An HF peft adapter folder (prefix, prompt or LoRA) on the shared base."""
-        import torch
+        from dataclasses import replace
 
         from peftrun.config import Config, ModelConfig
-        from peftrun.data.formats import Room, text_format
-        from peftrun.methods.inject.rows import RowInputs
-        from peftrun.methods.lora import LoRALayer, lora_layers
-        from peftrun.serving.peft_interop import read_peft
+        from peftrun.data.formats import text_format
+        from peftrun.serving.peft_import import read_peft
 
         peft = read_peft(path)
         if self.shared is None:
@@ -184,43 +182,40 @@ class AdapterSet:
                 f"peft adapter {name} names its base {peft.base_model}; the base here is {self.identity} "
                 "(give --base / base= to use it anyway)"
             )
-        cfg, model, room = self.default_cfg, self.shared.model, Room()
-        if peft.kind == "prefix":
-            length = next(iter(peft.tensors.values())).shape[3]
-            offset = length if peft.options.get("position_offset", True) else 0
-            rows = RowInputs(
-                key_values={k: v.to(self.device) for k, v in peft.tensors.items()}, position_offset=offset
-            )
-        elif peft.kind == "prompt":
-            rows = RowInputs(prompt=peft.tensors.to(self.device))
-            room = Room(leading=peft.tensors.shape[0])
-        else:
-            owner = object()  # the LoRA layers of this adapter, gated to its rows
-            layers = []
-            for update in peft.tensors:
-                parent_path, _, attr = update.module.rpartition(".")
-                parent = model.get_submodule(parent_path)
-                rank = update.A.shape[0]
-                layer = LoRALayer(
-                    getattr(parent, attr),
-                    {"peft": (update.start, update.end)},
-                    rank,
-                    update.scale * rank,
-                    0.0,
-                )
-                with torch.no_grad():
-                    layer.lora_A["peft"].copy_(update.A)
-                    layer.lora_B["peft"].copy_(update.B)
-                layer.requires_grad_(False)
-                layer.owner = owner
-                setattr(parent, attr, layer.to(self.device))
-                layers.append(layer)
-            lora_layers(model).extend(layers)
-            rows = RowInputs(lora=owner)
-        adapter = Adapter(name, path, cfg, None, text_format(self.shared, cfg.data, room), True, model)
+        cfg, model = self.default_cfg, self.shared.model
+        peft = peft.to(self.device)
+        rows = peft.rows
+        if peft.lora:
+            rows = replace(rows, lora=self._wrap_lora(model, peft.lora))
+        adapter = Adapter(name, path, cfg, None, text_format(self.shared, cfg.data, peft.room), True, model)
         adapter.rows = rows
         self.adapters[name] = adapter
         return adapter
+
+    def _wrap_lora(self, model, updates) -> object:
+        """Wrap each updated module of the shared base in a LoRA layer applied to this adapter's
+        rows only; returns the layers' owner (what `RowInputs.lora` names)."""
+        import torch
+
+        from peftrun.methods.lora import LoRALayer, lora_layers
+
+        owner = object()
+        layers = []
+        for update in updates:
+            parent_path, _, attr = update.module.rpartition(".")
+            parent = model.get_submodule(parent_path)
+            rank = update.A.shape[0]
+            layer = LoRALayer(getattr(parent, attr), {"peft": (update.start, update.end)}, rank, 1.0, 0.0)
+            layer.scale = update.scale
+            with torch.no_grad():
+                layer.lora_A["peft"].copy_(update.A)
+                layer.lora_B["peft"].copy_(update.B)
+            layer.requires_grad_(False)
+            layer.owner = owner
+            setattr(parent, attr, layer.to(self.device))
+            layers.append(layer)
+        lora_layers(model).extend(layers)
+        return owner
 
     def base_format(self):
         from peftrun.data.formats import text_format
