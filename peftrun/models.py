@@ -87,6 +87,7 @@ class Family:
     final_norm: str | None  # the decoder's norm after its last block (absent in BART)
     embedding_norm: str | None  # a decoder-side norm outside the blocks, when there is no final one
     lm_head: str = "lm_head"
+    conv1d: bool = False  # TEMP shim (wt-family): weights stored (in, out), as GPT-2's Conv1D
     encoder_decoder: bool = field(init=False)
 
     def __post_init__(self) -> None:
@@ -132,6 +133,7 @@ FAMILIES: dict[str, Family] = {
         position_embedding="transformer.wpe",
         final_norm="transformer.ln_f",
         embedding_norm=None,
+        conv1d=True,  # TEMP shim (wt-family)
     ),
     "bart": Family(
         name="bart",
@@ -171,6 +173,14 @@ class ArchSummary:
     @property
     def is_encoder_decoder(self) -> bool:
         return self.n_encoder_layer > 0
+
+    @property
+    def n_kv_head(self) -> int:  # TEMP shim (wt-family)
+        return self.n_head
+
+    @property
+    def head_dim(self) -> int:  # TEMP shim (wt-family)
+        return self.hidden // self.n_head
 
     @property
     def shifts_positions(self) -> bool:
