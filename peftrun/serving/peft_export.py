@@ -13,10 +13,13 @@ less the soft prompt's filler tokens, which peft prepends itself.
 
     peftrun (adapter/)                         peft (adapter_model.safetensors)
     prefix, GPT-2 (every-layer)                PREFIX_TUNING, prefix_projection false
-      (n_layer, 2, n_head, L, hd)        ──►     prompt_embeddings (L, n_layer·2·d):
+      (n_layer, 2, n_kv_head, L, hd)     ──►     prompt_embeddings (L, n_layer·2·n_kv_head·hd):
                                                  permute(3, 0, 1, 2, 4), then flatten; peft
                                                  passes it as past keys/values, so real tokens
                                                  sit at positions L…, as our position offset
+                                                 (token_dim n_kv_head·hd, num_attention_heads
+                                                 n_kv_head: what peft itself saves for a model
+                                                 with fewer key/value heads than query heads)
     prefix, GPT-2 embedding-only (L, d)  ──►   PROMPT_TUNING (L, d): the same model (with the
                                                  offset, the prefix's keys/values are the frozen
                                                  model's on those embeddings at positions 0…L−1)
@@ -165,15 +168,16 @@ def _base_model(cfg, folder: Path, out: Path) -> str:
 def _prefix(arch: models.ArchSummary, adapter_dir: Path) -> tuple[dict, dict]:
     from peftrun.methods.prefix import WEIGHTS
 
-    kv = load_file(str(adapter_dir / WEIGHTS))["self"]  # (n_layer, 2, n_head, L, head_dim)
+    kv = load_file(str(adapter_dir / WEIGHTS))["self"]  # (n_layer, 2, n_kv_head, L, head_dim)
     length = kv.shape[3]
-    flat = kv.permute(3, 0, 1, 2, 4).reshape(length, -1)  # (L, n_layer·2·d), layer-major, then k/v
+    flat = kv.permute(3, 0, 1, 2, 4).reshape(length, -1)  # (L, n_layer·2·width), layer-major, then k/v
     config = {
         "peft_type": "PREFIX_TUNING",
         "num_virtual_tokens": length,
-        "token_dim": arch.hidden,
+        # peft's prefix width is the keys'/values' (it saves these two so on a grouped-query model)
+        "token_dim": arch.n_kv_head * arch.head_dim,
         "num_layers": arch.n_layer,
-        "num_attention_heads": arch.n_head,
+        "num_attention_heads": arch.n_kv_head,
         "num_transformer_submodules": 1,
         "encoder_hidden_size": arch.hidden,
         "prefix_projection": False,
@@ -241,7 +245,7 @@ def _lora(options, arch: models.ArchSummary, adapter_dir: Path) -> tuple[dict, d
         "rank_pattern": {name: k * options.rank for name, k in stacked.items() if k != common},
         "alpha_pattern": {name: k * options.alpha for name, k in stacked.items() if k != common},
         "lora_dropout": options.dropout,
-        "fan_in_fan_out": arch.family == "gpt2",  # GPT-2's Conv1D stores its weight (in, out)
+        "fan_in_fan_out": family.conv1d,  # weights stored (in, out), as GPT-2's Conv1D
         "bias": "none",
         "use_rslora": False,
     }
