@@ -31,8 +31,10 @@ Implementation: our own (`LoRALayer`, a wrapper around the original layer that a
 update to the chosen output slices), not HF peft, because peft's GPT-2 LoRA adapts the whole fused
 `c_attn` (q, k and v together), which is not the paper's q/v-only setting. The base model is frozen
 and stays in eval mode (no dropout) like prefix-tuning; only the LoRA dropout follows
-`set_training`. The update is always on (`active` is a no-op). With `merge`, `load` folds
-(alpha/r)·B A into the base weights for inference (`merged` is then True and the branch is skipped).
+`set_training`. Outside `active` every LoRA layer attached to the model updates every row; within
+it, only this LoRA's layers apply (each layer gates the batch's rows to its owner's, so other LoRAs
+on the same base stay off). With `merge`, `load` folds (alpha/r)·B A into the base weights for
+inference (`merged` is then True and the branch is skipped).
 """
 
 from __future__ import annotations
@@ -195,6 +197,10 @@ class LoRA(MethodBase):
 
     def row_inputs(self) -> RowInputs:
         return RowInputs(lora=self)
+
+    @classmethod
+    def options_for_shared_rows(cls, options: LoRAOptions) -> LoRAOptions:
+        return options.model_copy(update={"merge": False})  # merged weights would change every row
 
     def active(self, batch_size: int):
         """Only this LoRA's layers apply (others attached to the same base stay off)."""

@@ -22,6 +22,12 @@ from pathlib import Path
 
 from peftrun.errors import PeftrunError
 from peftrun.models import base_identity
+from peftrun.runs import ADAPTER, ADAPTER_META
+from peftrun.serving.peft_files import PEFT_CONFIG
+
+# Where no adapter is named (`peftrun.load`'s default, a generate line without "adapter"): the
+# first adapter loaded. None, by contrast, names the base model alone.
+FIRST_ADAPTER = object()
 
 
 @dataclass
@@ -62,7 +68,7 @@ def parse_adapter_args(items: Sequence[str]) -> list[tuple[str, Path]]:
         if not sep:
             path = item
             name = Path(item).resolve().name
-            if name == "adapter":
+            if name == ADAPTER:
                 name = Path(item).resolve().parent.name
         if not name or not path:
             raise PeftrunError(f"adapter {item!r}: write NAME=RUN_DIR or RUN_DIR")
@@ -126,7 +132,7 @@ class AdapterSet:
         from peftrun.methods.base import attach
 
         path = Path(path)
-        if (path / "adapter_config.json").is_file() and not (path / "adapter.json").is_file():
+        if (path / PEFT_CONFIG).is_file() and not (path / ADAPTER_META).is_file():
             return self._add_peft(name, path)
         run_dir, cfg = run_config(path)
         cfg = self._with_overrides(cfg)
@@ -140,15 +146,14 @@ class AdapterSet:
             raise PeftrunError(
                 f"adapter {name} was trained on {base_identity(cfg)}; the base here is {self.identity}"
             )
-        adapter_dir = run_dir / "adapter"
-        if not (adapter_dir / "adapter.json").is_file():
+        adapter_dir = run_dir / ADAPTER
+        if not (adapter_dir / ADAPTER_META).is_file():
             raise PeftrunError(
-                f"{run_dir} has no finished adapter (adapter/adapter.json); finish its training"
+                f"{run_dir} has no finished adapter ({ADAPTER}/{ADAPTER_META}); finish its training"
             )
-        options = cfg.method
-        if options.kind == "lora":
-            options = options.model_copy(update={"merge": False})  # a merge would change every row
-        shared = REGISTRY[options.kind].load().shares_base(options)
+        method_class = REGISTRY[cfg.method.kind].load()
+        shared = method_class.shares_base(cfg.method)
+        options = method_class.options_for_shared_rows(cfg.method) if shared else cfg.method
         loaded = (
             self.shared if shared else models.load(cfg.model.name, cfg.model.attention, seed=cfg.base_seed())
         )
@@ -266,6 +271,10 @@ class AdapterSet:
 
     def default_key(self) -> str:
         return json.dumps(self.default_cfg.decode.model_dump(mode="json"), sort_keys=True)
+
+    def named(self, name):
+        """`name` itself, or for FIRST_ADAPTER the first adapter loaded (None if there is none)."""
+        return next(iter(self.adapters), None) if name is FIRST_ADAPTER else name
 
     def _get(self, name: str | None) -> Adapter | None:
         if name is None:
