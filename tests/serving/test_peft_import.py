@@ -107,8 +107,20 @@ def with_lora(model, updates):
                 alpha_pattern={"v_proj": 2},
             ),
         ),
+        # Plain LoRA (scale alpha / r) where a module's r is rank_pattern's, not the config's r.
+        (
+            False,
+            dict(
+                target_modules=["c_attn", "c_proj"],
+                r=2,
+                lora_alpha=8,
+                fan_in_fan_out=True,
+                rank_pattern={"attn.c_proj": 5},
+            ),
+        ),
+        (True, dict(target_modules=["q_proj", "v_proj"], r=2, lora_alpha=8, rank_pattern={"v_proj": 4})),
     ],
-    ids=["gpt2-c_attn", "bart-q-v", "bart-qkvo-rslora-patterns"],
+    ids=["gpt2-c_attn", "bart-q-v", "bart-qkvo-rslora-patterns", "gpt2-rank-pattern", "bart-rank-pattern"],
 )
 def test_a_peft_lora_reads_as_our_lora_updates(tmp_path, seq2seq, options):
     task = "SEQ_2_SEQ_LM" if seq2seq else "CAUSAL_LM"
