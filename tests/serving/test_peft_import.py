@@ -146,23 +146,30 @@ def test_other_peft_types_are_refused_by_name(tmp_path):
 
 
 def test_peft_adapters_serve_through_peftrun_load_beside_the_base(tmp_path):
-    """peft folders load with `peftrun.load` (one base, by its folder) and give peft's logits."""
+    """peft folders (LoRA, prompt, prefix) load with `peftrun.load` (one base, by its folder) and
+    give peft's logits."""
     import peftrun
 
     base = tmp_path / "base"
     models.load("tiny-gpt2").model.save_pretrained(base)  # the weights peft_adapter's models use
     models.load_tokenizer("tiny-gpt2").save_pretrained(base)
-    (tmp_path / "l").mkdir()
-    (tmp_path / "p").mkdir()
+    for sub in ("l", "p", "x"):
+        (tmp_path / sub).mkdir()
     lora = peft.LoraConfig(
         task_type="CAUSAL_LM", target_modules=["c_attn"], r=2, lora_alpha=8, fan_in_fan_out=True
     )
     lora_folder, lora_peft = peft_adapter(tmp_path / "l", lora, seed=1)
     prompt = peft.PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=3)
     prompt_folder, prompt_peft = peft_adapter(tmp_path / "p", prompt, seed=2)
-    lm = peftrun.load(f"lora={lora_folder}", f"prompt={prompt_folder}", base=str(base))
+    prefix = peft.PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=3)
+    prefix_folder, prefix_peft = peft_adapter(tmp_path / "x", prefix, seed=3)
+    lm = peftrun.load(
+        f"lora={lora_folder}", f"prompt={prompt_folder}", f"prefix={prefix_folder}", base=str(base)
+    )
     x = ids()
-    assert lm.names == ["lora", "prompt"]
+    assert lm.names == ["lora", "prompt", "prefix"]
+    # peft passes the prefix as past keys/values: real tokens at positions L…, as our offset
+    assert max_diff(lm.logits(x, adapter="prefix"), peft_logits(prefix_peft, x)) < TOLERANCE
     assert max_diff(lm.logits(x), peft_logits(lora_peft, x)) < TOLERANCE  # the first adapter by default
     with_fillers = torch.cat([torch.full((2, 3), 5), x], dim=1)
     mine = lm.logits(with_fillers, adapter="prompt")[:, 3:]
