@@ -228,9 +228,9 @@ def export(
     adapter_model.safetensors that peft's PeftModel.from_pretrained loads (a built-in tiny base is
     written beside them, in OUT/base). What peft cannot express is refused, saying what would be lost."""
     try:
-        from peftrun.serving import peft_interop
+        from peftrun.serving import peft_export
 
-        folder = peft_interop.export(run_dir, out, to)
+        folder = peft_export.export(run_dir, out, to)
     except PeftrunError as err:
         _fail(err)
     typer.echo(f"wrote {folder}", err=True)

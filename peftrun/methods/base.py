@@ -92,6 +92,12 @@ class Method(Protocol):
         """What the method adds for one row of a batch shared with other adapters, or None."""
         ...
 
+    @classmethod
+    def options_for_shared_rows(cls, options: MethodOptions) -> MethodOptions:
+        """The options to attach with when rows of this adapter share one base and one batch with
+        other adapters' rows (serving): what would change every row is turned off."""
+        ...
+
 
 class MethodBase:
     """The optional hooks' defaults: no room in the sequences, the format as it is, nothing to
@@ -130,6 +136,11 @@ class MethodBase:
         (peftrun.methods.inject.rows.RowInputs), or None: it changes the base model itself (its
         weights or its network) and cannot share one."""
         return None
+
+    @classmethod
+    def options_for_shared_rows(cls, options: MethodOptions) -> MethodOptions:
+        """The options as they are: by default nothing a method does reaches other rows."""
+        return options
 
 
 def attach(loaded: LoadedModel, options: MethodOptions) -> Method:

@@ -217,6 +217,10 @@ class LoRA(MethodBase):
     def row_inputs(self) -> RowInputs:
         return RowInputs(lora=self)
 
+    @classmethod
+    def options_for_shared_rows(cls, options: LoRAOptions) -> LoRAOptions:
+        return options.model_copy(update={"merge": False})  # merged weights would change every row
+
     def active(self, batch_size: int):
         """Only this LoRA's layers apply (others attached to the same base stay off)."""
         return active_rows(self.model, [self.row_inputs()])

@@ -1,3 +1,3 @@
 """One frozen base model, many adapters: mixed batches (`adapters`), `peftrun generate`, the
-Python API (`peftrun.load`), and interop with HF peft (`peft_interop`: export to, and read
-adapters of, the peft on-disk format)."""
+Python API (`peftrun.load`), and interop with HF peft's on-disk adapter folders
+(`peft_export`, `peft_import`)."""

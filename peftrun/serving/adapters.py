@@ -10,7 +10,7 @@ generate() call has one set). Both are said once, on stderr.
 
 An adapter is a peftrun run directory or its `adapter/` folder (the run's resolved config gives its
 method, token format, truncation and decoding settings), or an HF peft adapter folder (imported by
-peftrun.serving.peft_interop).
+peftrun.serving.peft_import).
 """
 
 from __future__ import annotations
@@ -22,6 +22,12 @@ from pathlib import Path
 
 from peftrun.errors import PeftrunError
 from peftrun.models import base_identity
+from peftrun.runs import ADAPTER, ADAPTER_META
+from peftrun.serving.peft_files import PEFT_CONFIG
+
+# Where no adapter is named (`peftrun.load`'s default, a generate line without "adapter"): the
+# first adapter loaded. None, by contrast, names the base model alone.
+FIRST_ADAPTER = object()
 
 
 @dataclass
@@ -62,7 +68,7 @@ def parse_adapter_args(items: Sequence[str]) -> list[tuple[str, Path]]:
         if not sep:
             path = item
             name = Path(item).resolve().name
-            if name == "adapter":
+            if name == ADAPTER:
                 name = Path(item).resolve().parent.name
         if not name or not path:
             raise PeftrunError(f"adapter {item!r}: write NAME=RUN_DIR or RUN_DIR")
@@ -126,7 +132,7 @@ class AdapterSet:
         from peftrun.methods.base import attach
 
         path = Path(path)
-        if (path / "adapter_config.json").is_file() and not (path / "adapter.json").is_file():
+        if (path / PEFT_CONFIG).is_file() and not (path / ADAPTER_META).is_file():
             return self._add_peft(name, path)
         run_dir, cfg = run_config(path)
         cfg = self._with_overrides(cfg)
@@ -140,15 +146,14 @@ class AdapterSet:
             raise PeftrunError(
                 f"adapter {name} was trained on {base_identity(cfg)}; the base here is {self.identity}"
             )
-        adapter_dir = run_dir / "adapter"
-        if not (adapter_dir / "adapter.json").is_file():
+        adapter_dir = run_dir / ADAPTER
+        if not (adapter_dir / ADAPTER_META).is_file():
             raise PeftrunError(
-                f"{run_dir} has no finished adapter (adapter/adapter.json); finish its training"
+                f"{run_dir} has no finished adapter ({ADAPTER}/{ADAPTER_META}); finish its training"
             )
-        options = cfg.method
-        if options.kind == "lora":
-            options = options.model_copy(update={"merge": False})  # a merge would change every row
-        shared = REGISTRY[options.kind].load().shares_base(options)
+        method_class = REGISTRY[cfg.method.kind].load()
+        shared = method_class.shares_base(cfg.method)
+        options = method_class.options_for_shared_rows(cfg.method) if shared else cfg.method
         loaded = (
             self.shared if shared else models.load(cfg.model.name, cfg.model.attention, seed=cfg.base_seed())
         )
@@ -168,13 +173,11 @@ class AdapterSet:
 
     def _add_peft(self, name: str, path: Path) -> Adapter:
         """An HF peft adapter folder (prefix, prompt or LoRA) on the shared base."""
-        import torch
+        from dataclasses import replace
 
         from peftrun.config import Config, ModelConfig
-        from peftrun.data.formats import Room, text_format
-        from peftrun.methods.inject.rows import RowInputs
-        from peftrun.methods.lora import LoRALayer, lora_layers
-        from peftrun.serving.peft_interop import read_peft
+        from peftrun.data.formats import text_format
+        from peftrun.serving.peft_import import read_peft
 
         peft = read_peft(path)
         if self.shared is None:
@@ -184,43 +187,40 @@ class AdapterSet:
                 f"peft adapter {name} names its base {peft.base_model}; the base here is {self.identity} "
                 "(give --base / base= to use it anyway)"
             )
-        cfg, model, room = self.default_cfg, self.shared.model, Room()
-        if peft.kind == "prefix":
-            length = next(iter(peft.tensors.values())).shape[3]
-            offset = length if peft.options.get("position_offset", True) else 0
-            rows = RowInputs(
-                key_values={k: v.to(self.device) for k, v in peft.tensors.items()}, position_offset=offset
-            )
-        elif peft.kind == "prompt":
-            rows = RowInputs(prompt=peft.tensors.to(self.device))
-            room = Room(leading=peft.tensors.shape[0])
-        else:
-            owner = object()  # the LoRA layers of this adapter, gated to its rows
-            layers = []
-            for update in peft.tensors:
-                parent_path, _, attr = update.module.rpartition(".")
-                parent = model.get_submodule(parent_path)
-                rank = update.A.shape[0]
-                layer = LoRALayer(
-                    getattr(parent, attr),
-                    {"peft": (update.start, update.end)},
-                    rank,
-                    update.scale * rank,
-                    0.0,
-                )
-                with torch.no_grad():
-                    layer.lora_A["peft"].copy_(update.A)
-                    layer.lora_B["peft"].copy_(update.B)
-                layer.requires_grad_(False)
-                layer.owner = owner
-                setattr(parent, attr, layer.to(self.device))
-                layers.append(layer)
-            lora_layers(model).extend(layers)
-            rows = RowInputs(lora=owner)
-        adapter = Adapter(name, path, cfg, None, text_format(self.shared, cfg.data, room), True, model)
+        cfg, model = self.default_cfg, self.shared.model
+        peft = peft.to(self.device)
+        rows = peft.rows
+        if peft.lora:
+            rows = replace(rows, lora=self._wrap_lora(model, peft.lora))
+        adapter = Adapter(name, path, cfg, None, text_format(self.shared, cfg.data, peft.room), True, model)
         adapter.rows = rows
         self.adapters[name] = adapter
         return adapter
+
+    def _wrap_lora(self, model, updates) -> object:
+        """Wrap each updated module of the shared base in a LoRA layer applied to this adapter's
+        rows only; returns the layers' owner (what `RowInputs.lora` names)."""
+        import torch
+
+        from peftrun.methods.lora import LoRALayer, lora_layers
+
+        owner = object()
+        layers = []
+        for update in updates:
+            parent_path, _, attr = update.module.rpartition(".")
+            parent = model.get_submodule(parent_path)
+            rank = update.A.shape[0]
+            layer = LoRALayer(getattr(parent, attr), {"peft": (update.start, update.end)}, rank, 1.0, 0.0)
+            layer.scale = update.scale
+            with torch.no_grad():
+                layer.lora_A["peft"].copy_(update.A)
+                layer.lora_B["peft"].copy_(update.B)
+            layer.requires_grad_(False)
+            layer.owner = owner
+            setattr(parent, attr, layer.to(self.device))
+            layers.append(layer)
+        lora_layers(model).extend(layers)
+        return owner
 
     def base_format(self):
         from peftrun.data.formats import text_format
@@ -271,6 +271,10 @@ class AdapterSet:
 
     def default_key(self) -> str:
         return json.dumps(self.default_cfg.decode.model_dump(mode="json"), sort_keys=True)
+
+    def named(self, name):
+        """`name` itself, or for FIRST_ADAPTER the first adapter loaded (None if there is none)."""
+        return next(iter(self.adapters), None) if name is FIRST_ADAPTER else name
 
     def _get(self, name: str | None) -> Adapter | None:
         if name is None:

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from peftrun.serving.adapters import AdapterSet, parse_adapter_args
-
-FIRST = object()
+from peftrun.serving.adapters import FIRST_ADAPTER, AdapterSet, parse_adapter_args
 
 
 class LanguageModel:
@@ -38,21 +36,18 @@ class LanguageModel:
         """The frozen base (shared by every adapter that only adds to it)."""
         return self.adapters.shared.model
 
-    def _default(self, value):
-        return (self.names[0] if self.names else None) if value is FIRST else value
-
-    def generate(self, inputs: str | Sequence[str], adapters=FIRST) -> list[str]:
+    def generate(self, inputs: str | Sequence[str], adapters=FIRST_ADAPTER) -> list[str]:
         """One output per input; `adapters`: one name (or None) for all, or one per input."""
         inputs = [inputs] if isinstance(inputs, str) else list(inputs)
-        chosen = self._default(adapters)
+        chosen = self.adapters.named(adapters)
         names = list(chosen) if isinstance(chosen, (list, tuple)) else [chosen] * len(inputs)
         if len(names) != len(inputs):
             raise ValueError(f"{len(inputs)} inputs but {len(names)} adapter names")
         return self.adapters.generate(inputs, names)
 
-    def logits(self, input_ids, attention_mask=None, adapter=FIRST, **model_inputs):
+    def logits(self, input_ids, attention_mask=None, adapter=FIRST_ADAPTER, **model_inputs):
         """(B, T, V) logits of `input_ids` exactly as given (no token format applied)."""
-        return self.adapters.logits(input_ids, attention_mask, self._default(adapter), **model_inputs)
+        return self.adapters.logits(input_ids, attention_mask, self.adapters.named(adapter), **model_inputs)
 
 
 def load(*adapters: str, base: str | None = None, device: str = "auto") -> LanguageModel:

@@ -21,9 +21,7 @@ from dataclasses import dataclass
 from typing import IO
 
 from peftrun.errors import PeftrunError
-from peftrun.serving.adapters import AdapterSet
-
-FIRST = object()  # "the first adapter loaded" (a missing "adapter" key)
+from peftrun.serving.adapters import FIRST_ADAPTER, AdapterSet
 
 
 @dataclass
@@ -46,9 +44,7 @@ def parse(line: str, number: int, where: str, aset: AdapterSet) -> Row:
     source = record.get("input")
     if not isinstance(source, str):
         raise PeftrunError(f"{where}:{number}: 'input' must be a string (the source text)")
-    adapter = record.get("adapter", FIRST)
-    if adapter is FIRST:
-        adapter = next(iter(aset.adapters), None)
+    adapter = aset.named(record.get("adapter", FIRST_ADAPTER))
     if adapter is not None and adapter not in aset.adapters:
         known = ", ".join(aset.adapters) or "none"
         raise PeftrunError(f"{where}:{number}: unknown adapter {adapter!r}; loaded: {known}")

@@ -10,11 +10,12 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from conftest import write_config
 from typer.testing import CliRunner
 
 import peftrun
-from peftrun import experiment
+from peftrun import experiment, models
 from peftrun.cli import app
 from peftrun.errors import PeftrunError
 
@@ -32,6 +33,8 @@ METHODS = {
     "full": "{kind: full}",
 }
 
+GREEDY = ["decode.num_beams=1", "decode.max_new_tokens=9"]  # min_length 100: outputs are 9 tokens, not 6
+
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
@@ -40,6 +43,14 @@ def runs(tmp_path_factory):
         folder = tmp_path_factory.mktemp(name)
         text = CONFIG.replace("MODEL", "tiny-gpt2").replace("METHOD", method)
         made[name], _ = experiment.train(write_config(folder, text), [], str(folder / "run"))
+    # The prefix run again, decoded by the run itself with other settings: what `peftrun generate`
+    # must give for the prefix run with these settings as decode.* overrides.
+    folder = tmp_path_factory.mktemp("prefix-greedy")
+    text = CONFIG.replace("MODEL", "tiny-gpt2").replace("METHOD", METHODS["prefix"])
+    made["prefix-greedy"], _ = experiment.train(write_config(folder, text), GREEDY, str(folder / "run"))
+    folder = tmp_path_factory.mktemp("lora-merged")
+    text = CONFIG.replace("MODEL", "tiny-gpt2").replace("METHOD", "{kind: lora, rank: 2, merge: true}")
+    made["lora-merged"], _ = experiment.train(write_config(folder, text), [], str(folder / "run"))
     folder = tmp_path_factory.mktemp("bart")
     text = CONFIG.replace("MODEL", "tiny-bart").replace("METHOD", METHODS["lora"])
     made["bart"], _ = experiment.train(write_config(folder, text), ["decode.splits=[]"], str(folder / "run"))
@@ -77,17 +88,50 @@ def test_a_mixed_file_equals_decoding_each_run(runs, tmp_path):
     assert any(o["output"] != out[-1]["output"] for o in out[:-1])
 
 
-def test_different_decoding_settings_are_grouped_and_equal_each_alone(runs, tmp_path):
-    lm = peftrun.load(f"prefix={runs['prefix']}", f"lora={runs['lora']}")
-    lm.adapters.adapters["lora"].cfg = lm.adapters.adapters["lora"].cfg.model_copy(
-        update={"decode": lm.adapters.adapters["lora"].cfg.decode.model_copy(update={"num_beams": 1})}
-    )
-    sources = [r["id"] for r in predictions(runs["prefix"])[:3]]
-    said = []
-    mixed = lm.adapters.generate(sources * 2, ["prefix"] * 3 + ["lora"] * 3, echo=said.append)
-    assert said == ["rows whose decoding settings differ are decoded in separate groups"]
-    assert mixed[:3] == [r["output"] for r in predictions(runs["prefix"])[:3]]
-    assert mixed[3:] == lm.generate(sources, adapters="lora")
+def write_lines(path, rows) -> None:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+
+
+def outputs(path) -> list[str]:
+    return [json.loads(line)["output"] for line in path.read_text().splitlines()]
+
+
+def test_each_group_decodes_with_its_own_runs_settings(runs, tmp_path):
+    """Rows of runs with different decoding settings are decoded in separate groups, each with its
+    run's settings: every row equals what that run's own decoding gave."""
+    prefix, greedy = predictions(runs["prefix"]), predictions(runs["prefix-greedy"])
+    assert all(r["output"] for r in prefix + greedy)  # non-empty: equal outputs mean something
+    rows = [{"id": i, "adapter": "p", "input": r["id"]} for i, r in enumerate(prefix[:3])]
+    rows += [{"id": 3 + i, "adapter": "g", "input": r["id"]} for i, r in enumerate(greedy[:3])]
+    write_lines(tmp_path / "in.jsonl", rows[::2] + rows[1::2])  # interleaved
+    args = ["--adapter", f"p={runs['prefix']}", "--adapter", f"g={runs['prefix-greedy']}"]
+    result = invoke([*args, "--input", str(tmp_path / "in.jsonl"), "--output", str(tmp_path / "out.jsonl")])
+    assert result.exit_code == 0, result.output
+    assert "rows whose decoding settings differ are decoded in separate groups" in result.output
+    got = {json.loads(line)["id"]: json.loads(line)["output"] for line in (tmp_path / "out.jsonl").open()}
+    assert [got[i] for i in range(6)] == [r["output"] for r in prefix[:3] + greedy[:3]]
+
+
+def test_decode_overrides_and_base_equal_the_run_decoded_with_those_settings(runs, tmp_path):
+    """`peftrun generate --base MODEL decode.k=v ...` decodes a run as that run decodes itself with
+    those settings (prefix-greedy: the prefix run's training, decoded with GREEDY in its config)."""
+    from safetensors.torch import load_file
+
+    stored = [load_file(runs[r] / "adapter" / "prefix.safetensors") for r in ("prefix", "prefix-greedy")]
+    assert stored[0].keys() == stored[1].keys()
+    assert all(torch.equal(stored[0][k], stored[1][k]) for k in stored[0])  # one adapter, two decodings
+    expected = [r["output"] for r in predictions(runs["prefix-greedy"])]
+    assert all(expected) and expected != [r["output"] for r in predictions(runs["prefix"])]
+    sources = [r["id"] for r in predictions(runs["prefix-greedy"])]
+    write_lines(tmp_path / "in.jsonl", [{"id": i, "input": source} for i, source in enumerate(sources)])
+    io = ["--input", str(tmp_path / "in.jsonl"), "--output", str(tmp_path / "out.jsonl")]
+    result = invoke(["--adapter", f"p={runs['prefix']}", "--base", "tiny-gpt2", *io, *GREEDY])
+    assert result.exit_code == 0, result.output
+    assert outputs(tmp_path / "out.jsonl") == expected
+    result = invoke(["--adapter", f"p={runs['prefix']}", "--base", "tiny-bart", *io, *GREEDY])
+    assert result.exit_code == 2 and "not on the base tiny-bart" in result.output, result.output
+    result = invoke(["--adapter", f"p={runs['prefix']}", *io, "train.lr=1"])
+    assert result.exit_code == 2 and "only decode.* settings can be changed here" in result.output
 
 
 def test_the_python_api(runs):
@@ -95,11 +139,22 @@ def test_the_python_api(runs):
     assert lm.names == [runs["prefix"].name, "l"] and lm.tokenizer is not None
     first = predictions(runs["prefix"])[0]
     assert lm.generate(first["id"]) == [first["output"]]  # the first adapter by default
-    import torch
-
     ids = torch.tensor([lm.tokenizer(" name : Aromi")["input_ids"]])
     assert lm.logits(ids, adapter="l").shape == (1, ids.shape[1], 2048)
     assert (lm.logits(ids, adapter="l") - lm.logits(ids, adapter=None)).abs().max() > 0
+
+
+def test_a_lora_that_merges_is_served_unmerged_beside_other_adapters(runs):
+    """A run configured to merge its LoRA into the base weights would change every row of a shared
+    base: served beside a prefix, the prefix's rows and the base's rows stay their own."""
+    lm = peftrun.load(f"m={runs['lora-merged']}", f"p={runs['prefix']}")
+    prefix = predictions(runs["prefix"])
+    assert lm.generate([r["id"] for r in prefix], adapters="p") == [r["output"] for r in prefix]
+    ids = torch.tensor([lm.tokenizer(" name : Aromi")["input_ids"]])
+    with torch.no_grad():
+        plain = models.load("tiny-gpt2", seed=101).model.eval()(ids).logits
+    assert (lm.logits(ids, adapter=None) - plain).abs().max() < 1e-6
+    assert (lm.logits(ids, adapter="m") - plain).abs().max() > 1e-4  # and the LoRA applies to its rows
 
 
 def test_bad_lines_stop_with_their_number_after_the_lines_before_are_written(runs, tmp_path):

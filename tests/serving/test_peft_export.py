@@ -1,37 +1,28 @@
-"""Interop with the real HF peft: runs trained here export to folders peft loads and runs with our
-logits; peft adapters built with peft read back into peftrun's layouts with peft's logits; what peft
-cannot express is refused in one line."""
+"""Export to the real HF peft: runs trained here export to folders peft loads and runs with our
+logits; what peft cannot express is refused in one line."""
 
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 import torch
 from conftest import write_config
+from peft_helpers import TOLERANCE, ids, max_diff, peft_logits, require_peft
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from peftrun import experiment, models
+from peftrun import experiment
 from peftrun.cli import app
 from peftrun.errors import PeftrunError
 from peftrun.experiment import Session
-from peftrun.methods.inject import prefix_kv
-from peftrun.methods.inject.soft_input import SoftInput
-from peftrun.methods.lora import LoRALayer
 from peftrun.scoring import open_run
-from peftrun.serving.peft_interop import export, read_peft
+from peftrun.serving.peft_export import export
+from peftrun.serving.peft_import import read_peft
 
-try:
-    import peft
-except ImportError:  # skip locally, fail under CI (where the dev extra installs it)
-    if os.environ.get("CI"):
-        raise
-    pytest.skip("peft is not installed (pip install -e '.[dev]')", allow_module_level=True)
+peft = require_peft()
 from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM  # noqa: E402
 
-TOLERANCE = 1e-5
 CONFIG = """
 model: {name: MODEL}
 data: {dataset: e2e, train_size: 8, dev_loss_size: 1, max_target_tokens: 16}
@@ -57,10 +48,6 @@ def trained(tmp_path_factory):
     return make
 
 
-def ids(rows: int = 2, length: int = 7, seed: int = 0) -> torch.Tensor:
-    return torch.randint(6, 500, (rows, length), generator=torch.Generator().manual_seed(seed))
-
-
 def ours(run_dir, input_ids, decoder_input_ids=None, lead: int = 0) -> torch.Tensor:
     """peftrun's own logits for the stored adapter (soft prompts: `lead` fillers before the ids)."""
     run, cfg = open_run(run_dir)
@@ -75,25 +62,10 @@ def ours(run_dir, input_ids, decoder_input_ids=None, lead: int = 0) -> torch.Ten
         return session.model(**inputs).logits
 
 
-def peft_logits(model, input_ids, decoder_input_ids=None) -> torch.Tensor:
-    inputs = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
-    if decoder_input_ids is not None:
-        inputs["decoder_input_ids"] = decoder_input_ids
-    with torch.no_grad():
-        return model.eval()(**inputs).logits
-
-
 def load_exported(out, seq2seq: bool = False):
     auto = AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM
     return peft.PeftModel.from_pretrained(auto.from_pretrained(out / "base"), out)
 
-
-def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
-    assert a.shape == b.shape
-    return (a - b).abs().max().item()
-
-
-# ------------------------------------------------------------------------------------ export
 
 PREFIX = "{kind: prefix, prefix_len: 3, mlp_hidden: 16}"
 
@@ -114,7 +86,7 @@ def test_gpt2_prefix_exports_as_prefix_tuning_with_our_logits(trained, tmp_path,
     assert max_diff(peft_logits(auto, x), want) < TOLERANCE
     # and reading it back gives exactly what the run stored
     stored = load_file(str(run / "adapter" / "prefix.safetensors"))["self"]
-    assert torch.equal(read_peft(out).tensors["self"], stored)
+    assert torch.equal(read_peft(out).rows.key_values["self"], stored)
 
 
 @pytest.mark.parametrize("targets", [["q", "v"], ["q", "v", "o"]])
@@ -228,147 +200,3 @@ def test_export_checks_its_target_and_its_out_folder(trained, tmp_path):
     result = CliRunner().invoke(app, ["export", str(run), "--to", "peft", "--out", str(tmp_path / "empty")])
     assert result.exit_code == 0 and (tmp_path / "empty" / "adapter_config.json").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "full"]  # no partial folder left
-
-
-# ------------------------------------------------------------------------------------ import
-
-
-def peft_adapter(tmp_path, config, seq2seq: bool = False, seed: int = 0):
-    """A peft adapter made from scratch with peft on the tiny base, random weights, saved; and the
-    base (fresh, same weights) with it loaded by peft."""
-    name = "tiny-bart" if seq2seq else "tiny-gpt2"
-    model = peft.get_peft_model(models.load(name).model, config)
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for parameter in model.parameters():
-            if parameter.requires_grad:
-                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.3)
-    model.save_pretrained(tmp_path / "adapter")
-    loaded = peft.PeftModel.from_pretrained(models.load(name).model, tmp_path / "adapter")
-    return tmp_path / "adapter", loaded
-
-
-@pytest.mark.parametrize("projection", [False, True])
-def test_a_peft_prefix_reads_as_our_prefix_keys_values(tmp_path, projection):
-    config = peft.PrefixTuningConfig(
-        task_type="CAUSAL_LM", num_virtual_tokens=3, prefix_projection=projection, encoder_hidden_size=16
-    )
-    folder, loaded = peft_adapter(tmp_path, config)
-    adapter = read_peft(folder)
-    assert adapter.kind == "prefix" and adapter.tensors["self"].shape == (4, 2, 4, 3, 64)
-    x = ids()
-    model = models.load("tiny-gpt2").model.eval()
-    prefix = prefix_kv.install(model)
-    positions = torch.arange(3, 3 + x.shape[1]).expand_as(x)  # real tokens numbered from L
-    with torch.no_grad(), prefix.active({"self": adapter.tensors["self"][None]}):
-        mine = model(input_ids=x, position_ids=positions).logits
-    assert max_diff(mine, peft_logits(loaded, x)) < TOLERANCE
-
-
-@pytest.mark.parametrize(
-    "peft_type, seq2seq", [("PROMPT_TUNING", False), ("PROMPT_TUNING", True), ("P_TUNING", False)]
-)
-def test_a_peft_prompt_reads_as_our_soft_input(tmp_path, peft_type, seq2seq):
-    task = "SEQ_2_SEQ_LM" if seq2seq else "CAUSAL_LM"
-    if peft_type == "PROMPT_TUNING":
-        config = peft.PromptTuningConfig(task_type=task, num_virtual_tokens=3)
-    else:
-        config = peft.PromptEncoderConfig(task_type=task, num_virtual_tokens=3, encoder_hidden_size=16)
-    folder, loaded = peft_adapter(tmp_path, config, seq2seq)
-    adapter = read_peft(folder)
-    width = 128 if seq2seq else 256
-    assert adapter.kind == "prompt" and adapter.tensors.shape == (3, width)  # seq2seq stores 2L rows
-    x, y = ids(), (ids(length=5, seed=1) if seq2seq else None)
-    model = models.load("tiny-bart" if seq2seq else "tiny-gpt2").model.eval()
-    soft = SoftInput(model)
-    inputs = {"input_ids": torch.cat([torch.full((2, 3), 5), x], dim=1)}
-    if seq2seq:
-        inputs["decoder_input_ids"] = y
-    with torch.no_grad(), soft.active(adapter.tensors):
-        mine = model(**inputs).logits
-    theirs = peft_logits(loaded, x, y)
-    assert max_diff(mine, theirs) < TOLERANCE if seq2seq else max_diff(mine[:, 3:], theirs[:, 3:]) < TOLERANCE
-
-
-def with_lora(model, updates):
-    """The model with each update wrapped around its module by our LoRALayer."""
-    for update in updates:
-        parent, _, attribute = update.module.rpartition(".")
-        owner = model.get_submodule(parent)
-        rank = update.A.shape[0]
-        layer = LoRALayer(getattr(owner, attribute), {"peft": (update.start, update.end)}, rank, 1.0, 0.0)
-        with torch.no_grad():
-            layer.lora_A["peft"].copy_(update.A)
-            layer.lora_B["peft"].copy_(update.B)
-        layer.scale = update.scale
-        setattr(owner, attribute, layer)
-    return model
-
-
-@pytest.mark.parametrize(
-    "seq2seq, options",
-    [
-        (False, dict(target_modules=["c_attn"], r=2, lora_alpha=8, fan_in_fan_out=True)),
-        (True, dict(target_modules=["q_proj", "v_proj"], r=2, lora_alpha=8)),
-        (
-            True,
-            dict(
-                target_modules=["q_proj", "k_proj", "v_proj", "out_proj"],
-                r=2,
-                lora_alpha=8,
-                use_rslora=True,
-                rank_pattern={"k_proj": 3},
-                alpha_pattern={"v_proj": 2},
-            ),
-        ),
-    ],
-    ids=["gpt2-c_attn", "bart-q-v", "bart-qkvo-rslora-patterns"],
-)
-def test_a_peft_lora_reads_as_our_lora_updates(tmp_path, seq2seq, options):
-    task = "SEQ_2_SEQ_LM" if seq2seq else "CAUSAL_LM"
-    folder, loaded = peft_adapter(tmp_path, peft.LoraConfig(task_type=task, **options), seq2seq)
-    adapter = read_peft(folder)
-    assert adapter.kind == "lora"
-    if not seq2seq:  # the whole fused layer: one A (r, d), B (3d, r)
-        first = adapter.tensors[0]
-        assert first.module == "transformer.h.0.attn.c_attn" and (first.start, first.end) == (0, 768)
-        assert first.A.shape == (2, 256) and first.B.shape == (768, 2) and first.scale == 4.0
-    x, y = ids(), (ids(length=5, seed=1) if seq2seq else None)
-    model = with_lora(models.load("tiny-bart" if seq2seq else "tiny-gpt2").model.eval(), adapter.tensors)
-    inputs = {"input_ids": x, **({"decoder_input_ids": y} if seq2seq else {})}
-    with torch.no_grad():
-        mine = model(**inputs).logits
-    assert max_diff(mine, peft_logits(loaded, x, y)) < TOLERANCE
-
-
-def test_other_peft_types_are_refused_by_name(tmp_path):
-    folder, _ = peft_adapter(tmp_path, peft.IA3Config(task_type="CAUSAL_LM"))
-    with pytest.raises(PeftrunError, match="peft adapter type IA3 .* has no peftrun layout"):
-        read_peft(folder)
-
-
-def test_peft_adapters_serve_through_peftrun_load_beside_the_base(tmp_path):
-    """peft folders load with `peftrun.load` (one base, by its folder) and give peft's logits."""
-    import peftrun
-
-    base = tmp_path / "base"
-    models.load("tiny-gpt2").model.save_pretrained(base)  # the weights peft_adapter's models use
-    models.load_tokenizer("tiny-gpt2").save_pretrained(base)
-    (tmp_path / "l").mkdir()
-    (tmp_path / "p").mkdir()
-    lora = peft.LoraConfig(
-        task_type="CAUSAL_LM", target_modules=["c_attn"], r=2, lora_alpha=8, fan_in_fan_out=True
-    )
-    lora_folder, lora_peft = peft_adapter(tmp_path / "l", lora, seed=1)
-    prompt = peft.PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=3)
-    prompt_folder, prompt_peft = peft_adapter(tmp_path / "p", prompt, seed=2)
-    lm = peftrun.load(f"lora={lora_folder}", f"prompt={prompt_folder}", base=str(base))
-    x = ids()
-    assert lm.names == ["lora", "prompt"]
-    assert max_diff(lm.logits(x), peft_logits(lora_peft, x)) < TOLERANCE  # the first adapter by default
-    with_fillers = torch.cat([torch.full((2, 3), 5), x], dim=1)
-    mine = lm.logits(with_fillers, adapter="prompt")[:, 3:]
-    assert max_diff(mine, peft_logits(prompt_peft, x)[:, 3:]) < TOLERANCE
-    plain = models.load("tiny-gpt2").model.eval()
-    with torch.no_grad():
-        assert max_diff(lm.logits(x, adapter=None), plain(x).logits) < TOLERANCE

@@ -1,5 +1,5 @@
-"""Interop with Hugging Face peft: export a run's adapter as a peft adapter folder (`export`), and
-read a peft adapter folder into peftrun's own layouts (`read_peft`).
+"""Export a run's adapter as an HF peft adapter folder (`export`); reading one back is
+peftrun.serving.peft_import.
 
 Export (`peftrun export RUN --to peft --out DIR`) writes `adapter_config.json` and
 `adapter_model.safetensors`, which `PeftModel.from_pretrained(base, DIR)` loads. A built-in tiny
@@ -8,15 +8,18 @@ on, `models.load(name, seed=cfg.base_seed())`, with its tokenizer) and names tha
 absolute path as `base_model_name_or_path`: peft opens that path from the working directory, not
 from DIR, so `AutoPeftModelForCausalLM.from_pretrained(DIR)` works from anywhere (a moved DIR
 needs its base passed explicitly). Peft then gives the same logits as peftrun on the same token
-ids (tests/serving/test_peft_interop.py); the ids are peftrun's token format (data/formats.py),
+ids (tests/serving/test_peft_export.py); the ids are peftrun's token format (data/formats.py),
 less the soft prompt's filler tokens, which peft prepends itself.
 
     peftrun (adapter/)                         peft (adapter_model.safetensors)
     prefix, GPT-2 (every-layer)                PREFIX_TUNING, prefix_projection false
-      (n_layer, 2, n_head, L, hd)        ──►     prompt_embeddings (L, n_layer·2·d):
+      (n_layer, 2, n_kv_head, L, hd)     ──►     prompt_embeddings (L, n_layer·2·n_kv_head·hd):
                                                  permute(3, 0, 1, 2, 4), then flatten; peft
                                                  passes it as past keys/values, so real tokens
                                                  sit at positions L…, as our position offset
+                                                 (token_dim n_kv_head·hd, num_attention_heads
+                                                 n_kv_head: what peft itself saves for a model
+                                                 with fewer key/value heads than query heads)
     prefix, GPT-2 embedding-only (L, d)  ──►   PROMPT_TUNING (L, d): the same model (with the
                                                  offset, the prefix's keys/values are the frozen
                                                  model's on those embeddings at positions 0…L−1)
@@ -40,76 +43,25 @@ reaches the decoder's self-attention only; an embedding-only one's decoder table
 PROMPT_TUNING), infixes, GPT-2 prefixes with position_offset off (peft numbers real tokens from L),
 bottleneck adapters (no peft type), full / top-k / bitfit / feature-extraction (not adapters peft
 has: the run's adapter folder already holds the weights), icl (nothing trained).
-
-Import (`read_peft`): PREFIX_TUNING on a decoder-only model, LORA, PROMPT_TUNING and P_TUNING
-(whose saved embeddings are its encoder's output, used as they are by a loaded peft model) become a
-`PeftAdapter` in the layouts peftrun's mechanisms take (see its docstring); other types are refused
-in one line naming the type. This module needs no peft installed; the tests check it against peft.
 """
 
 from __future__ import annotations
 
-import math
 import os
-import re
 import shutil
 from collections import defaultdict
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
 
 import torch
 from safetensors.torch import load_file, save_file
 
 from peftrun import models
 from peftrun.errors import PeftrunError
-from peftrun.files import make_dir, read_json, write_json
+from peftrun.files import make_dir, write_json
 from peftrun.methods.finetune import SUBSET_WEIGHTS
+from peftrun.serving.peft_files import PEFT_CONFIG, PEFT_MODULE_PREFIX, PEFT_WEIGHTS
 
-PEFT_CONFIG = "adapter_config.json"
-PEFT_WEIGHTS = "adapter_model.safetensors"
 TARGETS = ("peft",)
-_PEFT_PREFIX = "base_model.model."  # how peft names the wrapped model's modules in its file
-
-
-# ----------------------------------------------------------------------------- the description
-
-
-@dataclass(frozen=True)
-class LoRAUpdate:
-    """h = W x + scale · B A x, added to output features [start, end) of the module `module`
-    (a path from the HF model: `model.get_submodule(module)`, an nn.Linear or GPT-2 Conv1D)."""
-
-    module: str
-    A: torch.Tensor  # (r, in_features)
-    B: torch.Tensor  # (end - start, r)
-    scale: float
-    start: int
-    end: int
-
-
-@dataclass(frozen=True)
-class PeftAdapter:
-    """A peft adapter in peftrun's layouts.
-
-    kind      tensors
-    "prefix"  {"self": (n_layer, 2, n_head, L, head_dim)}: prefix_kv's layout (`prefix_kv.install(model)`,
-              `.active({"self": kv[None]})`); real tokens are numbered from L (options["position_offset"])
-    "prompt"  (L, d): input embeddings in front of the input (BART: of the encoder's); `SoftInput`
-              takes them with L filler tokens prepended to the ids
-    "lora"    list[LoRAUpdate], one per adapted module
-
-    `base_model` is peft's `base_model_name_or_path`; `options` holds peft_type and task_type, and
-    prefix_len / prompt_len, or rank, alpha, target_modules and fan_in_fan_out.
-    """
-
-    kind: Literal["prefix", "lora", "prompt"]
-    base_model: str
-    tensors: dict[str, torch.Tensor] | torch.Tensor | list[LoRAUpdate]
-    options: dict[str, Any] = field(default_factory=dict)
-
-
-# ----------------------------------------------------------------------------------- export
 
 
 def refusal(method, arch: models.ArchSummary, adapter_dir: Path) -> str | None:
@@ -216,15 +168,16 @@ def _base_model(cfg, folder: Path, out: Path) -> str:
 def _prefix(arch: models.ArchSummary, adapter_dir: Path) -> tuple[dict, dict]:
     from peftrun.methods.prefix import WEIGHTS
 
-    kv = load_file(str(adapter_dir / WEIGHTS))["self"]  # (n_layer, 2, n_head, L, head_dim)
+    kv = load_file(str(adapter_dir / WEIGHTS))["self"]  # (n_layer, 2, n_kv_head, L, head_dim)
     length = kv.shape[3]
-    flat = kv.permute(3, 0, 1, 2, 4).reshape(length, -1)  # (L, n_layer·2·d), layer-major, then k/v
+    flat = kv.permute(3, 0, 1, 2, 4).reshape(length, -1)  # (L, n_layer·2·width), layer-major, then k/v
     config = {
         "peft_type": "PREFIX_TUNING",
         "num_virtual_tokens": length,
-        "token_dim": arch.hidden,
+        # peft's prefix width is the keys'/values' (it saves these two so on a grouped-query model)
+        "token_dim": arch.n_kv_head * arch.head_dim,
         "num_layers": arch.n_layer,
-        "num_attention_heads": arch.n_head,
+        "num_attention_heads": arch.n_kv_head,
         "num_transformer_submodules": 1,
         "encoder_hidden_size": arch.hidden,
         "prefix_projection": False,
@@ -277,8 +230,8 @@ def _lora(options, arch: models.ArchSummary, adapter_dir: Path) -> tuple[dict, d
         for j, target in enumerate(ordered):
             _, start, end = slices[target]
             b[start:end, j * rank : (j + 1) * rank] = stored[f"{path}.lora_B.{target}"]
-        tensors[f"{_PEFT_PREFIX}{path}.lora_A.weight"] = a
-        tensors[f"{_PEFT_PREFIX}{path}.lora_B.weight"] = b
+        tensors[f"{PEFT_MODULE_PREFIX}{path}.lora_A.weight"] = a
+        tensors[f"{PEFT_MODULE_PREFIX}{path}.lora_B.weight"] = b
         # "attn.c_attn", "self_attn.q_proj", "encoder_attn.v_proj": the module's own name would
         # also match GPT-2's mlp.c_proj for o.
         stacked[".".join(path.split(".")[-2:])] = len(ordered)
@@ -292,103 +245,8 @@ def _lora(options, arch: models.ArchSummary, adapter_dir: Path) -> tuple[dict, d
         "rank_pattern": {name: k * options.rank for name, k in stacked.items() if k != common},
         "alpha_pattern": {name: k * options.alpha for name, k in stacked.items() if k != common},
         "lora_dropout": options.dropout,
-        "fan_in_fan_out": arch.family == "gpt2",  # GPT-2's Conv1D stores its weight (in, out)
+        "fan_in_fan_out": family.conv1d,  # weights stored (in, out), as GPT-2's Conv1D
         "bias": "none",
         "use_rslora": False,
     }
     return config, tensors
-
-
-# ----------------------------------------------------------------------------------- import
-
-
-def read_peft(folder: str | Path) -> PeftAdapter:
-    """An HF peft adapter folder (adapter_config.json + adapter_model.safetensors) in peftrun's
-    layouts: PREFIX_TUNING (decoder-only), LORA, PROMPT_TUNING or P_TUNING."""
-    folder = Path(folder)
-    if not (folder / PEFT_CONFIG).is_file():
-        raise PeftrunError(f"{folder} is not a peft adapter folder (no {PEFT_CONFIG})")
-    if not (folder / PEFT_WEIGHTS).is_file():
-        raise PeftrunError(f"{folder} has no {PEFT_WEIGHTS}; peftrun reads peft's safetensors files only")
-    config = read_json(folder / PEFT_CONFIG)
-    peft_type = config.get("peft_type")
-    readers = {"PREFIX_TUNING": _read_prefix, "LORA": _read_lora, "PROMPT_TUNING": _read_prompt}
-    readers["P_TUNING"] = _read_prompt
-    if peft_type not in readers:
-        raise PeftrunError(
-            f"peft adapter type {peft_type} ({folder}) has no peftrun layout; peftrun reads "
-            f"{', '.join(readers)}"
-        )
-    weights = load_file(str(folder / PEFT_WEIGHTS))
-    kind, tensors, options = readers[peft_type](config, weights)
-    options = {"peft_type": peft_type, "task_type": config.get("task_type"), **options}
-    return PeftAdapter(kind, config.get("base_model_name_or_path") or "", tensors, options)
-
-
-def _read_prefix(config: dict, weights: dict) -> tuple:
-    from peftrun.methods.prefix import kv_layout
-
-    if config.get("task_type") != "CAUSAL_LM" or config.get("num_transformer_submodules", 1) != 1:
-        raise PeftrunError(
-            "peft PREFIX_TUNING is read for decoder-only models (task_type CAUSAL_LM) only; on an "
-            "encoder-decoder it prefixes the decoder's self-attention alone and shifts its positions, which "
-            "peftrun's BART prefix does not"
-        )
-    length, n_layer = config["num_virtual_tokens"], config["num_layers"]
-    n_head, width = config["num_attention_heads"], config["token_dim"]
-    flat = weights["prompt_embeddings"]
-    # Saved peft prefixes are the final keys/values, whether prefix_projection trained them or not.
-    if tuple(flat.shape) != (length, n_layer * 2 * width):
-        raise PeftrunError(
-            f"peft prefix has shape {tuple(flat.shape)}, its config says ({length}, {n_layer * 2 * width})"
-        )
-    kv = kv_layout(flat, n_layer, n_head).contiguous()  # (n_layer, 2, n_head, L, head_dim)
-    return "prefix", {"self": kv}, {"prefix_len": length, "position_offset": True}
-
-
-def _read_prompt(config: dict, weights: dict) -> tuple:
-    length = config["num_virtual_tokens"]
-    rows = weights["prompt_embeddings"]
-    if rows.dim() != 2 or rows.shape[0] < length:
-        raise PeftrunError(f"peft prompt has shape {tuple(rows.shape)}, its config says {length} tokens")
-    # peft keeps L rows per transformer submodule (seq2seq default: 2L) but prepends the first L,
-    # in forward and generate alike.
-    return "prompt", rows[:length].contiguous(), {"prompt_len": length}
-
-
-def _read_lora(config: dict, weights: dict) -> tuple:
-    for flag, what in (("use_dora", "DoRA magnitudes"), ("modules_to_save", "fully trained modules")):
-        if config.get(flag):
-            raise PeftrunError(f"peft LORA with {flag} has {what}, which peftrun's LoRA cannot hold")
-    if config.get("bias", "none") != "none":
-        raise PeftrunError(
-            f"peft LORA with bias={config['bias']!r} trains biases, which peftrun's LoRA cannot hold"
-        )
-    modules: dict[str, dict[str, torch.Tensor]] = defaultdict(dict)
-    for name, tensor in weights.items():
-        match = re.fullmatch(r"(?:base_model\.model\.)?(.+)\.lora_([AB])\.weight", name)
-        if match is None:
-            raise PeftrunError(f"peft LORA tensor {name!r} is not a lora_A/lora_B weight peftrun can place")
-        modules[match[1]][match[2]] = tensor
-    updates = []
-    for path, pair in sorted(modules.items()):
-        a, b = pair["A"], pair["B"]
-        rank = a.shape[0]
-        alpha = _pattern(config.get("alpha_pattern") or {}, path, config["lora_alpha"])
-        scale = alpha / (math.sqrt(rank) if config.get("use_rslora") else rank)
-        updates.append(LoRAUpdate(path, a, b, scale, 0, b.shape[0]))
-    options = {
-        "rank": config["r"],
-        "alpha": config["lora_alpha"],
-        "target_modules": config.get("target_modules"),
-        "fan_in_fan_out": bool(config.get("fan_in_fan_out")),
-    }
-    return "lora", updates, options
-
-
-def _pattern(patterns: dict, path: str, default):
-    """peft's per-module override: the first key matching the end of the module's path."""
-    for key, value in patterns.items():
-        if re.match(rf"(.*\.)?({key})$", path):
-            return value
-    return default
