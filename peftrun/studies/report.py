@@ -17,7 +17,6 @@ Reads run directories only, and needs neither torch nor Java.
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
 from collections import Counter
@@ -26,8 +25,13 @@ from pathlib import Path
 from typing import Any
 
 from peftrun.errors import PeftrunError
-from peftrun.runs import Run, is_run_dir, read_json
-from peftrun.studies.sweep import MANIFEST
+from peftrun.files import read_json
+from peftrun.run_states import RunState
+from peftrun.runs import Run, is_run_dir
+from peftrun.studies.jobs import MANIFEST
+from peftrun.studies.significance import mark_significance
+from peftrun.studies.values import canon as _canon
+from peftrun.studies.values import sort_key
 
 SEEDS = ("train.seed", "data.subset_seed")
 BLEU_VARIANTS = {"perl": ("BLEU", "NIST"), "py": ("BLEU_py", "NIST_py")}
@@ -94,7 +98,7 @@ class RunRecord:
 
     @property
     def finished(self) -> bool:
-        return self.state == "done" and self.scores is not None
+        return self.state == RunState.DONE and self.scores is not None
 
     @property
     def seed_key(self) -> tuple[Any, ...]:
@@ -160,8 +164,6 @@ def build(
     keys = resolve_keys(by, records) if by else varied_keys(complete)
     report = Report(datasets[0], split, bleu, samples, keys, columns(datasets[0], bleu), [])
     report.rows = aggregate(records, keys, report.columns)
-    from peftrun.studies.significance import mark_significance
-
     mark_significance(report)
     return report
 
@@ -197,8 +199,8 @@ def read_run(path: Path, split: str) -> RunRecord:
     run = Run(path)
     config = yaml.safe_load(run.resolved_config_path.read_text(encoding="utf-8"))
     meta, state = run.meta(), run.status()
-    metrics = run.read_metrics().get(split) if state == "done" else None
-    if state == "done" and metrics is None:
+    metrics = run.read_metrics().get(split) if state == RunState.DONE else None
+    if state == RunState.DONE and metrics is None:
         state = f"no {split} metrics"
     return RunRecord(
         path,
@@ -233,7 +235,7 @@ def manifest_points(manifest: Path, records: dict[Path, RunRecord]) -> list[RunR
             f": {point['error']}" if point.get("error") else ""
         )
         flat, partial = point_config(point, siblings)
-        out.append(RunRecord(path, "missing", flat, why, partial=partial))
+        out.append(RunRecord(path, RunState.MISSING, flat, why, partial=partial))
     return out
 
 
@@ -292,10 +294,6 @@ def never_grouped(key: str) -> bool:
     return key in SEEDS or key == "name" or key.startswith("output.")
 
 
-def _canon(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, default=str)
-
-
 def _parts(records: list[RunRecord], keys: list[str]) -> int:
     return len({tuple(_canon(r.flat.get(k, "<absent>")) for k in keys) for r in records})
 
@@ -330,15 +328,6 @@ def resolve_keys(by: list[str], records: list[RunRecord]) -> list[str]:
             )
         keys.append(matches[0])
     return list(dict.fromkeys(keys))
-
-
-def sort_key(value: Any) -> tuple[Any, ...]:
-    """Sort key mixing None, numbers and text: None first, numbers by value."""
-    if value is None:
-        return (0, 0, "")
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return (1, value, "")
-    return (2, 0, _canon(value))
 
 
 def aggregate(records: list[RunRecord], keys: list[str], cols: list[Column]) -> list[Row]:
