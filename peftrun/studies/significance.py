@@ -15,14 +15,12 @@ per-instance scores (`paired_bootstrap_means`).
 from __future__ import annotations
 
 from collections import Counter
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from peftrun.errors import PeftrunError
 from peftrun.runs import Run
+from peftrun.studies.report_data import Report, Row, RunRecord
 from peftrun.studies.values import sort_key
-
-if TYPE_CHECKING:  # report.py calls mark_significance; its types are only annotations here
-    from peftrun.studies.report import Report, Row, RunRecord
 
 THRESHOLD = 0.95  # best − row > 0 in at least this fraction of resamples: one-sided p ≤ 0.05
 
