@@ -340,3 +340,35 @@ def test_eval_of_a_run_directory_rescores_its_predictions_to_its_stored_metrics(
     predictions.write_text("".join(json.dumps(r) + "\n" for r in records))
     again = scored_by_eval()
     assert again == scored_here() and again["BLEU"] > stored["BLEU"]
+
+
+def test_every_commands_user_error_is_one_line_and_exit_2_and_debug_adds_the_traceback(tmp_path):
+    """README/house rule: a mistake a user can make is one line on stderr, `peftrun: error: …`,
+    exit code 2, whichever command met it; `--debug` prints the traceback before that line."""
+    missing = str(tmp_path / "missing")
+    bad_input = {
+        "train": [f"{missing}.yaml"],
+        "train-packed": [f"{missing}.json"],
+        "decode": [missing],
+        "export": [missing, "--to", "peft", "--out", str(tmp_path / "out")],
+        "eval": [],
+        "show": [f"{missing}.yaml"],
+        "params": [f"{missing}.yaml"],
+        "ls": [missing],
+        "sweep": [f"{missing}.yaml"],
+        "report": [str(tmp_path), "--format", "rtf"],
+        "generate": ["--adapter", missing],
+    }
+    assert set(bad_input) == set(commands())  # every command is tried
+    for command, args in bad_input.items():
+        result = runner.invoke(app, [command, *args])
+        assert result.exit_code == 2, (command, result.output)
+        assert len(result.output.splitlines()) == 1 and result.output.startswith("peftrun: error: "), (
+            command,
+            result.output,
+        )
+        debug = runner.invoke(app, ["--debug", command, *args])
+        assert debug.exit_code == 2
+        lines = debug.output.splitlines()
+        assert lines[0] == "Traceback (most recent call last):" and lines[-1] == result.output.strip()
+        assert any(line.startswith("peftrun.errors.PeftrunError: ") for line in lines), command
