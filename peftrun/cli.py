@@ -9,10 +9,26 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from typer.core import TyperGroup
 
+from peftrun import cli_text
 from peftrun.errors import PeftrunError
+from peftrun.run_states import RunState
+
+
+class _Commands(TyperGroup):
+    """Every command's user errors (PeftrunError) end the same way, in this one place: one line on
+    stderr, exit code 2 (see `_fail`)."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except PeftrunError as err:
+            _fail(err)
+
 
 app = typer.Typer(
+    cls=_Commands,
     help="peftrun: train, decode and score parameter-efficient fine-tuning experiments "
     "(prefix-tuning and friends) from one YAML config.",
     no_args_is_help=True,
@@ -75,7 +91,8 @@ _settings = {"debug": False}
 
 
 def _fail(err: Exception) -> None:
-    """A user's mistake: one line (with `--debug`, the traceback first) and exit code 2."""
+    """A user's mistake: one line (with `--debug`, the traceback first) and exit code 2. Called
+    while handling `err`, so that the traceback printed is its own."""
     if _settings["debug"]:
         import traceback
 
@@ -122,8 +139,6 @@ def train(
             path, results = experiment.train(
                 config, overrides or [], run_dir, overwrite, resume_from_last_good=resume_from_last_good
             )
-    except PeftrunError as err:
-        _fail(err)
     except Interrupted as stop:
         where = f" {stop.where}" if stop.where else ""
         if stop.run_dir is None:
@@ -137,8 +152,7 @@ def train(
     except KeyboardInterrupt:
         typer.echo("peftrun: stopped at once (second signal); the last checkpoint is kept", err=True)
         raise typer.Exit(130) from None
-    if results:
-        _print_table(results)
+    _echo_lines(cli_text.metrics_table(results))
     typer.echo(f"run directory: {path}", err=True)
 
 
@@ -162,8 +176,6 @@ def train_packed(
 
         with graceful():
             outcomes = packing.train_pack(packing.read_pack_file(pack_file))
-    except PeftrunError as err:
-        _fail(err)
     except Interrupted as stop:
         where = f" {stop.where}" if stop.where else ""
         typer.echo(
@@ -173,10 +185,8 @@ def train_packed(
     except KeyboardInterrupt:
         typer.echo("peftrun: stopped at once (second signal); the last checkpoints are kept", err=True)
         raise typer.Exit(130) from None
-    for outcome in outcomes:
-        detail = f": {outcome.error}" if outcome.error else ""
-        typer.echo(f"{outcome.state:<8} {outcome.run_dir}{detail}", err=True)
-    if any(outcome.state == "failed" for outcome in outcomes):
+    _echo_lines(cli_text.packed_ends(outcomes), err=True)
+    if any(outcome.state == RunState.FAILED for outcome in outcomes):
         raise typer.Exit(1)
 
 
@@ -209,13 +219,9 @@ def decode(
     ] = None,
 ) -> None:
     """Decode a trained run's stored adapter (again) and score the outputs."""
-    try:
-        from peftrun import experiment
+    from peftrun import experiment
 
-        results = experiment.decode(run_dir, split)
-    except PeftrunError as err:
-        _fail(err)
-    _print_table(results)
+    _echo_lines(cli_text.metrics_table(experiment.decode(run_dir, split)))
 
 
 @app.command()
@@ -227,12 +233,9 @@ def export(
     """Export a run's adapter for another library: with --to peft, adapter_config.json and
     adapter_model.safetensors that peft's PeftModel.from_pretrained loads (a built-in tiny base is
     written beside them, in OUT/base). What peft cannot express is refused, saying what would be lost."""
-    try:
-        from peftrun.serving import peft_export
+    from peftrun.serving import peft_export
 
-        folder = peft_export.export(run_dir, out, to)
-    except PeftrunError as err:
-        _fail(err)
+    folder = peft_export.export(run_dir, out, to)
     typer.echo(f"wrote {folder}", err=True)
 
 
@@ -263,37 +266,24 @@ def evaluate(
     as_json: JsonOpt = False,
 ) -> None:
     """Score a run's predictions, or any outputs file against a dataset split; or compare two runs."""
-    try:
-        from peftrun import scoring
+    from peftrun import scoring
 
-        if compare:
-            if len(compare) != 2:
-                raise PeftrunError(
-                    "--compare takes exactly two run directories: --compare RUN_A --compare RUN_B"
-                )
-            rows = scoring.compare_runs(compare[0], compare[1], split, samples, seed=0)
-            if as_json:
-                typer.echo(json.dumps(rows, indent=2))
-            else:
-                typer.echo(f"{'metric':<8} {'A':>9} {'B':>9} {'B-A':>9}  95% CI            P(B>A)")
-                for r in rows:
-                    ci = f"[{r['ci_low']:+.4f}, {r['ci_high']:+.4f}]"
-                    typer.echo(
-                        f"{r['metric']:<8} {r['score_a']:9.4f} {r['score_b']:9.4f} {r['delta']:+9.4f}  {ci}  {r['b_better']:.3f}"  # noqa: E501
-                    )
-            return
-        if predictions is not None:
-            results = {split: scoring.score_file(predictions, dataset, split, reference_style, references)}
-        elif run_dir is not None:
-            results = scoring.rescore(run_dir)
-        else:
-            raise PeftrunError("give a run directory, or --predictions FILE --dataset e2e --split test")
-    except PeftrunError as err:
-        _fail(err)
+    if compare:
+        if len(compare) != 2:
+            raise PeftrunError("--compare takes exactly two run directories: --compare RUN_A --compare RUN_B")
+        rows = scoring.compare_runs(compare[0], compare[1], split, samples, seed=0)
+        _echo_lines([json.dumps(rows, indent=2)] if as_json else cli_text.comparison_table(rows))
+        return
+    if predictions is not None:
+        results = {split: scoring.score_file(predictions, dataset, split, reference_style, references)}
+    elif run_dir is not None:
+        results = scoring.rescore(run_dir)
+    else:
+        raise PeftrunError("give a run directory, or --predictions FILE --dataset e2e --split test")
     if as_json:
         typer.echo(json.dumps({split: r["scores"] for split, r in results.items()}, indent=2))
     else:
-        _print_table(results)
+        _echo_lines(cli_text.metrics_table(results))
 
 
 @app.command()
@@ -312,12 +302,9 @@ def show(
     if is_run_dir(target):
         _show_run(target, overrides, as_json)
         return
-    try:
-        from peftrun import config as config_module
+    from peftrun import config as config_module
 
-        cfg = config_module.load(target, overrides or [])
-    except PeftrunError as err:
-        _fail(err)
+    cfg = config_module.load(target, overrides or [])
     if as_json:
         typer.echo(
             json.dumps({"config": cfg.model_dump(mode="json"), "run_dir": str(cfg.run_dir())}, indent=2)
@@ -332,7 +319,7 @@ def _show_run(run_dir: Path, overrides: list[str] | None, as_json: bool) -> None
     from peftrun.runs import Run
 
     if overrides:
-        _fail(PeftrunError(f"{run_dir} is a run directory; overrides apply only to a config file"))
+        raise PeftrunError(f"{run_dir} is a run directory; overrides apply only to a config file")
     info = run_card.card(Run(run_dir, writer=False))
     typer.echo(json.dumps(info, indent=2) if as_json else run_card.render_card(info))
 
@@ -341,19 +328,10 @@ def _show_run(run_dir: Path, overrides: list[str] | None, as_json: bool) -> None
 def params(config: ConfigArg, overrides: Overrides = None, as_json: JsonOpt = False) -> None:
     """Count parameters: trainable during training, stored after it, both as % of the base model
     (built from the model's config, no weights needed)."""
-    try:
-        from peftrun import experiment
+    from peftrun import experiment
 
-        counts = experiment.parameter_counts(config, overrides or [])
-    except PeftrunError as err:
-        _fail(err)
-    if as_json:
-        typer.echo(json.dumps(counts, indent=2))
-        return
-    typer.echo(f"model {counts['model']}, method {counts['method']}")
-    typer.echo(f"  base       {counts['base']:>14,}")
-    typer.echo(f"  trainable  {counts['trainable']:>14,}  {counts['trainable_pct']:8.3f}%")
-    typer.echo(f"  stored     {counts['stored']:>14,}  {counts['stored_pct']:8.3f}%")
+    counts = experiment.parameter_counts(config, overrides or [])
+    _echo_lines([json.dumps(counts, indent=2)] if as_json else cli_text.parameter_counts(counts))
 
 
 @app.command("ls")
@@ -367,7 +345,7 @@ def list_runs(
     from peftrun.runs import Run, is_run_dir
 
     if not directory.is_dir():
-        _fail(PeftrunError(f"{directory} is not a directory"))
+        raise PeftrunError(f"{directory} is not a directory")
     rows = [run_card.summary(Run(p, writer=False)) for p in sorted(directory.iterdir()) if is_run_dir(p)]
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
@@ -411,46 +389,27 @@ def sweep(
 ) -> None:
     """Run a study: every point of SWEEP_FILE as its own run directory under ROOT/NAME. Points are
     validated before anything starts; re-running skips DONE runs and resumes interrupted ones."""
-    try:
-        from peftrun.studies import sweep as sweeps
+    from peftrun.studies import sweep as sweeps
 
-        slurm = {"partition": partition, "gpus_per_task": gpus_per_task, "time": time_limit, "mem": mem}
-        summary = sweeps.run(
-            sweep_file,
-            root,
-            overrides or [],
-            dry_run=dry_run,
-            workers=workers,
-            executor=executor,
-            fail_fast=fail_fast,
-            slurm=slurm,
-            pack=pack,
-        )
-    except PeftrunError as err:
-        _fail(err)
+    slurm = {"partition": partition, "gpus_per_task": gpus_per_task, "time": time_limit, "mem": mem}
+    summary = sweeps.run(
+        sweep_file,
+        root,
+        overrides or [],
+        dry_run=dry_run,
+        workers=workers,
+        executor=executor,
+        fail_fast=fail_fast,
+        slurm=slurm,
+        pack=pack,
+    )
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
     elif dry_run:
-        typer.echo(f"sweep {summary['name']}: {len(summary['runs'])} runs in {summary['folder']}")
-        for r in summary["runs"]:
-            typer.echo(f"{r['state']:<12} {r['name']:<50} {r['run_dir']}")
-            typer.echo(f"{'':<12} {' '.join(r['overrides']) or '(no overrides)'}")
-            if "packed_with" in r:
-                others = ", ".join(n for n in r["packed_with"] if n != r["name"])
-                typer.echo(f"{'':<12} packed with: {others}")
+        _echo_lines(cli_text.sweep_listing(summary))
     else:
-        counts = summary["counts"]
-        typer.echo(
-            f"sweep {summary['name']}: {counts.get('done', 0)} done, {counts.get('failed', 0)} failed, "
-            f"{counts.get('skipped', 0)} skipped (done before), {counts.get('interrupted', 0)} interrupted, "
-            f"{counts.get('not-started', 0)} not started",
-            err=True,
-        )
-        for r in summary["runs"]:
-            if r["state"] in ("failed", "interrupted"):
-                typer.echo(f"  {r['state']} {r['run_dir']}: {r['error']}", err=True)
-    failed = [r for r in summary["runs"] if r["state"] in ("failed", "interrupted", "not-started")]
-    if failed and not dry_run:
+        _echo_lines(cli_text.sweep_summary(summary), err=True)
+    if cli_text.unfinished(summary) and not dry_run:
         raise typer.Exit(1)
 
 
@@ -484,21 +443,18 @@ def report(
     """Tabulate finished runs: grouped by the config keys that vary (seeds collapsed), each cell
     mean ± sample std (n), the best row tested against every other by a paired bootstrap.
     Missing and failed runs are listed; no finished run at all is an error."""
-    try:
-        from peftrun.studies import report as reports
-        from peftrun.studies import tables
+    from peftrun.studies import report as reports
+    from peftrun.studies import tables
 
-        if fmt not in tables.FORMATS:
-            raise PeftrunError(f"--format {fmt!r}: choose md, csv, latex or json")
-        result = reports.build(directories, split, by, bleu, samples)
-        text = tables.render(result, fmt)
-        figures = []
-        if plots is not None:
-            from peftrun.studies import plots as figures_module
+    if fmt not in tables.FORMATS:
+        raise PeftrunError(f"--format {fmt!r}: choose md, csv, latex or json")
+    result = reports.build(directories, split, by, bleu, samples)
+    text = tables.render(result, fmt)
+    figures = []
+    if plots is not None:
+        from peftrun.studies import plots as figures_module
 
-            figures = figures_module.write(result, plots)
-    except PeftrunError as err:
-        _fail(err)
+        figures = figures_module.write(result, plots)
     if out is None:
         typer.echo(text, nl=False)
     else:
@@ -531,29 +487,15 @@ def generate(
 ) -> None:
     """Generate with many adapters on one frozen base: rows of different adapters are decoded
     together in mixed batches, outputs are written in input order, chunk by chunk."""
-    try:
-        from peftrun.serving import generate as generating
-        from peftrun.serving.adapters import parse_adapter_args
+    from peftrun.serving import generate as generating
+    from peftrun.serving.adapters import parse_adapter_args
 
-        generating.run(parse_adapter_args(adapter or []), input_file, output_file, base, overrides or [])
-    except PeftrunError as err:
-        _fail(err)
+    generating.run(parse_adapter_args(adapter or []), input_file, output_file, base, overrides or [])
 
 
-def _print_table(results: dict) -> None:
-    """Metrics per split, one row each (paper scale: BLEU/METEOR/ROUGE ×100 for E2E)."""
-    if not results:
-        return
-    names = list(dict.fromkeys(name for r in results.values() for name in r["scores"]))
-    width = max(len(n) for n in names)
-    typer.echo("split  " + "  ".join(f"{n:>{max(width, 8)}}" for n in names))
-    for split, r in results.items():
-        values = [r["scores"].get(n) for n in names]
-        cells = [
-            f"{v:>{max(width, 8)}.4f}" if isinstance(v, (int, float)) else f"{'n/a':>{max(width, 8)}}"
-            for v in values
-        ]
-        typer.echo(f"{split:<6} " + "  ".join(cells))
+def _echo_lines(lines: list[str], err: bool = False) -> None:
+    for line in lines:
+        typer.echo(line, err=err)
 
 
 def main() -> None:  # pragma: no cover - console entry point

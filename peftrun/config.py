@@ -295,9 +295,7 @@ def _describe(error: dict[str, Any], data: dict[str, Any]) -> str:
         loc = [loc[0]] + loc[2:]
     where = ".".join(loc)
     if kind == "extra_forbidden":
-        suggestion = _closest(loc, data)
-        hint = f" (did you mean {suggestion!r}?)" if suggestion else ""
-        return f"config error: unknown key {where!r}{hint}"
+        return f"config error: {unknown_key(loc, data)}"
     if kind == "literal_error":
         expected = error.get("ctx", {}).get("expected", "")
         if loc == ["data", "dataset"]:
@@ -316,9 +314,16 @@ def _lookup(data: Any, loc: list[str]) -> Any:
     return data
 
 
-def _closest(loc: list[str], data: dict[str, Any]) -> str | None:
+def unknown_key(loc: list[str], data: dict[str, Any], model: type[BaseModel] | None = None) -> str:
+    """The message "unknown key 'a.b' (did you mean 'a.c'?)" for a key at `loc` that `model`
+    (default: Config) has no field for: one wording of this mistake in run configs and sweep files."""
+    suggestion = _closest(loc, data, model or Config)
+    hint = f" (did you mean {suggestion!r}?)" if suggestion else ""
+    return f"unknown key {'.'.join(loc)!r}{hint}"
+
+
+def _closest(loc: list[str], data: dict[str, Any], model: type[BaseModel]) -> str | None:
     """The valid key nearest to the unknown one at `loc`."""
-    model: type[BaseModel] = Config
     for part in loc[:-1]:
         field = model.model_fields.get(part)
         if field is None:

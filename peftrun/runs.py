@@ -14,7 +14,8 @@ RUN/
   DONE
   .lock                  held (flock) by the process training into the directory: pid and host
 
-Only this module spells these names; everything else asks a `Run`.
+Only this module spells these names (as the constants below); everything else asks a `Run` or
+imports them from here.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ from peftrun.files import (
     write_atomic,
     write_json,
 )
+from peftrun.run_lock import RunLock
+from peftrun.run_states import Opening, RunState
 
 GIVEN = "config.yaml"
 RESOLVED = "config.resolved.yaml"
@@ -50,6 +53,11 @@ ADAPTER = "adapter"
 ADAPTER_META = "adapter.json"
 DONE = "DONE"
 LOCK = ".lock"
+LAST_CHECKPOINT = "checkpoints/last.pt"
+BEST_CHECKPOINT = "checkpoints/best.pt"
+PREDICTIONS = "predictions"
+METRICS = "metrics"
+ADAPTER_TMP, ADAPTER_OLD = ".adapter.tmp", ".adapter.old"
 
 
 def is_run_dir(path: Path) -> bool:
@@ -64,28 +72,28 @@ class Run:
         self.path = Path(path)
         self.writer = writer  # data-parallel processes other than the first only read
         self.on_log = None  # called with every train_log.jsonl record (experiment trackers)
-        self._lock_fd: int | None = None
+        self._lock = RunLock(self.path / LOCK, self.path)
 
     # ----------------------------------------------------------------- opening
 
     @classmethod
     def prepare(
         cls, path: Path, resolved_yaml: str, overwrite: bool, writer: bool = True, recover: bool = False
-    ) -> tuple[Run, str]:
-        """Check what is at `path` before anything is written. Returns the run and its state:
-        "new", "resume" (same config, unfinished), "done" (same config, finished), "overwrite", or
-        "recover" (`recover`: an unfinished run whose config differs only in train.* settings, to
-        continue from its last good checkpoint with them, e.g. a lower lr after a divergence)."""
+    ) -> tuple[Run, Opening]:
+        """Check what is at `path` before anything is written. Returns the run and how to open it
+        (run_states.Opening): new, resume (same config, unfinished), done (same config, finished),
+        overwrite, or recover (`recover`: an unfinished run whose config differs only in train.*
+        settings, to continue from its last good checkpoint with them, e.g. a lower lr after a divergence)."""
         run = cls(path, writer)
         _check_creatable(path)
         # A run killed before its resolved config was written left at most these: start afresh.
         leftovers = {LOCK, GIVEN}
         if not path.exists() or all(p.name in leftovers or p.name.endswith(".tmp") for p in path.iterdir()):
-            return run, "new"
+            return run, Opening.NEW
         existing = path / RESOLVED
         same = existing.is_file() and existing.read_text(encoding="utf-8") == resolved_yaml
         if overwrite:
-            return run, "overwrite"
+            return run, Opening.OVERWRITE
         if recover and not same:
             return run, run._recoverable(existing, resolved_yaml)
         if not same:
@@ -93,9 +101,9 @@ class Run:
                 f"{path} already holds a different run (its {RESOLVED} differs or is missing); "
                 "choose another --run-dir or pass --overwrite to replace it"
             )
-        return run, "done" if run.done else "resume"
+        return run, Opening.DONE if run.done else Opening.RESUME
 
-    def _recoverable(self, existing: Path, resolved_yaml: str) -> str:
+    def _recoverable(self, existing: Path, resolved_yaml: str) -> Opening:
         import yaml
 
         if self.done:
@@ -110,92 +118,45 @@ class Run:
                 f"--resume-from-last-good changes only train.* settings; this config also changes "
                 f"{', '.join(sorted(changed))} (a different run: use another --run-dir)"
             )
-        return "recover"
+        return Opening.RECOVER
 
     def start(self, state: str, given_text: str, resolved_yaml: str, meta: dict[str, Any]) -> None:
         """Create and lock the directory and write the config files and meta.json."""
         if not self.writer:
             return
-        if state == "overwrite":
+        if state == Opening.OVERWRITE:
             shutil.rmtree(self.path)
         make_dir(self.path)
         self.lock()
-        started = {"started": _now(), "resumed": [], "status": "running"}
-        if state in ("new", "overwrite"):
+        started = {"started": _now(), "resumed": [], "status": RunState.RUNNING}
+        if state in (Opening.NEW, Opening.OVERWRITE):
             write_atomic(self.path / GIVEN, given_text)
             write_atomic(self.path / RESOLVED, resolved_yaml)
             write_json(self.path / META, {**environment(), **meta, **started})
         else:
             previous = self.meta() or {**environment(), **meta, **started}  # killed before meta.json
             previous.setdefault("resumed", []).append(_now())
-            if state == "recover":  # the new train.* settings replace the old ones, on the record
+            if state == Opening.RECOVER:  # the new train.* settings replace the old ones, on the record
                 old = self.resolved_config_path.read_text(encoding="utf-8")
                 previous.setdefault("recovered", []).append({"at": _now(), "previous_config": old})
                 write_atomic(self.path / RESOLVED, resolved_yaml)
-            previous.update(status="running", error=None)
+            previous.update(status=RunState.RUNNING, error=None)
             write_json(self.path / META, previous)
 
-    # The lock is an flock on RUN/.lock, written by hand rather than with `filelock` because the
-    # refusal must name the holder (pid and host, written in the file) and `peftrun ls` must ask
-    # "is it held?" without waiting. The kernel takes the lock atomically and drops it when the
-    # holder dies, even by SIGKILL, so a stale lock is simply not held and is taken over.
-
     def lock(self) -> None:
-        """Hold the directory's lock, or refuse with the holder's pid and host."""
-        if not self.writer:
-            return
-        import fcntl
-
-        path = self.path / LOCK
-        while True:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                holder = os.pread(fd, 200, 0).decode("utf-8", "replace").split() or ["?"]
-                os.close(fd)
-                where = f" on {holder[1]}" if len(holder) > 1 else ""
-                raise PeftrunError(
-                    f"{self.path} is in use by process {holder[0]}{where}; wait for it or stop it first"
-                ) from None
-            # A releaser may have unlinked the file between our open and flock: retry on the new one.
-            try:
-                same = os.fstat(fd).st_ino == os.stat(path).st_ino
-            except FileNotFoundError:
-                same = False
-            if same:
-                break
-            os.close(fd)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()} {socket.gethostname()}\n".encode(), 0)
-        self._lock_fd = fd
+        """Hold the directory's lock (run_lock.py), or refuse with the holder's pid and host."""
+        if self.writer:
+            self._lock.acquire()
 
     def unlock(self) -> None:
         """Release the lock (safe to call when it is not held)."""
-        if not self.writer:
-            return
-        if self._lock_fd is None:
-            return
-        (self.path / LOCK).unlink(missing_ok=True)
-        os.close(self._lock_fd)
-        self._lock_fd = None
+        if self.writer:
+            self._lock.release()
 
     @property
     def in_use(self) -> bool:
         """Whether some process holds this directory's lock right now."""
-        import fcntl
-
-        try:
-            fd = os.open(self.path / LOCK, os.O_RDONLY)
-        except OSError:
-            return False
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        finally:
-            os.close(fd)
-        return False
+        return self._lock.held_by_anyone()
 
     # ----------------------------------------------------------------- contents
 
@@ -218,7 +179,7 @@ class Run:
     def new_adapter_dir(self):
         """A fresh folder to save the adapter into; on success it replaces `adapter/` by renames,
         so `adapter/` is always a complete adapter or absent (a killed save is redone on resume)."""
-        tmp, old = self.path / ".adapter.tmp", self.path / ".adapter.old"
+        tmp, old = self.path / ADAPTER_TMP, self.path / ADAPTER_OLD
         shutil.rmtree(tmp, ignore_errors=True)
         make_dir(tmp)
         yield tmp
@@ -268,7 +229,7 @@ class Run:
     def save_checkpoint(self, state: dict[str, Any]) -> None:
         if not self.writer:
             return
-        _torch_save(state, self.path / "checkpoints" / "last.pt")
+        _torch_save(state, self.path / LAST_CHECKPOINT)
 
     def checkpoint_step(self) -> int | None:
         """The update the last checkpoint was written at (None without one)."""
@@ -277,10 +238,10 @@ class Run:
 
     @property
     def has_checkpoint(self) -> bool:
-        return (self.path / "checkpoints" / "last.pt").is_file()
+        return (self.path / LAST_CHECKPOINT).is_file()
 
     def load_checkpoint(self, device) -> dict[str, Any] | None:
-        path = self.path / "checkpoints" / "last.pt"
+        path = self.path / LAST_CHECKPOINT
         if not path.is_file():
             return None
         import torch
@@ -290,10 +251,10 @@ class Run:
     def save_best(self, method_state: dict[str, Any]) -> None:
         if not self.writer:
             return
-        _torch_save(method_state, self.path / "checkpoints" / "best.pt")
+        _torch_save(method_state, self.path / BEST_CHECKPOINT)
 
     def load_best(self, device) -> dict[str, Any] | None:
-        path = self.path / "checkpoints" / "best.pt"
+        path = self.path / BEST_CHECKPOINT
         if not path.is_file():
             return None
         import torch
@@ -304,13 +265,13 @@ class Run:
         if not self.writer:
             return
         text = "".join(record["output"].replace("\n", " ") + "\n" for record in records)
-        write_atomic(self.path / "predictions" / f"{split}.txt", text)
+        write_atomic(self.path / PREDICTIONS / f"{split}.txt", text)
         lines = "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
-        write_atomic(self.path / "predictions" / f"{split}.jsonl", lines)
+        write_atomic(self.path / PREDICTIONS / f"{split}.jsonl", lines)
         self._partial(split).unlink(missing_ok=True)
 
     def _partial(self, split: str) -> Path:
-        return self.path / "predictions" / f".{split}.partial.jsonl"
+        return self.path / PREDICTIONS / f".{split}.partial.jsonl"
 
     def partial_predictions(self, split: str, sources: list[str]) -> dict[int, str]:
         """Outputs an interrupted decode of these sources saved, by source index."""
@@ -330,45 +291,40 @@ class Run:
             append_line(self._partial(split), json.dumps(record, ensure_ascii=False))
 
     def read_predictions(self, split: str) -> list[dict[str, Any]]:
-        path = self.path / "predictions" / f"{split}.jsonl"
+        path = self.path / PREDICTIONS / f"{split}.jsonl"
         if not path.is_file():
             raise PeftrunError(f"{path} not found; run `peftrun decode {self.path} --split {split}` first")
         return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
 
     def prediction_splits(self) -> list[str]:
-        return sorted(p.stem for p in (self.path / "predictions").glob("*.jsonl"))
+        return sorted(p.stem for p in (self.path / PREDICTIONS).glob("*.jsonl"))
 
     def write_metrics(self, split: str, payload: dict[str, Any]) -> None:
         if not self.writer:
             return
-        write_json(self.path / "metrics" / f"{split}.json", payload)
+        write_json(self.path / METRICS / f"{split}.json", payload)
 
     def read_metrics(self) -> dict[str, dict[str, Any]]:
-        return {p.stem: read_json(p) for p in sorted((self.path / "metrics").glob("*.json"))}
+        return {p.stem: read_json(p) for p in sorted((self.path / METRICS).glob("*.json"))}
 
     def finish(self) -> None:
         if not self.writer:
             return
-        self.update_meta(finished=_now(), status="done")
+        self.update_meta(finished=_now(), status=RunState.DONE)
         write_atomic(self.path / DONE, _now() + "\n")
         self.unlock()
 
     # ----------------------------------------------------------------- listing
 
-    def status(self) -> str:
+    def status(self) -> RunState:
         """done; running (its lock is held); failed (it stopped on an error, `error` in meta.json
         says which); or incomplete (interrupted: re-running resumes it)."""
         if self.done:
-            return "done"
+            return RunState.DONE
         if self.in_use:
-            return "running"
-        return "failed" if self.meta().get("status") == "failed" else "incomplete"
-
-    def summary(self) -> dict[str, Any]:
-        """One row of `peftrun ls` (assembled, with `peftrun show`'s card, in run_card.py)."""
-        from peftrun.run_card import summary
-
-        return summary(self)
+            return RunState.RUNNING
+        failed = self.meta().get("status") == RunState.FAILED
+        return RunState.FAILED if failed else RunState.INCOMPLETE
 
 
 def _check_creatable(path: Path) -> None:
@@ -427,13 +383,3 @@ def _git_sha() -> str | None:
 
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

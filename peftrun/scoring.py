@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from peftrun.errors import PeftrunError
-from peftrun.runs import Run
+from peftrun.runs import RESOLVED, Run
 
 
 def log(message: str) -> None:
@@ -47,7 +47,7 @@ def open_run(run_dir: str | Path):
 
     run = Run(Path(run_dir))
     if not run.resolved_config_path.is_file():
-        raise PeftrunError(f"{run.path} is not a peftrun run directory (no config.resolved.yaml)")
+        raise PeftrunError(f"{run.path} is not a peftrun run directory (no {RESOLVED})")
     return run, config_module.load(run.resolved_config_path)
 
 

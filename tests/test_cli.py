@@ -263,3 +263,112 @@ def test_version_names_peftrun_torch_and_transformers_without_importing_torch():
     assert imported == "False"
     result = runner.invoke(app, ["--version"])
     assert result.exit_code == 0 and result.output.strip() == line
+
+
+def test_gpus_relaunches_the_same_command_under_accelerate(monkeypatch, tmp_path):
+    """README: `peftrun train CFG --gpus N` is `accelerate launch --multi_gpu --num_processes N -m
+    peftrun train CFG` (the other arguments as given, --gpus itself dropped); its exit code is the
+    launched command's. The launch is caught at the subprocess seam: no GPU, no accelerate."""
+    import subprocess as subprocess_module
+
+    launched = []
+
+    def fake_run(command, *args, **kwargs):
+        launched.append(command)
+        return subprocess_module.CompletedProcess(command, 3)
+
+    monkeypatch.setattr(subprocess_module, "run", fake_run)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    config = str(write_config(tmp_path, RUN))
+    for given in (["--gpus", "4"], ["--gpus=4"]):
+        argv = ["train", config, "train.lr=0.1", *given, "--run-dir", str(tmp_path / "r")]
+        monkeypatch.setattr(sys, "argv", ["peftrun", *argv])
+        result = runner.invoke(app, argv)
+        assert result.exit_code == 3, result.output
+        assert launched.pop() == [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--num_processes",
+            "4",
+            "--multi_gpu",
+            "-m",
+            "peftrun",
+            "train",
+            config,
+            "train.lr=0.1",
+            "--run-dir",
+            str(tmp_path / "r"),
+        ]
+    assert not (tmp_path / "r").exists()  # this process trained nothing: the launched ones do
+    # One of the launched processes (the launcher sets WORLD_SIZE) does not launch again.
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    from peftrun.cli import _launch_data_parallel
+
+    _launch_data_parallel(4)
+    assert launched == []
+
+
+def test_eval_of_a_run_directory_rescores_its_predictions_to_its_stored_metrics(tmp_path):
+    """`peftrun eval RUN_DIR` re-scores the run's stored predictions (predictions/SPLIT.jsonl): the
+    same numbers as the run's metrics/SPLIT.json, and as the metrics computed here from the outputs
+    and references in that file; edited predictions are scored as they now are."""
+    from peftrun import experiment
+    from peftrun.metrics import score
+
+    run_dir, _ = experiment.train(write_config(tmp_path, RUN), [], str(tmp_path / "run"))
+    stored = json.loads((run_dir / "metrics/dev.json").read_text())["scores"]
+    predictions = run_dir / "predictions/dev.jsonl"
+
+    def scored_here() -> dict:
+        records = [json.loads(line) for line in predictions.read_text().splitlines()]
+        assert len(records) == 2
+        return score("e2e", [r["output"] for r in records], [r["references"] for r in records]).scores
+
+    def scored_by_eval() -> dict:
+        result = runner.invoke(app, ["eval", str(run_dir), "--json"])
+        assert result.exit_code == 0, result.output
+        scores = json.loads(result.stdout)
+        assert list(scores) == ["dev"]
+        return scores["dev"]
+
+    assert scored_by_eval() == stored == scored_here()
+    assert any(isinstance(v, float) for v in stored.values())  # numbers were compared, not only None
+    # Re-scoring means reading the predictions again: the first output becomes a reference.
+    records = [json.loads(line) for line in predictions.read_text().splitlines()]
+    records[0]["output"] = records[0]["references"][0]
+    predictions.write_text("".join(json.dumps(r) + "\n" for r in records))
+    again = scored_by_eval()
+    assert again == scored_here() and again["BLEU"] > stored["BLEU"]
+
+
+def test_every_commands_user_error_is_one_line_and_exit_2_and_debug_adds_the_traceback(tmp_path):
+    """README/house rule: a mistake a user can make is one line on stderr, `peftrun: error: …`,
+    exit code 2, whichever command met it; `--debug` prints the traceback before that line."""
+    missing = str(tmp_path / "missing")
+    bad_input = {
+        "train": [f"{missing}.yaml"],
+        "train-packed": [f"{missing}.json"],
+        "decode": [missing],
+        "export": [missing, "--to", "peft", "--out", str(tmp_path / "out")],
+        "eval": [],
+        "show": [f"{missing}.yaml"],
+        "params": [f"{missing}.yaml"],
+        "ls": [missing],
+        "sweep": [f"{missing}.yaml"],
+        "report": [str(tmp_path), "--format", "rtf"],
+        "generate": ["--adapter", missing],
+    }
+    assert set(bad_input) == set(commands())  # every command is tried
+    for command, args in bad_input.items():
+        result = runner.invoke(app, [command, *args])
+        assert result.exit_code == 2, (command, result.output)
+        assert len(result.output.splitlines()) == 1 and result.output.startswith("peftrun: error: "), (
+            command,
+            result.output,
+        )
+        debug = runner.invoke(app, ["--debug", command, *args])
+        assert debug.exit_code == 2
+        lines = debug.output.splitlines()
+        assert lines[0] == "Traceback (most recent call last):" and lines[-1] == result.output.strip()
+        assert any(line.startswith("peftrun.errors.PeftrunError: ") for line in lines), command

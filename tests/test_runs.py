@@ -14,6 +14,7 @@ import time
 import pytest
 from conftest import write_config
 
+from peftrun import run_card
 from peftrun.errors import PeftrunError
 from peftrun.runs import Run
 
@@ -84,11 +85,11 @@ def test_status_and_ls_row(tmp_path):
     run.start(
         "new", "name: x\n", "data:\n  dataset: e2e\nmodel:\n  name: tiny-gpt2\nmethod:\n  kind: full\n", {}
     )
-    row = run.summary()
+    row = run_card.summary(run)
     assert row["status"] == "running" and row["method"] == "full" and row["key_metric"] == "BLEU"
     run.write_metrics("dev", {"scores": {"BLEU": 0.5}})
     run.finish()
-    row = run.summary()
+    row = run_card.summary(run)
     assert row["status"] == "done" and row["scores"] == {"dev": 0.5} and not run.in_use
 
 
@@ -137,7 +138,7 @@ def test_an_exception_inside_training_releases_the_lock(tmp_path):
     with pytest.raises(RuntimeError, match="simulated"):
         experiment.train(write_config(tmp_path, TINY), [], str(tmp_path / "run"), on_update=boom)
     assert Run(tmp_path / "run").status() == "failed"
-    assert Run(tmp_path / "run").summary()["error"] == "RuntimeError: simulated crash"
+    assert run_card.summary(Run(tmp_path / "run"))["error"] == "RuntimeError: simulated crash"
     started = time.perf_counter()
     Run(tmp_path / "run").lock()
     assert time.perf_counter() - started < 1

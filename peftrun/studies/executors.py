@@ -21,14 +21,15 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from peftrun.studies.sweep import Job, Manifest, Outcome, point_outcome
+from peftrun.run_states import RunState
+from peftrun.studies.jobs import Job, Manifest, PointResult, point_result
 from peftrun.studies.sweep_file import Sweep, time_minutes
 
 # Exit codes of `peftrun train` that mean "stopped by a signal; it resumes": SIGINT, SIGTERM.
 INTERRUPTED = (130, 143, -signal.SIGINT, -signal.SIGTERM)
 
 
-class Progress:
+class SweepProgress:
     """One line after each finished run: counts and an ETA from this invocation's run times."""
 
     def __init__(self, total: int, workers: int, echo: Callable[[str], None]) -> None:
@@ -41,13 +42,13 @@ class Progress:
         with self.lock:
             self.running += 1
 
-    def finished(self, outcome: Outcome) -> None:
+    def finished(self, outcome: PointResult) -> None:
         with self.lock:
             self.running -= 1
-            if outcome.state == "done":
+            if outcome.state == RunState.DONE:
                 self.done += 1
                 self.seconds.append(outcome.seconds)
-            elif outcome.state in ("failed", "interrupted"):
+            elif outcome.state in (RunState.FAILED, RunState.INTERRUPTED):
                 self.failed += 1
             waiting = self.total - self.done - self.failed - self.running
             eta = ""
@@ -79,14 +80,20 @@ def visible_gpus() -> list[str]:
 
 
 def run_local(
-    sweep: Sweep, jobs: list[Job], manifest: Manifest, workers: int, fail_fast: bool, echo
-) -> list[Outcome]:
+    sweep: Sweep,
+    jobs: list[Job],
+    manifest: Manifest,
+    workers: int,
+    fail_fast: bool,
+    echo,
+    cluster: str | None = None,
+) -> list[PointResult]:
     """Run `jobs` with `workers` child processes at once; Ctrl-C stops them (they checkpoint)."""
     gpus = visible_gpus()
     workers = max(1, workers)
     slots = gpus[:workers] if gpus else [None] * workers
     threads = max(1, (os.cpu_count() or 1) // len(slots))
-    progress = Progress(sum(len(job.points) for job in jobs), len(slots), echo)
+    progress = SweepProgress(sum(len(job.points) for job in jobs), len(slots), echo)
     queue, outcomes, children = list(jobs), [], {}
     lock, stop = threading.Lock(), threading.Event()
 
@@ -103,14 +110,14 @@ def run_local(
                 env.setdefault("OMP_NUM_THREADS", str(threads))
             for point in job.points:
                 progress.started()
-                manifest.update(point.name, "running")
+                manifest.update(point.name, RunState.RUNNING)
             ended = _run_child(sweep, job, env, children, lock)
             with lock:
                 outcomes.extend(ended)
             for outcome in ended:
-                manifest.update(outcome.point.name, _manifest_state(outcome), outcome.error)
+                manifest.update(outcome.point.name, outcome.manifest_state, outcome.error)
                 progress.finished(outcome)
-                if outcome.state == "failed" and fail_fast:
+                if outcome.state == RunState.FAILED and fail_fast:
                     stop.set()
 
     pool = [threading.Thread(target=worker, args=(slot,), daemon=True) for slot in slots]
@@ -130,11 +137,12 @@ def run_local(
     for thread in pool:
         thread.join()
     started = {o.point.name for o in outcomes}
-    outcomes += [Outcome(p, "not-started") for job in jobs for p in job.points if p.name not in started]
+    never = [p for job in jobs for p in job.points if p.name not in started]
+    outcomes += [PointResult(p, RunState.NOT_STARTED) for p in never]
     return outcomes
 
 
-def _run_child(sweep: Sweep, job: Job, env: dict, children: dict, lock) -> list[Outcome]:
+def _run_child(sweep: Sweep, job: Job, env: dict, children: dict, lock) -> list[PointResult]:
     log = job.log(sweep)
     log.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -148,7 +156,7 @@ def _run_child(sweep: Sweep, job: Job, env: dict, children: dict, lock) -> list[
         with lock:
             children.pop(job.name, None)
     seconds = time.perf_counter() - started
-    return [point_outcome(point, code, log, seconds, INTERRUPTED) for point in job.points]
+    return [point_result(point, code, log, seconds, INTERRUPTED) for point in job.points]
 
 
 def _terminate(children: dict, lock) -> None:
@@ -158,10 +166,6 @@ def _terminate(children: dict, lock) -> None:
     for child in running:
         if child.poll() is None:
             child.send_signal(signal.SIGTERM)
-
-
-def _manifest_state(outcome: Outcome) -> str:
-    return {"interrupted": "incomplete"}.get(outcome.state, outcome.state)
 
 
 # --------------------------------------------------------------------------- Slurm (submitit)
@@ -184,7 +188,7 @@ def run_slurm(
     fail_fast: bool,
     echo,
     cluster: str | None = None,
-) -> list[Outcome]:
+) -> list[PointResult]:
     """Submit `jobs` as one job array and wait; `cluster="local"` runs it on this machine."""
     try:
         import submitit
@@ -216,12 +220,12 @@ def run_slurm(
     commands = [job.command() for job in jobs]
     logs = [str(job.log(sweep)) for job in jobs]
     handles = executor.map_array(run_child_job, commands, logs)
-    progress = Progress(sum(len(job.points) for job in jobs), max(1, workers), echo)
+    progress = SweepProgress(sum(len(job.points) for job in jobs), max(1, workers), echo)
     for job in jobs:
         for point in job.points:
-            manifest.update(point.name, "running")
+            manifest.update(point.name, RunState.RUNNING)
             progress.started()
-    outcomes: dict[str, Outcome] = {}
+    outcomes: dict[str, PointResult] = {}
     started = time.perf_counter()
     while len(outcomes) < sum(len(job.points) for job in jobs):
         for job, handle in zip(jobs, handles, strict=True):
@@ -229,9 +233,9 @@ def run_slurm(
                 continue
             for outcome in _job_outcomes(job, handle, time.perf_counter() - started, job.log(sweep)):
                 outcomes[outcome.point.name] = outcome
-                manifest.update(outcome.point.name, _manifest_state(outcome), outcome.error)
+                manifest.update(outcome.point.name, outcome.manifest_state, outcome.error)
                 progress.finished(outcome)
-                if outcome.state == "failed" and fail_fast:
+                if outcome.state == RunState.FAILED and fail_fast:
                     _cancel_rest(jobs, handles, outcomes, manifest)
         time.sleep(0.5)
     return [outcomes[point.name] for job in jobs for point in job.points]
@@ -243,18 +247,18 @@ def _cancel_rest(jobs: list[Job], handles, outcomes: dict, manifest: Manifest) -
             continue
         handle.cancel(check=False)
         for point in job.points:
-            outcomes[point.name] = Outcome(point, "not-started")
-            manifest.update(point.name, "incomplete")
+            outcomes[point.name] = PointResult(point, RunState.NOT_STARTED)
+            manifest.update(point.name, RunState.INCOMPLETE)
 
 
-def _job_outcomes(job: Job, handle, seconds: float, log: Path) -> list[Outcome]:
+def _job_outcomes(job: Job, handle, seconds: float, log: Path) -> list[PointResult]:
     try:
         code = handle.result()
     except Exception as err:  # the job itself failed (node failure, time limit, cancelled)
         lines = [line for line in str(err).splitlines() if line.strip()]
         error = f"slurm job {handle.job_id}: {lines[-1] if lines else err}"
-        return [Outcome(point, "failed", error, seconds) for point in job.points]
-    return [point_outcome(point, code, log, seconds, INTERRUPTED) for point in job.points]
+        return [PointResult(point, RunState.FAILED, error, seconds) for point in job.points]
+    return [point_result(point, code, log, seconds, INTERRUPTED) for point in job.points]
 
 
 def _gigabytes(mem: str) -> int:
@@ -262,6 +266,10 @@ def _gigabytes(mem: str) -> int:
     factor = {"K": 1 / 2**20, "M": 1 / 1024, "G": 1, "T": 1024}.get(text[-1:], None)
     number = float(text[:-1]) if factor is not None else float(text) / 1024  # plain numbers: MB, as sbatch
     return max(1, round(number * (factor if factor is not None else 1)))
+
+
+# --executor NAME → how its jobs run (same arguments; `cluster` only matters to submitit).
+EXECUTORS = {"local": run_local, "slurm": run_slurm}
 
 
 def default_workers() -> int:

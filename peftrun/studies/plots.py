@@ -17,7 +17,7 @@ from typing import Any
 
 from peftrun.errors import PeftrunError
 from peftrun.runs import Run
-from peftrun.studies.report import Report, Row
+from peftrun.studies.report_data import Report, Row
 
 
 def pyplot():

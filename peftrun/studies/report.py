@@ -17,42 +17,22 @@ Reads run directories only, and needs neither torch nor Java.
 
 from __future__ import annotations
 
-import json
 import os
-import statistics
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from peftrun.errors import PeftrunError
-from peftrun.runs import Run, is_run_dir, read_json
-from peftrun.studies.sweep import MANIFEST
+from peftrun.files import read_json
+from peftrun.run_states import RunState
+from peftrun.runs import Run, is_run_dir
+from peftrun.studies.jobs import MANIFEST
+from peftrun.studies.report_data import SEEDS, Column, Report, Row, RunRecord
+from peftrun.studies.significance import mark_significance
+from peftrun.studies.values import canon as _canon
+from peftrun.studies.values import sort_key
 
-SEEDS = ("train.seed", "data.subset_seed")
 BLEU_VARIANTS = {"perl": ("BLEU", "NIST"), "py": ("BLEU_py", "NIST_py")}
-
-
-@dataclass(frozen=True)
-class Column:
-    """One number per run: where it is read (`where`, `source`), its print scale and digits."""
-
-    name: str  # JSON and CSV name
-    label: str  # table header
-    where: str  # scores (metrics/SPLIT.json), parameters (meta.json), meta (meta.json)
-    source: str
-    scale: float = 1.0
-    digits: int = 2
-    quality: bool = True  # a score: best in bold, significance
-
-    def value(self, record: RunRecord) -> float | None:
-        if self.where == "scores":
-            value = (record.scores or {}).get(self.source)
-        elif self.where == "parameters":
-            value = (record.meta.get("parameters") or {}).get(self.source)
-        else:
-            value = record.meta.get(self.source)
-        return float(value) * self.scale if isinstance(value, (int, float)) else None
 
 
 def columns(dataset: str, bleu: str = "perl") -> list[Column]:
@@ -77,60 +57,6 @@ def columns(dataset: str, bleu: str = "perl") -> list[Column]:
         Column("tokens_per_s", "tokens/s", "meta", "tokens_per_s", digits=0, quality=False),
     ]
     return quality + costs
-
-
-@dataclass
-class RunRecord:
-    """A run directory (or a sweep point without one) as the report sees it."""
-
-    path: Path
-    state: str  # done, failed, incomplete, running, missing, "no SPLIT metrics"
-    flat: dict[str, Any]  # resolved config, dotted keys
-    error: str | None = None
-    scores: dict[str, Any] | None = None
-    per_example: dict[str, list[float]] = field(default_factory=dict)
-    meta: dict[str, Any] = field(default_factory=dict)
-    partial: bool = False  # a sweep point's config rebuilt from its values only (see point_config)
-
-    @property
-    def finished(self) -> bool:
-        return self.state == "done" and self.scores is not None
-
-    @property
-    def seed_key(self) -> tuple[Any, ...]:
-        return tuple(self.flat.get(key) for key in SEEDS)
-
-
-@dataclass
-class Row:
-    group: dict[str, Any]
-    runs: list[RunRecord] = field(default_factory=list)  # finished: the cells' values
-    missing: list[RunRecord] = field(default_factory=list)  # shown, never averaged
-    values: dict[str, list[float]] = field(default_factory=dict)
-    best: list[str] = field(default_factory=list)  # metrics where this row has the best mean
-    significance: dict[str, dict[str, Any] | None] = field(default_factory=dict)  # None: the best row
-
-    def stats(self, name: str) -> tuple[float | None, float | None, int]:
-        """Mean, sample standard deviation (None below two values) and n of one column."""
-        values = self.values.get(name, [])
-        mean = statistics.fmean(values) if values else None
-        return mean, statistics.stdev(values) if len(values) > 1 else None, len(values)
-
-
-@dataclass
-class Report:
-    dataset: str
-    split: str
-    bleu: str
-    samples: int
-    keys: list[str]
-    columns: list[Column]
-    rows: list[Row]
-
-    @property
-    def scale(self) -> dict[str, float]:
-        """Column name → the factor applied to the stored number."""
-        return {c.name: c.scale for c in self.columns}
 
 
 def build(
@@ -160,8 +86,6 @@ def build(
     keys = resolve_keys(by, records) if by else varied_keys(complete)
     report = Report(datasets[0], split, bleu, samples, keys, columns(datasets[0], bleu), [])
     report.rows = aggregate(records, keys, report.columns)
-    from peftrun.studies.significance import mark_significance
-
     mark_significance(report)
     return report
 
@@ -197,8 +121,8 @@ def read_run(path: Path, split: str) -> RunRecord:
     run = Run(path)
     config = yaml.safe_load(run.resolved_config_path.read_text(encoding="utf-8"))
     meta, state = run.meta(), run.status()
-    metrics = run.read_metrics().get(split) if state == "done" else None
-    if state == "done" and metrics is None:
+    metrics = run.read_metrics().get(split) if state == RunState.DONE else None
+    if state == RunState.DONE and metrics is None:
         state = f"no {split} metrics"
     return RunRecord(
         path,
@@ -233,7 +157,7 @@ def manifest_points(manifest: Path, records: dict[Path, RunRecord]) -> list[RunR
             f": {point['error']}" if point.get("error") else ""
         )
         flat, partial = point_config(point, siblings)
-        out.append(RunRecord(path, "missing", flat, why, partial=partial))
+        out.append(RunRecord(path, RunState.MISSING, flat, why, partial=partial))
     return out
 
 
@@ -292,10 +216,6 @@ def never_grouped(key: str) -> bool:
     return key in SEEDS or key == "name" or key.startswith("output.")
 
 
-def _canon(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, default=str)
-
-
 def _parts(records: list[RunRecord], keys: list[str]) -> int:
     return len({tuple(_canon(r.flat.get(k, "<absent>")) for k in keys) for r in records})
 
@@ -330,15 +250,6 @@ def resolve_keys(by: list[str], records: list[RunRecord]) -> list[str]:
             )
         keys.append(matches[0])
     return list(dict.fromkeys(keys))
-
-
-def sort_key(value: Any) -> tuple[Any, ...]:
-    """Sort key mixing None, numbers and text: None first, numbers by value."""
-    if value is None:
-        return (0, 0, "")
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return (1, value, "")
-    return (2, 0, _canon(value))
 
 
 def aggregate(records: list[RunRecord], keys: list[str], cols: list[Column]) -> list[Row]:

@@ -19,7 +19,8 @@ from typing import Any
 
 from peftrun.errors import PeftrunError
 from peftrun.runs import Run
-from peftrun.studies.report import Report, Row, RunRecord, sort_key
+from peftrun.studies.report_data import Report, Row, RunRecord
+from peftrun.studies.values import sort_key
 
 THRESHOLD = 0.95  # best − row > 0 in at least this fraction of resamples: one-sided p ≤ 0.05
 

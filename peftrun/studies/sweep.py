@@ -12,19 +12,16 @@ itself); a failing run does not stop the others unless `fail_fast`.
 from __future__ import annotations
 
 import json
-import threading
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from peftrun.errors import PeftrunError
-from peftrun.runs import Run, write_json
+from peftrun.files import write_json
+from peftrun.run_states import RunState
+from peftrun.runs import Run
+from peftrun.studies import executors, sweep_file
+from peftrun.studies.jobs import PACKS, Job, Manifest, PointResult
 from peftrun.studies.sweep_file import Point, Sweep
-
-MANIFEST = "sweep.json"
-LOGS = "logs"
-PACKS = "packs"  # pack files of `--pack` jobs
 
 
 def resolved_config(point: Point):
@@ -61,147 +58,20 @@ def validate(sweep: Sweep) -> dict[str, Any]:
     return resolved
 
 
-def state(point: Point, resolved_yaml: str | None = None) -> str:
+def state(point: Point, resolved_yaml: str | None = None) -> RunState:
     """new, done, running, failed, incomplete (resumes), or other-config (its folder holds
     another run: the point would be refused)."""
     run = Run(point.run_dir)
     if not point.run_dir.exists() or not any(point.run_dir.iterdir()):
-        return "new"
+        return RunState.NEW
     existing = run.resolved_config_path
     if (
         resolved_yaml is not None
         and existing.is_file()
         and existing.read_text(encoding="utf-8") != resolved_yaml
     ):
-        return "other-config"
+        return RunState.OTHER_CONFIG
     return run.status()
-
-
-@dataclass
-class Outcome:
-    """How one run of this sweep invocation ended."""
-
-    point: Point
-    state: str  # done, failed, skipped (DONE before), interrupted, not-started
-    error: str | None = None
-    seconds: float = 0.0
-
-
-@dataclass
-class Manifest:
-    """`<sweep folder>/sweep.json`: what the sweep is and where each run stands."""
-
-    sweep: Sweep
-    states: dict[str, str]
-    errors: dict[str, str | None] = field(default_factory=dict)
-    packed: dict[str, list[str]] = field(default_factory=dict)  # run name → its packed group
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    @property
-    def path(self) -> Path:
-        return self.sweep.folder / MANIFEST
-
-    def update(self, name: str, state_: str, error: str | None = None) -> None:
-        with self.lock:
-            self.states[name] = state_
-            self.errors[name] = error
-            self.write()
-
-    def write(self) -> None:
-        sweep = self.sweep
-        payload = {
-            "name": sweep.name,
-            "sweep_file": str(sweep.path),
-            "sweep": sweep.text,
-            "command_line_overrides": sweep.cli_overrides,
-            "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "points": [
-                {
-                    "name": p.name,
-                    "run_dir": str(p.run_dir),
-                    "base": str(p.base),
-                    "overrides": list(p.overrides),
-                    "values": p.values,
-                    "state": self.states.get(p.name, "new"),
-                    "error": self.errors.get(p.name),
-                    **({"packed_with": self.packed[p.name]} if p.name in self.packed else {}),
-                }
-                for p in sweep.points
-            ],
-        }
-        write_json(self.path, payload)
-
-
-def last_error(point: Point, log: Path | None) -> str:
-    """The run's error as it recorded it (meta.json), else the log's last error or last line."""
-    error = Run(point.run_dir).meta().get("error") if point.run_dir.is_dir() else None
-    if error:
-        return error
-    if log is None or not log.is_file():
-        return "no log"
-    lines = [
-        line.strip()
-        for line in log.read_text(encoding="utf-8", errors="replace").splitlines()
-        if line.strip()
-    ]
-    errors = [line for line in lines if line.startswith("peftrun: error:")]
-    return (errors or lines or ["(empty log)"])[-1]
-
-
-def point_outcome(point: Point, code: int, log: Path, seconds: float, interrupted: tuple) -> Outcome:
-    """How a point ended when its process exited with `code` (its own or its pack's): done if its
-    run is DONE, interrupted on a signal's exit code, else failed with its last error."""
-    if Run(point.run_dir).done:
-        return Outcome(point, "done", None, seconds)
-    if code in interrupted:
-        return Outcome(point, "interrupted", last_error(point, log), seconds)
-    return Outcome(point, "failed", last_error(point, log), seconds)
-
-
-def log_path(sweep: Sweep, point: Point) -> Path:
-    return sweep.folder / LOGS / f"{point.name}.log"
-
-
-def run_command(point: Point) -> list[str]:
-    """Exactly what `peftrun train` would be given for this point."""
-    import sys
-
-    return [
-        sys.executable,
-        "-m",
-        "peftrun",
-        "train",
-        str(point.base),
-        *point.overrides,
-        "--run-dir",
-        str(point.run_dir),
-    ]
-
-
-@dataclass
-class Job:
-    """What one child process runs: one point (`peftrun train`), or several packed on one base
-    (`peftrun train-packed PACK_FILE`, the file written beside the sweep's logs)."""
-
-    points: list[Point]
-    pack_file: Path | None = None
-
-    @property
-    def name(self) -> str:
-        first = self.points[0].name
-        return first if self.pack_file is None else f"pack {self.pack_file.stem} ({len(self.points)} runs)"
-
-    def command(self) -> list[str]:
-        import sys
-
-        if self.pack_file is None:
-            return run_command(self.points[0])
-        return [sys.executable, "-m", "peftrun", "train-packed", str(self.pack_file)]
-
-    def log(self, sweep: Sweep) -> Path:
-        if self.pack_file is None:
-            return log_path(sweep, self.points[0])
-        return sweep.folder / LOGS / f"{self.pack_file.stem}.log"
 
 
 def plan_jobs(sweep: Sweep, pending: list[Point], configs: dict[str, Any], pack: int) -> list[Job]:
@@ -248,11 +118,22 @@ def write_pack_files(jobs: list[Job]) -> None:
         write_json(job.pack_file, {"runs": runs})
 
 
-def summarize(outcomes: list[Outcome]) -> dict[str, Any]:
+def count_states(results: list[PointResult]) -> dict[str, int]:
+    """How many points ended in each state (the summary's `counts`)."""
     counts: dict[str, int] = {}
-    for outcome in outcomes:
-        counts[outcome.state] = counts.get(outcome.state, 0) + 1
+    for result in results:
+        counts[result.state] = counts.get(result.state, 0) + 1
     return counts
+
+
+def check_options(workers: int | None, executor: str, pack: int) -> None:
+    """The command line's own options, checked before the sweep file is read (dry run or not)."""
+    if executor not in executors.EXECUTORS:
+        raise PeftrunError(f"--executor {executor!r}: choose {' or '.join(executors.EXECUTORS)}")
+    if workers is not None and workers < 1:
+        raise PeftrunError(f"--workers {workers}: give at least 1 (or leave it out: one per visible GPU)")
+    if pack < 1:
+        raise PeftrunError(f"--pack {pack}: give at least 1")
 
 
 def run(
@@ -272,8 +153,7 @@ def run(
     """Expand, validate, and (unless `dry_run`) execute a sweep (`pack` > 1: up to that many
     compatible runs train packed in one process, peftrun.packing). Returns the summary `--json`
     prints: the sweep's name and folder, every run with its state, and counts."""
-    from peftrun.studies import executors, sweep_file
-
+    check_options(workers, executor, pack)
     echo = echo or executors.echo_err
     sweep = sweep_file.load(path, root, overrides)
     if slurm:
@@ -282,21 +162,21 @@ def run(
         )
     configs = validate(sweep)
     states = {p.name: state(p, configs[p.name].to_yaml()) for p in sweep.points}
-    clashes = [p for p in sweep.points if states[p.name] == "other-config"]
+    clashes = [p for p in sweep.points if states[p.name] == RunState.OTHER_CONFIG]
     if clashes:
         raise PeftrunError(
             f"{clashes[0].run_dir} holds a different run than sweep point {clashes[0].name} "
             f"({len(clashes)} such); use another --root or remove them"
         )
-    pending = [p for p in sweep.points if states[p.name] != "done"]
+    pending = [p for p in sweep.points if states[p.name] != RunState.DONE]
     jobs = plan_jobs(sweep, pending, configs, pack)
     packed = {p.name: [q.name for q in job.points] for job in jobs if job.pack_file for p in job.points}
     if dry_run:
-        return _summary(sweep, [Outcome(p, states[p.name]) for p in sweep.points], packed, dry_run=True)
+        return _summary(sweep, [PointResult(p, states[p.name]) for p in sweep.points], packed, dry_run=True)
     manifest = Manifest(sweep, dict(states), packed=packed)
     manifest.write()
     write_pack_files(jobs)
-    skipped = [Outcome(p, "skipped") for p in sweep.points if states[p.name] == "done"]
+    skipped = [PointResult(p, RunState.SKIPPED) for p in sweep.points if states[p.name] == RunState.DONE]
     echo(
         f"[sweep] {sweep.name}: {len(sweep.points)} runs, {len(skipped)} already done, {len(pending)} to run"
     )
@@ -304,19 +184,15 @@ def run(
         processes = sum(1 for job in jobs if job.pack_file)
         echo(f"[sweep] {len(packed)} runs packed into {processes} processes (--pack {pack})")
     workers = workers or executors.default_workers()
-    if executor == "local":
-        outcomes = executors.run_local(sweep, jobs, manifest, workers, fail_fast, echo)
-    elif executor == "slurm":
-        outcomes = executors.run_slurm(sweep, jobs, manifest, workers, fail_fast, echo, cluster=cluster)
-    else:
-        raise PeftrunError(f"--executor {executor!r}: choose local or slurm")
-    return _summary(sweep, skipped + outcomes, packed)
+    run_jobs = executors.EXECUTORS[executor]
+    results = run_jobs(sweep, jobs, manifest, workers, fail_fast, echo, cluster=cluster)
+    return _summary(sweep, skipped + results, packed)
 
 
 def _summary(
-    sweep: Sweep, outcomes: list[Outcome], packed: dict[str, list[str]], dry_run: bool = False
+    sweep: Sweep, results: list[PointResult], packed: dict[str, list[str]], dry_run: bool = False
 ) -> dict[str, Any]:
-    by_name = {o.point.name: o for o in outcomes}
+    by_name = {r.point.name: r for r in results}
     runs = [
         {
             "name": p.name,
@@ -333,5 +209,5 @@ def _summary(
         "folder": str(sweep.folder),
         "dry_run": dry_run,
         "runs": runs,
-        "counts": summarize(outcomes),
+        "counts": count_states(results),
     }

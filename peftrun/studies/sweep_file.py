@@ -34,7 +34,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from peftrun.config import read_yaml
+from peftrun.config import read_yaml, unknown_key
 from peftrun.errors import PeftrunError
 
 MAX_NAME = 200  # bytes of a run folder's name before it is shortened with a hash
@@ -120,8 +120,10 @@ def load(path: str | Path, root: str | Path = "runs", cli_overrides: list[str] |
         spec = SweepFile.model_validate(data)
     except ValidationError as err:
         first = err.errors()[0]
-        where = ".".join(str(part) for part in first["loc"])
-        raise PeftrunError(f"sweep file {path}: {where}: {first['msg']}") from None
+        loc = [str(part) for part in first["loc"]]
+        problem = unknown_key(loc, data, SweepFile) if first["type"] == "extra_forbidden" else first["msg"]
+        where = "" if first["type"] == "extra_forbidden" else f"{'.'.join(loc)}: "
+        raise PeftrunError(f"sweep file {path}: {where}{problem}") from None
     name = spec.name or path.stem
     sweep = Sweep(
         path, path.read_text(encoding="utf-8"), name, Path(root) / name, spec, list(cli_overrides or [])

@@ -22,7 +22,7 @@ from collections import Counter
 from typing import Any
 
 from peftrun.errors import PeftrunError
-from peftrun.studies.report import Column, Report, Row
+from peftrun.studies.report_data import Column, Report, Row
 from peftrun.studies.significance import THRESHOLD
 
 FORMATS = ("md", "csv", "latex", "json")

@@ -161,3 +161,103 @@ def test_slurm_time_and_memory_parse():
     assert _gigabytes("32G") == 32 and _gigabytes("512M") == 1 and _gigabytes("2T") == 2048
     with pytest.raises(ValueError):
         sweep_file.time_minutes("four hours")
+
+
+MISSING_DATA = "{data: {dataset: xsum, files: {train: missing.jsonl, dev: missing.jsonl}}}"
+
+
+def test_a_failure_stops_the_rest_only_with_fail_fast(tmp_path):
+    """README: a failing run does not stop the others unless --fail-fast. The failing point comes
+    first (one worker runs points in sweep order), so a point after it is run or not started."""
+    path = write(tmp_path, f"base: base.yaml\ncases:\n  - {MISSING_DATA}\n  - {{}}\nname: first-fails\n")
+    for flags, states in (([], ["failed", "done"]), (["--fail-fast"], ["failed", "not-started"])):
+        root = tmp_path / ("fast" if flags else "runs")
+        args = ["sweep", str(path), "--root", str(root), "--workers", "1", "--json", *flags]
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 1, result.output
+        assert [r["state"] for r in json.loads(result.stdout)["runs"]] == states, flags
+
+
+def test_a_rerun_resumes_incomplete_and_failed_runs_and_skips_done_ones(tmp_path):
+    """README: re-running a sweep skips DONE runs and resumes interrupted ones; a failed run is
+    not DONE either, so it is run again (resumed from its checkpoint), never reported as skipped."""
+    path = write(tmp_path, "base: base.yaml\nseeds: [1, 2, 3]\nname: again\n")
+    root = tmp_path / "runs"
+    first = sweeps.run(path, root, workers=1)
+    assert [r["state"] for r in first["runs"]] == ["done"] * 3
+    incomplete, failed, done = (root / "again" / r["name"] for r in first["runs"])
+    (incomplete / "DONE").unlink()  # killed after its last checkpoint, before it finished
+    (failed / "DONE").unlink()
+    meta = json.loads((failed / "meta.json").read_text())
+    (failed / "meta.json").write_text(json.dumps({**meta, "status": "failed", "error": "boom"}))
+    listing = sweeps.run(path, root, dry_run=True)
+    assert [r["state"] for r in listing["runs"]] == ["incomplete", "failed", "done"]
+    again = sweeps.run(path, root, workers=1)
+    assert [r["state"] for r in again["runs"]] == ["done", "done", "skipped"]
+    assert again["counts"] == {"skipped": 1, "done": 2}
+    for run_dir in (incomplete, failed):
+        assert (run_dir / "DONE").is_file()
+        assert len(json.loads((run_dir / "meta.json").read_text())["resumed"]) == 1  # resumed, not redone
+    assert json.loads((done / "meta.json").read_text())["resumed"] == []
+
+
+def test_overrides_apply_in_the_readme_order_and_the_command_line_wins(tmp_path):
+    """README: overrides apply in the order `set`, case, grid point, seed, command line; each later
+    one wins where two set the same key. Checked on the configs the runs get, with conflicts."""
+    path = write(
+        tmp_path,
+        """
+base: base.yaml
+set: {train.lr: 0.001, train.epochs: 2, train.warmup_steps: 1, decode.limit: 3}
+cases:
+  - {train.lr: 0.002, train.epochs: 3, train.seed: 5}
+grid: {train.epochs: [4, 6]}
+seeds: [7]
+""",
+    )
+    cli = ["train.warmup_steps=2", "train.lr=0.25"]
+    sweep = sweep_file.load(path, tmp_path / "runs", cli)
+    configs = [sweeps.resolved_config(point) for point in sweep.points]
+    assert [cfg.train.epochs for cfg in configs] == [4, 6]  # grid over case over set
+    assert {cfg.train.seed for cfg in configs} == {7}  # seed over case
+    assert {cfg.train.lr for cfg in configs} == {0.25}  # command line over case over set
+    assert {cfg.train.warmup_steps for cfg in configs} == {2}  # command line over set
+    assert {cfg.decode.limit for cfg in configs} == {3}  # set alone
+    seed = sweep_file.load(path, tmp_path / "runs", ["train.seed=9"])
+    assert {sweeps.resolved_config(point).train.seed for point in seed.points} == {9}  # over seeds
+
+
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        (["--workers", "0"], "--workers 0: give at least 1"),
+        (["--workers", "-2"], "--workers -2: give at least 1"),
+        (["--executor", "foo"], "--executor 'foo': choose local or slurm"),
+    ],
+)
+def test_bad_options_are_refused_before_anything_dry_run_or_not(tmp_path, option, message):
+    path = write(tmp_path, "base: base.yaml\nseeds: [1, 2]\n")
+    for dry_run in ([], ["--dry-run"]):
+        result = CliRunner().invoke(
+            app, ["sweep", str(path), "--root", str(tmp_path / "r"), *option, *dry_run]
+        )
+        assert result.exit_code == 2, result.output
+        assert len(result.output.splitlines()) == 1, result.output  # one line, no traceback
+        assert result.output.startswith(f"peftrun: error: {message}")
+        assert not (tmp_path / "r").exists()
+
+
+def test_a_typo_in_a_sweep_files_top_level_is_named_like_a_run_configs(tmp_path):
+    """One voice: an unknown key gets "unknown key … (did you mean …?)" in a sweep file as in a run
+    config, at the top level and inside `slurm:`."""
+    typo = write(tmp_path, "base: base.yaml\ngird: {train.lr: [1, 2]}\n")
+    result = CliRunner().invoke(app, ["sweep", str(typo), "--dry-run"])
+    assert result.exit_code == 2
+    assert result.output == f"peftrun: error: sweep file {typo}: unknown key 'gird' (did you mean 'grid'?)\n"
+    nested = write(tmp_path, "base: base.yaml\nslurm: {partiton: gpu}\n", "nested.yaml")
+    with pytest.raises(
+        PeftrunError, match=r"unknown key 'slurm.partiton' \(did you mean 'slurm.partition'\?\)"
+    ):
+        sweeps.run(nested, tmp_path / "runs", dry_run=True)
+    config = CliRunner().invoke(app, ["show", str(tmp_path / "base.yaml"), "trian.lr=1"])
+    assert "unknown key 'trian' (did you mean 'train'?)" in config.output  # the run config's wording
