@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 
 from peftrun import experiment
 from peftrun.errors import PeftrunError
+from peftrun.session import Session
 
 TINY = """
 model: {name: tiny-gpt2}
@@ -158,7 +159,7 @@ def test_best_checkpoint_selection_and_early_stopping(tmp_path):
     assert any(not torch.equal(stored[key], last[key]) for key in stored), "stored the last state"
     # ... and it is what was decoded: the best state decodes to the stored predictions.
     cfg = config_module.load(run_dir / "config.resolved.yaml")
-    session = experiment.Session(cfg)
+    session = Session(cfg)
     session.method.load_training_state(best)
     instances = data.load_instances(cfg.data, "dev")[: cfg.decode.limit]
     outputs = generate(

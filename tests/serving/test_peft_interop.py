@@ -16,12 +16,12 @@ from typer.testing import CliRunner
 from peftrun import experiment, models
 from peftrun.cli import app
 from peftrun.errors import PeftrunError
-from peftrun.experiment import Session
 from peftrun.methods.inject import prefix_kv
 from peftrun.methods.inject.soft_input import SoftInput
 from peftrun.methods.lora import LoRALayer
 from peftrun.scoring import open_run
 from peftrun.serving.peft_interop import export, read_peft
+from peftrun.session import Session
 
 try:
     import peft
