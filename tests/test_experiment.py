@@ -101,6 +101,13 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path):
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
     assert json.loads((resumed / "meta.json").read_text())["resumed"]
+    # The log of a resumed run is the uninterrupted run's: what was logged after the checkpoint
+    # it resumed from (update 5 of the killed run) is logged once, by the resumed run.
+    assert without_timing(read_log(resumed)) == without_timing(read_log(straight))
+
+
+def without_timing(records: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k != "tokens_per_s"} for r in records]
 
 
 def read_log(run_dir):
