@@ -297,3 +297,71 @@ def test_what_cannot_be_packed_is_one_line(tmp_path):
     assert result.exit_code == 2 and "unknown keys ['seed']" in result.output
     result = CliRunner().invoke(app, ["train-packed", str(tmp_path / "missing.json")])
     assert result.exit_code == 2 and "not found" in result.output and "Traceback" not in result.output
+
+
+def reference_pair(tmp_path) -> tuple[Path, list]:
+    """The config, and the PAIR trained packed without a stop (its run directories)."""
+    config = write_config(tmp_path, GPT2)
+    reference = packing.train_pack(
+        [packing.Member(config, o, str(tmp_path / f"ref{k}")) for k, o in enumerate(PAIR)]
+    )
+    return config, [r.run_dir for r in reference]
+
+
+def test_out_of_memory_on_a_packed_step_is_one_line_and_every_run_resumes(tmp_path, monkeypatch):
+    config, reference = reference_pair(tmp_path)
+    real, calls = train_module.forward_losses, {"n": 0}
+
+    def forward_losses(model, parts, autocast):
+        if len(parts) > 1:  # a packed training step (a dev loss is one run's)
+            calls["n"] += 1
+            if calls["n"] == 4:
+                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(model, parts, autocast)
+
+    monkeypatch.setattr(train_module, "forward_losses", forward_losses)
+    members = [packing.Member(config, o, str(tmp_path / f"oom{k}")) for k, o in enumerate(PAIR)]
+    with pytest.raises(PeftrunError) as failed:
+        packing.train_pack(members)
+    # One line: how big the packed batch was (each run's rows), and what to lower.
+    assert str(failed.value).startswith("out of GPU memory on a packed batch of 7 rows (oom0 4, oom1 3)")
+    assert "pack fewer runs" in str(failed.value) and "\n" not in str(failed.value)
+    for k in range(2):
+        run = Run(tmp_path / f"oom{k}")
+        assert run.status() == "failed" and run.has_checkpoint and not run.in_use
+        assert "out of GPU memory" in run.meta()["error"]
+    monkeypatch.undo()
+    assert [o.state for o in packing.train_pack(members)] == ["done", "done"]
+    for k, ref in enumerate(reference):
+        assert_same_training(ref, tmp_path / f"oom{k}")
+
+
+def test_a_pack_stopped_while_finishing_resumes_each_run_where_it_was(tmp_path, monkeypatch):
+    """A signal while the first run decodes: that run and every run not finished yet are
+    recorded as interrupted and unlocked (none failed, none DONE); re-running finishes them with
+    what the uninterrupted pack made, without training again."""
+    from peftrun.session import Session
+
+    config, reference = reference_pair(tmp_path)
+    real = Session.decode_and_score
+
+    def decode_and_score(self, run, splits):
+        if run.path.name == "fin0":
+            raise interrupts.Interrupted(15, "while decoding")
+        return real(self, run, splits)
+
+    monkeypatch.setattr(Session, "decode_and_score", decode_and_score)
+    members = [packing.Member(config, o, str(tmp_path / f"fin{k}")) for k, o in enumerate(PAIR)]
+    with pytest.raises(interrupts.Interrupted) as stopped:
+        packing.train_pack(members)
+    assert stopped.value.run_dir == tmp_path / "fin0"
+    for k in range(2):
+        run = Run(tmp_path / f"fin{k}")
+        assert run.status() == "incomplete" and run.meta()["status"] == "interrupted"
+        assert run.has_checkpoint and not run.in_use and not run.done
+    monkeypatch.undo()
+    assert [o.state for o in packing.train_pack(members)] == ["done", "done"]
+    for k, ref in enumerate(reference):
+        assert_same_training(ref, tmp_path / f"fin{k}")
+        updates = [s for s, kind, _ in log_values(tmp_path / f"fin{k}") if kind == "loss"]
+        assert updates == sorted(set(updates))  # the re-run trained nothing again
