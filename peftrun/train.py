@@ -457,24 +457,14 @@ def fit(trainees: Sequence[Trainee], on_update: Callable[[int], None] | None = N
 def step_together(parts: Sequence[tuple[Trainee, list]]) -> list[float]:
     """One forward and backward over the runs' micro-batches ((trainee, examples) each); each
     run's micro-batch loss value. Each run's loss is divided by its own grad_accum."""
+    model, autocast = parts[0][0].model, parts[0][0].autocast
     try:
-        members = [(t, examples) for t, examples in parts if examples]
-        batches = [t.batch(examples) for t, examples in members]
-        losses = (
-            forward_losses(
-                parts[0][0].model,
-                [
-                    (t.method, batch, t.cfg.loss_reduction)
-                    for (t, _), batch in zip(members, batches, strict=True)
-                ],
-                parts[0][0].autocast,
-            )
-            if members
-            else []
-        )
+        members = [(t, t.batch(examples)) for t, examples in parts if examples]
+        runs = [(t.method, batch, t.cfg.loss_reduction) for t, batch in members]
+        losses = forward_losses(model, runs, autocast) if members else []
         terms = {
             id(t): (n, d, int(batch["inputs"]["attention_mask"].sum()))
-            for (t, _), batch, (n, d) in zip(members, batches, losses, strict=True)
+            for (t, batch), (n, d) in zip(members, losses, strict=True)
         }
         total, values = None, []
         for trainee, _ in parts:  # every process takes part in the sums, also one that got no rows
