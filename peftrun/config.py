@@ -90,7 +90,11 @@ class TrainConfig(_Section):
     adam_betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas")
     adam_eps: float = Field(1e-8, gt=0, description="AdamW epsilon")
     max_grad_norm: float | None = Field(1.0, gt=0, description="gradient clipping (None: off)")
-    precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16: autocast the forward pass")
+    precision: Literal["fp32", "bf16", "fp64"] = Field(
+        "fp32",
+        description="bf16: autocast the forward pass; fp64: base model and method in float64, for "
+        "exactness checks",
+    )
     seed: int = Field(101, description="seed of initialisation, shuffling and dropout (paper: 101)")
     loss_reduction: Literal["sequence_sum", "token_mean"] = Field(
         "token_mean",

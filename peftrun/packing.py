@@ -22,10 +22,8 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from peftrun.errors import PeftrunError
-from peftrun.experiment import one_line
 from peftrun.scoring import log
 
 
@@ -51,133 +49,6 @@ def why_not_packable(cfg) -> str:
         f"method {cfg.method.kind!r} with these options changes the base model or draws random numbers "
         "while training (dropout)"
     )
-
-
-# --------------------------------------------------------------------------- one packed step
-
-
-def stack_batches(batches: Sequence[dict]) -> tuple[dict, list[slice]]:
-    """Micro-batches of several runs as one batch: every tensor right-padded to the longest and
-    the rows concatenated, and each run's rows. Right padding changes no real token's result: the
-    pads are masked (encoder, attention mask) or come after every real token (causal decoders),
-    and labels pad with IGNORE."""
-    import torch
-    from torch.nn import functional as F
-
-    from peftrun.data.formats import IGNORE
-
-    def stacked(tensors: list[torch.Tensor], fill: int) -> torch.Tensor:
-        longest = max(t.shape[1] for t in tensors)
-        return torch.cat([F.pad(t, (0, longest - t.shape[1]), value=fill) for t in tensors])
-
-    inputs = {key: stacked([b["inputs"][key] for b in batches], 0) for key in batches[0]["inputs"]}
-    labels = stacked([b["labels"] for b in batches], IGNORE)
-    spans, start = [], 0
-    for batch in batches:
-        rows = batch["labels"].shape[0]
-        spans.append(slice(start, start + rows))
-        start += rows
-    return {"inputs": inputs, "labels": labels}, spans
-
-
-def packed_losses(model, parts: Sequence[tuple[Any, list]], autocast) -> list[tuple[Any, float]]:
-    """One forward over several runs' micro-batches ((trainee, examples) each): each run's
-    (loss to backward, loss value), as its `Trainee.micro_loss` would give alone."""
-    from peftrun.methods.inject.rows import active_rows
-    from peftrun.train import reduce_losses, sequence_losses, to_device
-
-    batches = [to_device(trainee.make_batch(examples), trainee.device) for trainee, examples in parts]
-    batch, spans = stack_batches(batches)
-    rows = []
-    for (trainee, _), span in zip(parts, spans, strict=True):
-        rows += [trainee.method.row_inputs()] * (span.stop - span.start)  # computed once per run
-    with autocast, active_rows(model, rows):
-        logits = model(**batch["inputs"]).logits
-    out = []
-    for (trainee, _), own, span in zip(parts, batches, spans, strict=True):
-        sums, counts = sequence_losses(logits[span], batch["labels"][span])
-        numerator, denominator = reduce_losses(sums, counts, trainee.cfg.loss_reduction)
-        out.append(trainee.account(numerator, denominator, int(own["inputs"]["attention_mask"].sum())))
-    return out
-
-
-@dataclass
-class Ended:
-    """How one packed run's training ended: "finished", "interrupted", or the error it stopped on."""
-
-    state: str
-    error: BaseException | None = None
-
-
-def fit_packed(trainees: Sequence) -> list[Ended]:
-    """Train several runs together; each stream of micro-batches (`Trainee.micro_batches`) is
-    advanced by one packed forward and backward at a time, until every run has finished, was
-    interrupted (at its next update boundary, after a checkpoint), or diverged."""
-    import torch
-    from tqdm import tqdm
-
-    from peftrun.interrupts import Interrupted
-
-    model = trainees[0].model
-    for trainee in trainees:
-        trainee.restore()
-        trainee.optimizer.zero_grad(set_to_none=True)
-        trainee.method.set_training(True)
-    bar = tqdm(
-        total=sum(t.total for t in trainees),
-        initial=sum(t.progress.step for t in trainees),
-        desc=f"train {len(trainees)} packed",
-        unit="update",
-        dynamic_ncols=True,
-        disable=None,
-    )
-    for trainee in trainees:
-        trainee.on_update = lambda step: bar.update(1)
-    streams = [trainee.micro_batches() for trainee in trainees]
-    ended: dict[int, Ended] = {}
-    waiting: dict[int, list] = {}
-
-    def advance(i: int, value: float | None) -> None:
-        try:
-            waiting[i] = next(streams[i]) if value is None else streams[i].send(value)
-        except StopIteration as end:
-            ended[i] = Ended(end.value)
-        except PeftrunError as err:  # this run diverged: nothing of its update applied; it stops alone
-            trainees[i].optimizer.zero_grad(set_to_none=True)
-            ended[i] = Ended("failed", err)
-
-    for i in range(len(trainees)):
-        advance(i, None)
-    while waiting:
-        parts = sorted(waiting.items())
-        waiting = {}
-        try:
-            members = [(trainees[i], examples) for i, examples in parts]
-            losses = packed_losses(model, members, trainees[0].autocast)
-            total = sum(loss / t.cfg.grad_accum for (t, _), (loss, _) in zip(members, losses, strict=True))
-            total.backward()
-        except torch.OutOfMemoryError:
-            sizes = ", ".join(f"{trainees[i].run.path.name} {len(examples)}" for i, examples in parts)
-            raise PeftrunError(
-                f"out of GPU memory on a packed batch of {sum(len(e) for _, e in parts)} rows ({sizes}); "
-                "pack fewer runs (sweep --pack) or lower their train.batch_size; checkpoints are valid: "
-                "re-run to resume"
-            ) from None
-        for (i, _), (_, value) in zip(parts, losses, strict=True):
-            advance(i, value)
-    bar.close()
-    for trainee in trainees:
-        trainee.method.set_training(False)
-    if any(e.state == "interrupted" for e in ended.values()):
-        from peftrun import interrupts
-
-        signum = interrupts.requested()
-        if signum is not None:
-            for i, e in ended.items():
-                if e.state == "interrupted":
-                    where = f"after update {trainees[i].progress.step} (checkpoint written)"
-                    e.error = Interrupted(signum, where)
-    return [ended[i] for i in range(len(trainees))]
 
 
 # --------------------------------------------------------------------------- a pack of runs
@@ -227,7 +98,7 @@ def read_pack_file(path: str | Path) -> list[Member]:
 
 
 @dataclass
-class Outcome:
+class PackedResult:
     """How one run of a pack ended in this invocation."""
 
     run_dir: Path
@@ -236,36 +107,15 @@ class Outcome:
     results: dict | None = None
 
 
-@dataclass
-class _Packed:
-    """A run of the pack that is not DONE: where it is, its data, its session on the shared base."""
-
-    member: Member
-    cfg: Any
-    run: Any
-    state: str
-    train_pairs: list
-    dev_pairs: list
-    session: Any = None
-    trainee: Any = None
-    outcome: Outcome | None = None
-
-    def stop(self, state: str, err: BaseException | None = None) -> None:
-        """Record how the run ended (meta.json), release its lock."""
-        error = None if err is None else one_line(err)
-        self.run.update_meta(status="failed" if state == "failed" else "interrupted", error=error)
-        self.run.unlock()
-        self.outcome = Outcome(self.run.path, state, error)
-
-
-def train_pack(members: Sequence[Member]) -> list[Outcome]:
+def train_pack(members: Sequence[Member]) -> list[PackedResult]:
     """Train, decode and score several runs packed on one base; each run's directory is what
-    `peftrun train` would have made of it. Raises on a user error before anything is written, and
-    `Interrupted` (after every run checkpointed) when a signal asked to stop."""
-    from peftrun import experiment
-    from peftrun.runs import Run
+    `peftrun train` would have made of it (the same `experiment.Attempt` lifecycle). Raises on a
+    user error before anything is written, and `Interrupted` (after every run checkpointed) when
+    a signal asked to stop."""
+    from peftrun.experiment import Attempt
+    from peftrun.validation import resolve
 
-    configs = [experiment.resolve(m.config, m.overrides, m.run_dir) for m in members]
+    configs = [resolve(m.config, m.overrides, m.run_dir) for m in members]
     keys = [pack_key(cfg) for cfg in configs]
     for member, cfg, key in zip(members, configs, keys, strict=True):
         if key is None:
@@ -277,95 +127,91 @@ def train_pack(members: Sequence[Member]) -> list[Outcome]:
         )
     if len({cfg.run_dir().resolve() for cfg in configs}) < len(configs):
         raise PeftrunError("two runs of the pack have the same run directory")
-    skipped, todo = {}, []
+    results, todo = [], []
     for member, cfg in zip(members, configs, strict=True):
-        run, state = Run.prepare(cfg.run_dir(), cfg.to_yaml(), overwrite=False)
-        if state == "done":
+        run, attempt = Attempt.open(cfg, member.config, member.overrides)
+        if attempt is None:
             log(f"{run.path} is already finished (DONE); skipped")
-            skipped[id(member)] = Outcome(run.path, "skipped")
+            results.append(PackedResult(run.path, "skipped"))
         else:
-            todo.append(_Packed(member, cfg, run, state, *experiment.load_training_data(cfg)))
+            todo.append(attempt)
+            results.append(attempt)
     stop = _train_together(todo) if todo else None
     if stop is not None:
         raise stop
-    by_member = {id(p.member): p.outcome for p in todo}
-    return [skipped.get(id(m)) or by_member[id(m)] for m in members]
+    return [
+        r if isinstance(r, PackedResult) else PackedResult(r.run.path, r.ended, r.error, r.results)
+        for r in results
+    ]
 
 
-def _train_together(todo: list[_Packed]):
-    """Load the base once, attach every run's method, start, train packed, finish each. Returns
-    the `Interrupted` to raise when a signal stopped them (every run checkpointed), else None."""
-    from peftrun import experiment, models
+def _train_together(todo: list):
+    """Load the base once, attach every run's method, then each run's lifecycle (start, prepare,
+    one packed fit, finish). Returns the `Interrupted` to raise when a signal stopped them (every
+    run checkpointed), else None."""
+    from peftrun.assembly import load_base
     from peftrun.interrupts import Interrupted
+    from peftrun.session import Session
+    from peftrun.train import fit
 
     first = todo[0].cfg
-    base = models.load(first.model.name, first.model.attention, seed=first.base_seed())
-    base.model.to(experiment.pick_device(first.train.device))
-    for packed in todo:
-        packed.session = experiment.Session(packed.cfg, base=base)
-    for packed in todo:  # attaching a method freezes the whole model: every run's own part trains
-        for parameter in packed.session.method.trainable_parameters():
+    base = load_base(first)
+    sessions = [Session(attempt.cfg, base=base) for attempt in todo]
+    for session in sessions:  # attaching a method freezes the whole model: every run's own part trains
+        for parameter in session.method.trainable_parameters():
             parameter.requires_grad_(True)
-    names = [p.run.path.name for p in todo]
+    names = [attempt.run.path.name for attempt in todo]
     started = []
     try:
-        for p in todo:
-            member = p.member
-            p.session.start(p.run, p.state, member.config, member.overrides, p.train_pairs, packed_with=names)
-            started.append(p)
+        for attempt, session in zip(todo, sessions, strict=True):
+            attempt.start(session, packed_with=names)
+            started.append(attempt)
     except BaseException:
-        for p in started:
-            p.stop("interrupted")
+        for attempt in started:
+            attempt.stop("interrupted")
         raise
-    for p in todo:
+    trainees = {}
+    for attempt in todo:
         try:
-            with experiment.recording_outcome(p.run, release=False):
-                p.session.prepare(p.run, p.train_pairs)
-        except Exception as err:
-            p.stop("failed", err)
-            continue
-        if p.session.trains(p.train_pairs):
-            p.trainee = p.session.trainee(p.run, p.train_pairs, p.dev_pairs)
-    live = [p for p in todo if p.outcome is None and p.trainee is not None]
+            with attempt.recording(release=False):
+                trainees[id(attempt)] = attempt.prepare()
+        except Exception:
+            attempt.run.unlock()  # recorded (failed, with its error); the others go on
+    live = [a for a in todo if a.ended is None and trainees.get(id(a)) is not None]
     log(f"training {len(live)} runs packed on one {first.model.name}: {', '.join(names)}")
     try:
-        ended = fit_packed([p.trainee for p in live]) if live else []
-    except Exception as err:  # the shared forward failed (out of memory, ...): every run stops on it
-        for p in todo:
-            if p.outcome is None:
-                p.stop("failed", err)
-        raise
-    except BaseException:  # a second Ctrl-C: stopped at once, the last checkpoints are kept
-        for p in todo:
-            if p.outcome is None:
-                p.stop("interrupted")
+        ended = fit([trainees[id(a)] for a in live]) if live else []
+    except BaseException as err:  # the shared step failed (out of memory, ...) or a second Ctrl-C
+        for attempt in todo:
+            if attempt.ended is None:
+                failed = isinstance(err, Exception)
+                attempt.stop("failed" if failed else "interrupted", err if failed else None)
         raise
     interrupted = None
-    for p, end in zip(live, ended, strict=True):
+    for attempt, end in zip(live, ended, strict=True):
         if end.state == "failed":
-            log(f"{p.run.path.name}: {end.error}")
-            p.stop("failed", end.error)
+            log(f"{attempt.run.path.name}: {end.error}")
+            attempt.stop("failed", end.error)
         elif end.state == "interrupted":
-            p.stop("interrupted")
+            attempt.stop("interrupted")
             interrupted = end.error
     if interrupted is not None:  # the runs that had finished training are finished on the re-run
-        for p in todo:
-            if p.outcome is None:
-                p.stop("interrupted")
+        for attempt in todo:
+            if attempt.ended is None:
+                attempt.stop("interrupted")
         return interrupted
-    for p in todo:
-        if p.outcome is not None:
+    for attempt in todo:
+        if attempt.ended is not None:
             continue
+        trainee = trainees.get(id(attempt))
         try:
-            with experiment.recording_outcome(p.run):
-                results = p.session.finish(p.run, p.trainee.progress if p.trainee else None)
-            p.outcome = Outcome(p.run.path, "done", results=results)
+            with attempt.recording():
+                attempt.finish(trainee.progress if trainee is not None else None)
         except Interrupted as stop:  # this run and those after it resume later
-            p.outcome = Outcome(p.run.path, "interrupted")
             for rest in todo:
-                if rest.outcome is None:
+                if rest.ended is None:
                     rest.stop("interrupted")
             return stop
-        except Exception as err:
-            p.outcome = Outcome(p.run.path, "failed", one_line(err))
+        except Exception:
+            pass  # recorded (failed, with its error); the others go on
     return None

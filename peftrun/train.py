@@ -5,7 +5,7 @@ autocast, dev loss every N updates (or each epoch), checkpoints that resume exac
 optimizer, schedule, RNG, data position), and `last` or `best`-by-dev-loss selection with
 optional early stopping. Method-specific behaviour comes only through the Method protocol.
 
-A loss is a sum over target tokens divided by a denominator (`loss_terms`): the number of
+A loss is a sum over target tokens divided by a denominator (`forward_losses`): the number of
 sequences (`sequence_sum`, the paper's GPT-2 prefix runs) or of target tokens (`token_mean`).
 Keeping the two apart is what lets data-parallel processes (peftrun.distributed) normalise by the
 whole micro-batch's denominator, so their summed gradients equal one process's.
@@ -20,6 +20,7 @@ import warnings
 from collections.abc import Callable, Generator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from functools import partial
 
 import torch
 from torch.nn import functional as F
@@ -35,7 +36,7 @@ from peftrun.runs import Run
 
 
 @dataclass
-class Progress:
+class TrainProgress:
     """Where training stands; saved in every checkpoint."""
 
     epoch: int = 0
@@ -51,10 +52,10 @@ class Progress:
 
 
 def sequence_losses(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-sequence sum of target-token losses, and the number of target tokens per sequence."""
-    token_loss = F.cross_entropy(
-        logits.float().transpose(1, 2), labels, ignore_index=IGNORE, reduction="none"
-    )
+    """Per-sequence sum of target-token losses, and the number of target tokens per sequence.
+    Logits below fp32 (bf16 autocast) are summed in fp32; fp64 stays fp64."""
+    logits = logits if logits.dtype == torch.float64 else logits.float()
+    token_loss = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=IGNORE, reduction="none")
     return token_loss.sum(dim=1), (labels != IGNORE).sum(dim=1)
 
 
@@ -63,25 +64,60 @@ def reduce_losses(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(numerator, denominator) of the configured loss over these sequences: `sequence_sum` sums
     each sequence's token losses and averages over sequences; `token_mean` averages over tokens."""
-    denominator = torch.tensor(float(sums.shape[0])) if reduction == "sequence_sum" else counts.sum().float()
-    return sums.sum(), denominator.to(sums.device)
+    denominator = torch.tensor(float(sums.shape[0])) if reduction == "sequence_sum" else counts.sum()
+    return sums.sum(), denominator.to(device=sums.device, dtype=sums.dtype)
 
 
-def loss_terms(
-    model, method: Method, batch: dict, reduction: str, autocast
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The batch's loss as (numerator, denominator); the loss is their ratio."""
-    labels = batch["labels"]
-    with autocast, method.active(labels.shape[0]):
+def stack_batches(batches: Sequence[dict]) -> tuple[dict, list[slice]]:
+    """Micro-batches of several runs as one batch: every tensor right-padded to the longest and
+    the rows concatenated, and each run's rows. Right padding changes no real token's result: the
+    pads are masked (encoder, attention mask) or come after every real token (causal decoders),
+    and labels pad with IGNORE."""
+
+    def stacked(tensors: list[torch.Tensor], fill: int) -> torch.Tensor:
+        longest = max(t.shape[1] for t in tensors)
+        return torch.cat([F.pad(t, (0, longest - t.shape[1]), value=fill) for t in tensors])
+
+    inputs = {key: stacked([b["inputs"][key] for b in batches], 0) for key in batches[0]["inputs"]}
+    labels = stacked([b["labels"] for b in batches], IGNORE)
+    spans, start = [], 0
+    for batch in batches:
+        rows = batch["labels"].shape[0]
+        spans.append(slice(start, start + rows))
+        start += rows
+    return {"inputs": inputs, "labels": labels}, spans
+
+
+def forward_losses(
+    model, parts: Sequence[tuple[Method, dict, str]], autocast
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """One forward pass over one or several runs' batches ((method, batch, reduction) each): each
+    run's loss as (numerator, denominator), the loss being their ratio. One run's batch runs in
+    its method's own context; several share the frozen base, their rows stacked into one batch,
+    every row with its own run's additions (peftrun.methods.inject.rows)."""
+    if len(parts) == 1:
+        method, batch, _ = parts[0]
+        spans, context = [slice(None)], method.active(batch["labels"].shape[0])
+    else:
+        from peftrun.methods.inject.rows import active_rows
+
+        batch, spans = stack_batches([b for _, b, _ in parts])
+        rows = []
+        for (method, _, _), span in zip(parts, spans, strict=True):
+            rows += [method.row_inputs()] * (span.stop - span.start)  # computed once per run
+        context = active_rows(model, rows)
+    with autocast, context:
         logits = model(**batch["inputs"]).logits
-    sums, counts = sequence_losses(logits, labels)
-    return reduce_losses(sums, counts, reduction)
+    return [
+        reduce_losses(*sequence_losses(logits[span], batch["labels"][span]), reduction)
+        for (_, _, reduction), span in zip(parts, spans, strict=True)
+    ]
 
 
 def batch_loss(model, method: Method, batch: dict, reduction: str, autocast) -> torch.Tensor:
     """The configured reduction: `sequence_sum` (sum per sequence, mean over the batch: the
     paper's GPT-2 prefix runs) or `token_mean` (mean over all target tokens)."""
-    numerator, denominator = loss_terms(model, method, batch, reduction, autocast)
+    ((numerator, denominator),) = forward_losses(model, [(method, batch, reduction)], autocast)
     return numerator / denominator.clamp(min=1)
 
 
@@ -132,7 +168,7 @@ class Trainee:
         )
         self.total = total_updates(cfg, len(train_examples))
         self.scheduler = linear_schedule(self.optimizer, cfg.warmup_steps, self.total)
-        self.progress = Progress()
+        self.progress = TrainProgress()
         self.last_loss = math.nan  # the last micro-batch's loss (progress bars)
         self.on_update: Callable[[int], None] | None = None  # called after every update
         self.per_epoch = math.ceil(len(train_examples) / cfg.batch_size)
@@ -160,7 +196,7 @@ class Trainee:
         self.method.load_training_state(state["method"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        self.progress = Progress(**state["progress"])
+        self.progress = TrainProgress(**state["progress"])
         _set_rng(state["rng"])
         self.run.trim_log(self.progress.log_lines)
         self.restore_hyperparameters()
@@ -195,16 +231,8 @@ class Trainee:
             [self.train_examples[i] for i in order[start : start + self.cfg.batch_size]]
         )
 
-    def micro_loss(self, examples: list) -> tuple[torch.Tensor | None, float]:
-        """This process's part of the micro-batch loss, normalised by the whole micro-batch's
-        denominator (None if this process got no rows), and the whole micro-batch's loss value."""
-        if not examples:
-            return self.account(None, None, 0)
-        batch = to_device(self.make_batch(examples), self.device)
-        numerator, denominator = loss_terms(
-            self.model, self.method, batch, self.cfg.loss_reduction, self.autocast
-        )
-        return self.account(numerator, denominator, int(batch["inputs"]["attention_mask"].sum()))
+    def batch(self, examples: list) -> dict:
+        return to_device(self.make_batch(examples), self.device)
 
     def account(
         self, numerator: torch.Tensor | None, denominator: torch.Tensor | None, tokens: int
@@ -220,7 +248,7 @@ class Trainee:
 
     def micro_batches(self) -> Generator[list, float, str]:
         """The run's training as a stream of micro-batches. Yields each micro-batch's examples;
-        the caller computes their loss (`micro_loss`, or packed with other runs' rows), calls
+        the driver (`fit`) computes their loss (alone, or packed with other runs' rows), calls
         backward on it divided by grad_accum, and sends back the micro-batch's loss value. Updates,
         epochs, evaluation and checkpoints happen in here, so a run alone (`fit`) and runs packed
         together (peftrun.packing) train alike. Returns "finished", or "interrupted" when a
@@ -348,50 +376,120 @@ class Trainee:
             for examples in self.dev_chunks:
                 if not examples:
                     continue
-                batch = to_device(self.make_batch(examples), self.device)
-                n, d = loss_terms(self.model, self.method, batch, self.cfg.loss_reduction, self.autocast)
+                parts = [(self.method, self.batch(examples), self.cfg.loss_reduction)]
+                ((n, d),) = forward_losses(self.model, parts, self.autocast)
                 numerator, denominator = numerator + n.item(), denominator + d.item()
         self.method.set_training(True)
         total = self.processes.total(denominator, self.device)
         return self.processes.total(numerator, self.device) / max(total, 1.0)
 
 
-def fit(trainee: Trainee, on_update: Callable[[int], None] | None = None) -> Progress:
-    """Train one run: its micro-batches' losses, one backward each (see `Trainee.micro_batches`)."""
-    trainee.restore()
-    p = trainee.progress
-    trainee.optimizer.zero_grad(set_to_none=True)  # whatever ran before (an init fit) left no gradients
-    trainee.method.set_training(True)
+@dataclass
+class FitEnd:
+    """How one trainee's training ended: "finished", "interrupted" (at an update boundary, after
+    a checkpoint), or "failed" (it diverged: nothing of its last update applied) with the error."""
+
+    state: str
+    error: BaseException | None = None
+
+
+def fit(trainees: Sequence[Trainee], on_update: Callable[[int], None] | None = None) -> list[FitEnd]:
+    """Train one run, or several packed on one frozen base (peftrun.packing): each stream of
+    micro-batches (`Trainee.micro_batches`) is advanced by one forward and backward at a time,
+    the waiting runs' rows in one batch, until every run has finished, was interrupted, or
+    diverged (a run that diverges stops alone). `on_update(step)` is called after each update."""
+    for trainee in trainees:
+        trainee.restore()
+        trainee.optimizer.zero_grad(set_to_none=True)  # whatever ran before (an init fit) left none
+        trainee.method.set_training(True)
+    alone = len(trainees) == 1
     bar = tqdm(
-        total=trainee.total, initial=p.step, desc="train", unit="step", dynamic_ncols=True, disable=None
+        total=sum(t.total for t in trainees),
+        initial=sum(t.progress.step for t in trainees),
+        desc="train" if alone else f"train {len(trainees)} packed",
+        unit="update",
+        dynamic_ncols=True,
+        disable=None,
     )
 
-    def updated(step: int) -> None:
+    def updated(trainee: Trainee, step: int) -> None:
         bar.update(1)
-        bar.set_postfix(loss=f"{trainee.last_loss:.3f}", tok_s=f"{trainee.tokens_per_s():.0f}")
+        if alone:
+            bar.set_postfix(loss=f"{trainee.last_loss:.3f}", tok_s=f"{trainee.tokens_per_s():.0f}")
         if on_update is not None:
             on_update(step)
 
-    trainee.on_update = updated
-    batches = trainee.micro_batches()
+    for trainee in trainees:
+        trainee.on_update = partial(updated, trainee)
+    streams = [trainee.micro_batches() for trainee in trainees]
+    ended: dict[int, FitEnd] = {}
+    waiting: dict[int, list] = {}
+
+    def advance(i: int, value: float | None) -> None:
+        try:
+            waiting[i] = next(streams[i]) if value is None else streams[i].send(value)
+        except StopIteration as end:
+            ended[i] = FitEnd(end.value)
+        except PeftrunError as err:  # this run diverged: nothing of its update applied; it stops alone
+            trainees[i].optimizer.zero_grad(set_to_none=True)
+            ended[i] = FitEnd("failed", err)
+
     try:
-        examples = next(batches)
-        while True:
-            try:
-                loss, value = trainee.micro_loss(examples)
-                if loss is not None:
-                    (loss / trainee.cfg.grad_accum).backward()
-            except torch.OutOfMemoryError:
-                raise trainee.out_of_memory(examples) from None
-            examples = batches.send(value)
-    except StopIteration as end:
-        ended = end.value
+        for i in range(len(trainees)):
+            advance(i, None)
+        while waiting:
+            parts, waiting = sorted(waiting.items()), {}
+            values = step_together([(trainees[i], examples) for i, examples in parts])
+            for (i, _), value in zip(parts, values, strict=True):
+                advance(i, value)
     finally:
         bar.close()
-    if ended == "interrupted":
-        interrupts.check(f"after update {p.step} (checkpoint written)")
-    trainee.method.set_training(False)
-    return p
+    signum = interrupts.requested()
+    for i, end in ended.items():
+        if end.state == "interrupted" and signum is not None:
+            where = f"after update {trainees[i].progress.step} (checkpoint written)"
+            end.error = interrupts.Interrupted(signum, where)
+    for trainee in trainees:
+        trainee.method.set_training(False)
+    return [ended[i] for i in range(len(trainees))]
+
+
+def step_together(parts: Sequence[tuple[Trainee, list]]) -> list[float]:
+    """One forward and backward over the runs' micro-batches ((trainee, examples) each); each
+    run's micro-batch loss value. Each run's loss is divided by its own grad_accum."""
+    model, autocast = parts[0][0].model, parts[0][0].autocast
+    try:
+        members = [(t, t.batch(examples)) for t, examples in parts if examples]
+        runs = [(t.method, batch, t.cfg.loss_reduction) for t, batch in members]
+        losses = forward_losses(model, runs, autocast) if members else []
+        terms = {
+            id(t): (n, d, int(batch["inputs"]["attention_mask"].sum()))
+            for (t, batch), (n, d) in zip(members, losses, strict=True)
+        }
+        total, values = None, []
+        for trainee, _ in parts:  # every process takes part in the sums, also one that got no rows
+            loss, value = trainee.account(*terms.get(id(trainee), (None, None, 0)))
+            values.append(value)
+            if loss is not None:
+                share = loss / trainee.cfg.grad_accum
+                total = share if total is None else total + share
+        if total is not None:
+            total.backward()
+    except torch.OutOfMemoryError:
+        raise out_of_memory(parts) from None
+    return values
+
+
+def out_of_memory(parts: Sequence[tuple[Trainee, list]]) -> PeftrunError:
+    """The one-line error for an out-of-memory step, with what to lower."""
+    if len(parts) == 1:
+        return parts[0][0].out_of_memory(parts[0][1])
+    sizes = ", ".join(f"{t.run.path.name} {len(examples)}" for t, examples in parts)
+    return PeftrunError(
+        f"out of GPU memory on a packed batch of {sum(len(e) for _, e in parts)} rows ({sizes}); "
+        "pack fewer runs (sweep --pack) or lower their train.batch_size; checkpoints are valid: "
+        "re-run to resume"
+    )
 
 
 def to_device(batch: dict, device: torch.device) -> dict:

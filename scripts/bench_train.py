@@ -7,13 +7,13 @@ against the same runs one after another, in one process.
 Models are built from their configs (random weights, no downloads); rows are E2E training pairs
 in peftrun's token format (the paper's GPT-2 prefix: length 10, MLP 512, sequence-summed loss).
 
-- `single`: one prefix run, peftrun (its attention-interface prefix, `train.loss_terms`) against
+- `single`: one prefix run, peftrun (its attention-interface prefix, `train.forward_losses`) against
   HF peft's PrefixTuning (`prefix_projection=True`, the same MLP), both from the same initial
   weights (ours copied into peft's PrefixEncoder) and fed the same batches with the same AdamW:
   the two loss curves must agree (max |difference| printed).
 - `packed N`: N prefix runs (their own seeds, data orders and optimizers) trained packed
-  (peftrun.packing.packed_losses: one forward and backward for all) against the same N runs
-  trained one after another with peftrun (`Trainee.micro_loss`); their loss curves must agree.
+  (`train.step_together`: one forward and backward for all) against the same N runs trained
+  one after another with peftrun (the same, one run at a time); their loss curves must agree.
   The ratio column compares the N runs' aggregate tokens/s with one HF peft run's.
 
 Tokens/s counts real tokens (padding excluded); the first step of each is a warm-up, not timed.
@@ -35,9 +35,8 @@ from peftrun.data.formats import text_format
 from peftrun.distributed import Processes
 from peftrun.methods import options_for
 from peftrun.methods.base import attach
-from peftrun.packing import packed_losses
 from peftrun.runs import Run
-from peftrun.train import Trainee, sequence_losses, to_device
+from peftrun.train import Trainee, sequence_losses, step_together, to_device
 
 
 def prefix_options(length: int):
@@ -166,8 +165,7 @@ def packed_and_sequential(loaded, pairs, batch, steps, n, lr, autocast, device, 
             if s == 1:
                 started = clock(device)
             for k, t in enumerate(trainees):
-                loss, value = t.micro_loss(examples[k][s])
-                loss.backward()
+                (value,) = step_together([(t, examples[k][s])])  # its forward and backward
                 t.optimizer.step()
                 t.optimizer.zero_grad(set_to_none=True)
                 curves_alone[k].append(value)
@@ -179,9 +177,8 @@ def packed_and_sequential(loaded, pairs, batch, steps, n, lr, autocast, device, 
             if s == 1:
                 started = clock(device)
             parts = [(t, examples[k][s]) for k, t in enumerate(trainees)]
-            results = packed_losses(loaded.model, parts, autocast)
-            sum(loss for loss, _ in results).backward()
-            for k, (t, (_, value)) in enumerate(zip(trainees, results, strict=True)):
+            values = step_together(parts)  # one forward and backward for all
+            for k, (t, value) in enumerate(zip(trainees, values, strict=True)):
                 t.optimizer.step()
                 t.optimizer.zero_grad(set_to_none=True)
                 curves_packed[k].append(value)

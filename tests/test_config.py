@@ -64,8 +64,8 @@ def test_shipped_run_configs_are_the_listed_set_with_one_paper_config_per_method
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: str(p.relative_to(ROOT)))
 def test_every_shipped_config_validates_in_both_phases(path):
-    from peftrun.experiment import check_against_model
     from peftrun.models import BUILTIN, KNOWN_CONFIGS
+    from peftrun.validation import check_against_model
 
     cfg = config.load(path)
     if cfg.model.name in BUILTIN or cfg.model.name in KNOWN_CONFIGS:  # demos name an earlier run's model
@@ -134,7 +134,7 @@ def test_bad_override_syntax(tmp_path):
 
 
 def test_phase_two_rejects_what_the_model_cannot_take(tmp_path):
-    from peftrun.experiment import check_against_model
+    from peftrun.validation import check_against_model
 
     cfg = config.load(
         write_config(tmp_path, "model:\n  name: tiny-gpt2\nmethod:\n  kind: prefix\n  prefix_len: 600\n")
@@ -151,7 +151,7 @@ def test_phase_two_rejects_what_the_model_cannot_take(tmp_path):
 
 
 def test_unloadable_model_suggests_local_path_or_builtin(tmp_path):
-    from peftrun.experiment import check_against_model
+    from peftrun.validation import check_against_model
 
     cfg = config.load(write_config(tmp_path, "model:\n  name: no-such-org/no-such-model\n"))
     with pytest.raises(PeftrunError, match="tiny-gpt2") as err:

@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 
 from peftrun import experiment
 from peftrun.errors import PeftrunError
+from peftrun.session import Session
 
 TINY = """
 model: {name: tiny-gpt2}
@@ -100,6 +101,13 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path):
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
     assert json.loads((resumed / "meta.json").read_text())["resumed"]
+    # The log of a resumed run is the uninterrupted run's: what was logged after the checkpoint
+    # it resumed from (update 5 of the killed run) is logged once, by the resumed run.
+    assert without_timing(read_log(resumed)) == without_timing(read_log(straight))
+
+
+def without_timing(records: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k != "tokens_per_s"} for r in records]
 
 
 def read_log(run_dir):
@@ -158,7 +166,7 @@ def test_best_checkpoint_selection_and_early_stopping(tmp_path):
     assert any(not torch.equal(stored[key], last[key]) for key in stored), "stored the last state"
     # ... and it is what was decoded: the best state decodes to the stored predictions.
     cfg = config_module.load(run_dir / "config.resolved.yaml")
-    session = experiment.Session(cfg)
+    session = Session(cfg)
     session.method.load_training_state(best)
     instances = data.load_instances(cfg.data, "dev")[: cfg.decode.limit]
     outputs = generate(

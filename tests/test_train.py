@@ -6,6 +6,7 @@ reductions differ."""
 
 from __future__ import annotations
 
+import json
 import math
 from contextlib import nullcontext
 from types import SimpleNamespace
@@ -98,3 +99,78 @@ def test_reductions_match_cross_entropy_computed_independently(model_name):
     assert sequence_sum == pytest.approx(expected_sequence_sum, rel=1e-5)
     assert token_mean == pytest.approx(expected_token_mean, rel=1e-5)
     assert sequence_sum > 2 * token_mean
+
+
+def test_warmup_then_linear_decay_to_zero(tmp_path, monkeypatch):
+    """`train.warmup_steps: W` over T updates (README): the lr rises linearly over the first W
+    updates to the peak (update k of them uses k/W of it), then falls linearly to 0 at the end:
+    update k > W uses (T - k + 1)/(T - W) of it, and after the last update it is 0."""
+    from conftest import write_config
+
+    from peftrun import experiment
+
+    applied: list[float] = []
+    real_step = torch.optim.AdamW.step
+
+    def step(self, *args, **kwargs):
+        applied.append(self.param_groups[0]["lr"])
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", step)
+    config = write_config(
+        tmp_path,
+        """
+model: {name: tiny-gpt2}
+data: {dataset: e2e, train_size: 24, dev_loss_size: 4}
+method: {kind: lora, rank: 2}
+train: {lr: 1e-3, epochs: 2, batch_size: 4, warmup_steps: 4, log_every: 1}
+decode: {splits: []}
+""",
+    )
+    run_dir, _ = experiment.train(config, [], str(tmp_path / "run"))
+    peak, warmup, total = 1e-3, 4, 12  # 24 pairs / 4 per update, 2 epochs
+    expected = [peak * k / warmup if k <= warmup else peak * (total - k + 1) / (total - warmup) for k in
+                range(1, total + 1)]  # fmt: skip
+    assert applied == pytest.approx(expected, rel=1e-12)
+    logged = [json.loads(line) for line in (run_dir / "train_log.jsonl").read_text().splitlines()]
+    lrs = [r["lr"] for r in logged if "loss" in r]  # each update's record: the lr of the next update
+    assert lrs == pytest.approx([*expected[1:], 0.0], rel=1e-12, abs=1e-18)
+
+
+def _bf16_trainee(device: torch.device):
+    from peftrun.config import TrainConfig
+    from peftrun.distributed import Processes
+    from peftrun.methods import LoRAOptions
+    from peftrun.train import Trainee
+
+    loaded = models.load("tiny-gpt2", seed=0)
+    method = attach(loaded, LoRAOptions(rank=2))
+    fmt = text_format(loaded, DataConfig(dataset="e2e"), method.room)
+    cfg = TrainConfig(precision="bf16", batch_size=2)
+    trainee = Trainee(loaded.model, method, PAIRS, [], fmt.training_batch, cfg, None, device, Processes())
+    return loaded, method, fmt, trainee
+
+
+def test_bf16_autocasts_the_forward_pass_and_stays_close_to_fp32():
+    """`train.precision: bf16` (README: autocast the forward pass): the model's matrix products run
+    in bfloat16 and the loss matches fp32's to bf16's precision. bf16 keeps 8 significant bits
+    (unit roundoff 2^-9 ~ 2e-3); through a few layers of sums the loss moves by a few of those, so
+    within 3% of fp32's (a loss computed in fp32 would match to 1e-6, one in fp16/garbage not)."""
+    loaded, method, fmt, trainee = _bf16_trainee(torch.device("cpu"))
+    seen: list[torch.dtype] = []
+    hook = loaded.model.lm_head.register_forward_hook(lambda module, args, out: seen.append(out.dtype))
+    batch = fmt.training_batch(PAIRS)
+    with torch.no_grad():
+        bf16 = batch_loss(loaded.model, method, batch, "token_mean", trainee.autocast).item()
+        assert seen == [torch.bfloat16]
+        fp32 = batch_loss(loaded.model, method, batch, "token_mean", nullcontext()).item()
+        assert seen[-1] == torch.float32
+    hook.remove()
+    assert bf16 == pytest.approx(fp32, rel=3e-2) and bf16 != fp32
+
+
+def test_bf16_on_a_gpu_without_it_warns_and_trains_in_fp32(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: False)
+    with pytest.warns(UserWarning, match="this GPU has no bf16; training in fp32"):
+        _, _, _, trainee = _bf16_trainee(torch.device("cuda"))
+    assert isinstance(trainee.autocast, nullcontext)

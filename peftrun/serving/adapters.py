@@ -103,12 +103,11 @@ class AdapterSet:
     # Loading --------------------------------------------------------------------------------
 
     def _load_base(self, cfg) -> None:
-        from peftrun import models
-        from peftrun.experiment import pick_device
+        from peftrun.assembly import load_base, pick_device
 
         self.device = pick_device(self.device_name if self.device_name != "auto" else cfg.train.device)
-        self.shared = models.load(cfg.model.name, cfg.model.attention, seed=cfg.base_seed())
-        self.shared.model.to(self.device).eval()
+        self.shared = load_base(cfg, self.device)
+        self.shared.model.eval()
         self.identity = base_identity(cfg)
         self.default_cfg = self._with_overrides(cfg)
 
@@ -126,10 +125,8 @@ class AdapterSet:
         )
 
     def add(self, name: str, path: str | Path) -> Adapter:
-        from peftrun import models
-        from peftrun.data.formats import text_format
+        from peftrun.assembly import attach_method, load_base
         from peftrun.methods import REGISTRY
-        from peftrun.methods.base import attach
 
         path = Path(path)
         if (path / PEFT_CONFIG).is_file() and not (path / ADAPTER_META).is_file():
@@ -154,14 +151,10 @@ class AdapterSet:
         method_class = REGISTRY[cfg.method.kind].load()
         shared = method_class.shares_base(cfg.method)
         options = method_class.options_for_shared_rows(cfg.method) if shared else cfg.method
-        loaded = (
-            self.shared if shared else models.load(cfg.model.name, cfg.model.attention, seed=cfg.base_seed())
-        )
-        loaded.model.to(self.device)
-        method = attach(loaded, options)
+        loaded = self.shared if shared else load_base(cfg, self.device)
+        method, fmt = attach_method(loaded, cfg, options)
         method.load(adapter_dir)
         method.set_training(False)
-        fmt = method.wrap_format(text_format(loaded, cfg.data, method.room), cfg.decode)
         adapter = Adapter(name, run_dir, cfg, method, fmt, shared, loaded.model)
         if shared:
             import torch

@@ -27,7 +27,7 @@ from peftrun.studies.sweep_file import Point, Sweep
 def resolved_config(point: Point):
     """The point's config, through both validation phases; errors name the point's overrides."""
     from peftrun import config as config_module
-    from peftrun.experiment import check_against_model
+    from peftrun.validation import check_against_model
 
     overrides = [*point.overrides, f"output.run_dir={json.dumps(str(point.run_dir))}"]
     try:

@@ -77,17 +77,17 @@ def test_a_second_signal_stops_at_once():
 
 
 def loss_failing_at(monkeypatch, call: int, make_error):
-    real = train_module.loss_terms
+    real = train_module.forward_losses
     calls = {"n": 0}
 
     def patched(*args, **kwargs):
         calls["n"] += 1
-        numerator, denominator = real(*args, **kwargs)
+        ((numerator, denominator),) = real(*args, **kwargs)
         if calls["n"] == call:
-            return make_error(numerator), denominator
-        return numerator, denominator
+            return [(make_error(numerator), denominator)]
+        return [(numerator, denominator)]
 
-    monkeypatch.setattr(train_module, "loss_terms", patched)
+    monkeypatch.setattr(train_module, "forward_losses", patched)
 
 
 def test_a_nan_loss_stops_naming_the_update_keeps_the_last_good_checkpoint_and_can_recover(

@@ -17,6 +17,7 @@ from peftrun.data.formats import text_format
 from peftrun.errors import PeftrunError
 from peftrun.methods import ICLOptions, PrefixOptions, PromptOptions, PTuningOptions
 from peftrun.methods.base import attach
+from peftrun.session import Session
 
 
 def icl(model_name: str, k: int, seed: int = 0, max_source: int | None = None, max_new_tokens: int = 100):
@@ -145,7 +146,7 @@ def test_new_methods_run_end_to_end(tmp_path, model, method, weights, shapes):
     assert {k: tuple(v.shape) for k, v in stored.items()} == shapes
     counted = json.loads((run_dir / "adapter/adapter.json").read_text())["parameters"]["stored"]
     assert counted == sum(v.numel() for v in stored.values())
-    trained = experiment.Session(cfg)
+    trained = Session(cfg)
     trained.method.load_training_state(
         torch.load(run_dir / "checkpoints/last.pt", weights_only=False)["method"]
     )
@@ -154,7 +155,7 @@ def test_new_methods_run_end_to_end(tmp_path, model, method, weights, shapes):
     again = load_file(tmp_path / "saved" / weights)
     assert all(torch.equal(again[k], stored[k]) for k in shapes), "the adapter is not the trained state"
     # Loaded into a fresh model, the stored adapter computes what the trained state computes ...
-    loaded = experiment.Session(cfg)
+    loaded = Session(cfg)
     loaded.method.load(run_dir / "adapter")
     batch = trained.format.training_batch([Pair(i.source, i.references[0]) for i in instances])
     logits = []

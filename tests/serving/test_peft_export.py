@@ -15,10 +15,10 @@ from typer.testing import CliRunner
 from peftrun import experiment
 from peftrun.cli import app
 from peftrun.errors import PeftrunError
-from peftrun.experiment import Session
 from peftrun.scoring import open_run
 from peftrun.serving.peft_export import export
 from peftrun.serving.peft_import import read_peft
+from peftrun.session import Session
 
 peft = require_peft()
 from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM  # noqa: E402

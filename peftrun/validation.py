@@ -1,0 +1,51 @@
+"""A run's config checked before anything is written: read with overrides (phase one, in
+peftrun.config), then against the model's architecture (phase two, no weights), and the trackers
+it names installed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from peftrun import config as config_module
+from peftrun.config import Config
+from peftrun.errors import PeftrunError
+
+
+def check_against_model(cfg: Config):
+    """Phase two of validation: the config against the model's architecture (no weights)."""
+    from peftrun import models
+
+    arch = models.arch_summary(models.hf_config(cfg.model.name))
+    cfg.method.check(arch)
+    if cfg.method.needs_tokenizer_check():
+        try:
+            tokenizer = models.cached_tokenizer(cfg.model.name)
+        except PeftrunError:
+            tokenizer = None  # not available here (a hub model offline): the run checks it later
+        if tokenizer is not None:
+            cfg.method.check_tokens(tokenizer)
+    return arch
+
+
+def resolve(config_path: str | Path, overrides: list[str], run_dir: str | None) -> Config:
+    """The config file with its overrides (and `run_dir`, if given), checked in both phases."""
+    if run_dir:
+        overrides = [*overrides, f"output.run_dir={json.dumps(str(run_dir))}"]
+    cfg = config_module.load(config_path, overrides)
+    check_against_model(cfg)
+    return cfg
+
+
+def check_trackers(trackers: tuple[str, ...]) -> None:
+    """Each configured tracker's package must be installed (one line saying which to install)."""
+    if not trackers:
+        return
+    from accelerate import utils
+
+    for tracker in trackers:
+        if not getattr(utils, f"is_{tracker}_available")():
+            raise PeftrunError(
+                f"output.trackers: {tracker} needs the {tracker} package: pip install {tracker} "
+                "(or remove it from output.trackers)"
+            )
