@@ -21,6 +21,7 @@ from typing import Any
 from peftrun.config import Config
 from peftrun.errors import PeftrunError
 from peftrun.interrupts import Interrupted
+from peftrun.run_states import Opening, RunState
 from peftrun.runs import Run
 from peftrun.scoring import log, open_run
 from peftrun.session import Session
@@ -50,7 +51,7 @@ class Attempt:
     ):
         """The run directory as it is (nothing written yet); None when the run is DONE."""
         run, state = Run.prepare(cfg.run_dir(), cfg.to_yaml(), overwrite, writer, recover)
-        if state == "done":
+        if state == Opening.DONE:
             return run, None
         return run, cls(cfg, run, state, Path(config_path), overrides, *load_training_data(cfg))
 
@@ -116,14 +117,16 @@ class Attempt:
         session.method.load(run.adapter_dir)  # decode exactly what was stored
         self.results = session.decode_and_score(run, self.cfg.decode.splits)
         run.finish()
-        self.ended = "done"
+        self.ended = RunState.DONE
         return self.results
 
     def stop(self, ended: str, err: BaseException | None = None, release: bool = True) -> None:
         """Record how the run ended without finishing ("failed" with its error, or
         "interrupted": re-running resumes) in meta.json; release the lock (`release`)."""
         self.ended, self.error = ended, None if err is None else one_line(err)
-        self.run.update_meta(status="failed" if ended == "failed" else "interrupted", error=self.error)
+        self.run.update_meta(
+            status=RunState.FAILED if ended == RunState.FAILED else RunState.INTERRUPTED, error=self.error
+        )
         if isinstance(err, Interrupted):
             err.run_dir = self.run.path
         if release:
@@ -136,10 +139,10 @@ class Attempt:
         try:
             yield
         except Interrupted as stop:  # Ctrl-C, SIGTERM: not a failure; re-running resumes
-            self.stop("interrupted", stop, release=False)
+            self.stop(RunState.INTERRUPTED, stop, release=False)
             raise
         except Exception as err:
-            self.stop("failed", err, release=False)
+            self.stop(RunState.FAILED, err, release=False)
             raise
         finally:
             if release:

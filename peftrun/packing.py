@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from peftrun.errors import PeftrunError
+from peftrun.run_states import RunState
 from peftrun.scoring import log
 
 
@@ -132,7 +133,7 @@ def train_pack(members: Sequence[Member]) -> list[PackedResult]:
         run, attempt = Attempt.open(cfg, member.config, member.overrides)
         if attempt is None:
             log(f"{run.path} is already finished (DONE); skipped")
-            results.append(PackedResult(run.path, "skipped"))
+            results.append(PackedResult(run.path, RunState.SKIPPED))
         else:
             todo.append(attempt)
             results.append(attempt)
@@ -168,7 +169,7 @@ def _train_together(todo: list):
             started.append(attempt)
     except BaseException:
         for attempt in started:
-            attempt.stop("interrupted")
+            attempt.stop(RunState.INTERRUPTED)
         raise
     trainees = {}
     for attempt in todo:
@@ -185,20 +186,20 @@ def _train_together(todo: list):
         for attempt in todo:
             if attempt.ended is None:
                 failed = isinstance(err, Exception)
-                attempt.stop("failed" if failed else "interrupted", err if failed else None)
+                attempt.stop(RunState.FAILED if failed else RunState.INTERRUPTED, err if failed else None)
         raise
     interrupted = None
     for attempt, end in zip(live, ended, strict=True):
         if end.state == "failed":
             log(f"{attempt.run.path.name}: {end.error}")
-            attempt.stop("failed", end.error)
+            attempt.stop(RunState.FAILED, end.error)
         elif end.state == "interrupted":
-            attempt.stop("interrupted")
+            attempt.stop(RunState.INTERRUPTED)
             interrupted = end.error
     if interrupted is not None:  # the runs that had finished training are finished on the re-run
         for attempt in todo:
             if attempt.ended is None:
-                attempt.stop("interrupted")
+                attempt.stop(RunState.INTERRUPTED)
         return interrupted
     for attempt in todo:
         if attempt.ended is not None:
@@ -210,7 +211,7 @@ def _train_together(todo: list):
         except Interrupted as stop:  # this run and those after it resume later
             for rest in todo:
                 if rest.ended is None:
-                    rest.stop("interrupted")
+                    rest.stop(RunState.INTERRUPTED)
             return stop
         except Exception:
             pass  # recorded (failed, with its error); the others go on

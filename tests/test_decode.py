@@ -1,4 +1,4 @@
-"""Decoding (PAPER.md, "Decoding E2E"): stop at the first EOS, and never generate a banned string.
+"""Decoding (docs/paper.md#e2e-decoding): stop at the first EOS, and never generate a banned string.
 
 An output is cut at its first EOS whatever a model or beam returns after it, for both token
 formats (GPT-2: the prompt is followed by the output; BART: the decoder output starts with the

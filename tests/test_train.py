@@ -1,4 +1,4 @@
-"""The training loss (PAPER.md, Prefix-tuning "Loss"): cross-entropy on target tokens only, reduced
+"""The training loss (docs/paper.md#loss): cross-entropy on target tokens only, reduced
 either as `sequence_sum` (sum of each sequence's target-token losses, then the mean over the batch:
 the paper's GPT-2 prefix runs) or `token_mean` (the mean over all target tokens of the batch: its
 fine-tuning and BART runs). The sequences here have different numbers of target tokens, so the two

@@ -1,7 +1,7 @@
 """E2E NLG (Novikova et al., 2017): the official CSVs, as Prefix-Tuning (Li & Liang, 2021) used them.
 
 Sources are tables linearised as in the paper's files (``name : Blue Spice | Type : coffee shop``,
-see PAPER.md "Data"). Targets are the ``ref`` column: raw, or tokenised as in the paper's
+see docs/paper.md#e2e). Targets are the ``ref`` column: raw, or tokenised as in the paper's
 ``src1_*.txt`` files (:mod:`peftrun.data.e2e_tokenize`). Evaluation instances are one per MR with
 all of its references in file order: dev and test group consecutive identical MRs, which gives
 the official scorer's 547 dev / 630 test instances in the official order.
@@ -32,7 +32,7 @@ REFERENCE_STYLES = ("raw", "tokenized")
 FILES = {"train": "trainset.csv", "dev": "devset.csv", "test": "testset_w_refs.csv"}
 # The shared data folder keeps train in three parts (each under 4 MiB, each with the header).
 TRAIN_PARTS = tuple(f"trainset.part{i}of3.csv" for i in (1, 2, 3))
-# The attribute names the paper's tables use (PAPER.md, "Data").
+# The attribute names the paper's tables use (docs/paper.md#e2e).
 RENAMES = {"eatType": "Type", "priceRange": "price", "familyFriendly": "family friendly"}
 
 _MR_ITEM = re.compile(r"([^\[\],]+)\[([^\[\]]*)\]")

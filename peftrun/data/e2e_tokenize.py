@@ -1,8 +1,8 @@
 """Word tokenisation of E2E references, as in the files Prefix-Tuning trained and scored on.
 
 Prefix-Tuning (Li & Liang, 2021) read E2E from ``src1_{train,valid,test}.txt``: one line per
-reference, ``table||tokenised reference``, the reference ending in one space (see the shared
-data README, section "prefix_tuning_format"). The raw text is the ``ref`` column of the
+reference, ``table||tokenised reference``, the reference ending in one space (see
+docs/paper.md#tokenised-e2e-references). The raw text is the ``ref`` column of the
 official CSVs. The tokenised text only adds spaces: no character is changed, added or dropped.
 
 The references of those files were not all made by one tokeniser:

@@ -1,6 +1,6 @@
 """Text pairs → token batches, for decoder-only (GPT-2) and encoder-decoder (BART) models.
 
-Decoder-only, as the Prefix-Tuning code formats E2E (PAPER.md, Data):
+Decoder-only, as the Prefix-Tuning code formats E2E (docs/paper.md#token-formats):
     training text  " " + source + " <|endoftext|>" + " " + target + " <|endoftext|>"
     prompt         " " + source + " <|endoftext|>"
 Loss only on the target and its final EOS (everything up to and including the first EOS is

@@ -113,7 +113,7 @@ def capture_block_outputs(model, inputs) -> tuple[list[torch.Tensor], torch.Tens
 
 @pytest.mark.parametrize("model_name", MODELS)
 def test_lin_adapter_rewrites_each_blocks_output_after_the_ffn_residual(model_name):
-    """Lin et al. 2020 (PAPER.md, Adapter rows): one adapter per block, on the block's output h
+    """Lin et al. 2020 (docs/paper.md#adapters): one adapter per block, on the block's output h
     (after the FFN residual): h + up(ReLU(down(LN(h)))). The reference is the plain model with
     that function, written out here, hooked on every block's output."""
     loaded, method = build(model_name, "lin")
