@@ -60,8 +60,12 @@ def attach(model_name: str, case: str):
 
 
 def base_count(loaded) -> int:
-    """GPT-2 / BART sizes from their configs (tied LM head counted once)."""
-    c = loaded.model.config
+    """GPT-2 / BART / Llama sizes from their configs (tied LM head counted once)."""
+    c, a = loaded.model.config, loaded.arch
+    if a.family == "llama":  # q, k, v, o without biases; gated MLP; two RMSNorms per layer + final
+        d, f, kv = a.hidden, c.intermediate_size, a.n_kv_head * a.head_dim
+        attention = 2 * d * a.n_head * a.head_dim + 2 * d * kv
+        return c.vocab_size * d + a.n_layer * (attention + 3 * d * f + 2 * d) + d
     if loaded.arch.family == "gpt2":
         d, v = c.n_embd, c.vocab_size
         return v * d + c.n_positions * d + c.n_layer * (12 * d * d + 13 * d) + 2 * d
@@ -76,9 +80,13 @@ def expected_counts(case: str, loaded) -> tuple[int, int]:
     """(trainable, stored) from each method's definition."""
     kind, o = CASES[case]
     a, c = loaded.arch, loaded.model.config
-    d, v, gpt2 = a.hidden, c.vocab_size, a.family == "gpt2"
-    f = 4 * d if gpt2 else c.decoder_ffn_dim
+    d, v, gpt2, llama = a.hidden, c.vocab_size, a.family == "gpt2", a.family == "llama"
+    f = 4 * d if gpt2 else c.intermediate_size if llama else c.decoder_ffn_dim
     decoder_layer = 12 * d * d + 13 * d if gpt2 else 8 * (d * d + d) + 6 * d + 2 * d * f + f + d
+    final_norm = 2 * d if gpt2 else d if llama else 0  # LayerNorm weight + bias; RMSNorm weight; none
+    if llama:
+        kv = a.n_kv_head * a.head_dim
+        decoder_layer = 2 * d * a.n_head * a.head_dim + 2 * d * kv + 3 * d * f + 2 * d
 
     def mlp_table(length: int, width: int) -> int:
         m = o["mlp_hidden"]
@@ -87,7 +95,7 @@ def expected_counts(case: str, loaded) -> tuple[int, int]:
     if kind == "full":
         return base_count(loaded), base_count(loaded)
     if kind == "top-k":
-        n = o["k"] * decoder_layer + (2 * d if gpt2 else 0) + v * d
+        n = o["k"] * decoder_layer + final_norm + v * d
         return n, n
     if kind == "bitfit":
         n = (
@@ -96,8 +104,9 @@ def expected_counts(case: str, loaded) -> tuple[int, int]:
             else a.n_encoder_layer * (7 * d + f) + a.n_layer * (12 * d + f) + 2 * d
         )
         return n, n
-    if kind == "feature-extraction":
-        return v * d + 2 * d, v * d + 2 * d
+    if kind == "feature-extraction":  # a new head + the final norm (BART: its embedding LayerNorm)
+        n = v * d + (d if llama else 2 * d)
+        return n, n
     family = models.FAMILIES[a.family]
     # Attention modules per kind, from the family table: a stack's layer count each.
     layers = [
@@ -147,6 +156,11 @@ def test_method_contract(case, model_name, tmp_path):
         assert "\n" not in str(err.value)
         return
     options_for(kind, **options).check(arch)
+    if kind == "bitfit" and arch.family == "llama":  # no biases: a one-line refusal, not an empty run
+        with pytest.raises(PeftrunError, match="has none") as err:
+            attach(model_name, case)
+        assert "\n" not in str(err.value)
+        return
     loaded, method, fmt = attach(model_name, case)
 
     counts = method.counts()
