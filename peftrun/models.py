@@ -356,7 +356,9 @@ def tiny_models(decoder_only: bool = False) -> tuple[str, ...]:
     FAMILIES' order: what family-level tests run over (tiny-qwen2 and tiny-mistral share
     tiny-llama's family, so they are not among them)."""
     families = [FAMILIES[name] for name in family_names()]
-    return tuple(tiny_model(family.name) for family in families if not (decoder_only and family.encoder_decoder))
+    return tuple(
+        tiny_model(family.name) for family in families if not (decoder_only and family.encoder_decoder)
+    )
 
 
 def base_identity(cfg) -> str:

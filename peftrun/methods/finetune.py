@@ -26,9 +26,9 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
+from peftrun.errors import PeftrunError
 from peftrun.methods.base import MethodBase, ParamCounts, copy_into, save_tensors
 from peftrun.methods.finetune_options import BitFitOptions, FeatureExtractionOptions, FullOptions, TopKOptions
-from peftrun.errors import PeftrunError
 from peftrun.models import LoadedModel, count_parameters, family_of
 
 WEIGHTS = "model.safetensors"

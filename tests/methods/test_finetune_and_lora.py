@@ -260,3 +260,51 @@ def test_unknown_lora_target_lists_valid_ones():
     with pytest.raises(PeftrunError, match="valid ones: q, k, v, o") as err:
         LoRAOptions(targets=("q", "x")).check(arch)
     assert "\n" not in str(err.value)
+
+
+def test_a_lora_target_the_family_lacks_names_the_familys_targets():
+    gpt2, llama = (models.arch_summary(models.hf_config(name)) for name in ("tiny-gpt2", "tiny-llama"))
+    with pytest.raises(PeftrunError, match="of family gpt2; valid ones: q, k, v, o \\(or all-linear\\)"):
+        LoRAOptions(targets=("q", "gate")).check(gpt2)
+    LoRAOptions(targets=("q", "gate")).check(llama)
+    assert LoRAOptions(targets=("all-linear",)).resolved_targets(llama) == (
+        "q", "k", "v", "o", "gate", "up", "down",
+    )  # fmt: skip
+    assert LoRAOptions(targets=("all-linear",)).resolved_targets(gpt2) == ("q", "k", "v", "o")
+
+
+@pytest.mark.parametrize("model_name", ["tiny-llama", "tiny-qwen2", "tiny-mistral"])
+def test_all_linear_lora_on_a_llama_layout_is_w_plus_alpha_over_r_times_ba_on_every_projection(model_name):
+    """Hu et al. eq. (3) on every linear layer of the blocks (q, k, v, o; gate, up, down), each
+    with its own width (GQA: k and v are n_kv_head·head_dim wide): the model with LoRA gives the
+    logits of a copy whose weights are W + (alpha/r)·B A, written out here (float64)."""
+    loaded = models.load(model_name, seed=0)
+    loaded.model.double()
+    reference = models.load(model_name, seed=0).model.double().eval()
+    method = attach(loaded, LoRAOptions(rank=RANK, alpha=ALPHA, targets=("all-linear",)))
+    a, generator = loaded.arch, torch.Generator().manual_seed(0)
+    widths = {"q": a.n_head * a.head_dim, "k": a.n_kv_head * a.head_dim, "v": a.n_kv_head * a.head_dim,
+              "o": a.hidden, "gate": loaded.model.config.intermediate_size,
+              "up": loaded.model.config.intermediate_size, "down": a.hidden}  # fmt: skip
+    projections = {"q": "self_attn.q_proj", "k": "self_attn.k_proj", "v": "self_attn.v_proj",
+                   "o": "self_attn.o_proj", "gate": "mlp.gate_proj", "up": "mlp.up_proj",
+                   "down": "mlp.down_proj"}  # fmt: skip
+    names = {name for name, _ in method.model.named_parameters() if ".lora_" in name}
+    assert len(names) == 2 * len(projections) * a.n_layer
+    with torch.no_grad():
+        for layer in range(a.n_layer):
+            for target, path in projections.items():
+                prefix = f"model.layers.{layer}.{path}"
+                weight = reference.get_submodule(prefix).weight
+                lora_a = torch.randn(RANK, weight.shape[1], generator=generator, dtype=torch.float64)
+                lora_b = torch.randn(widths[target], RANK, generator=generator, dtype=torch.float64) * 0.1
+                wrapped = method.model.get_submodule(prefix)
+                wrapped.lora_A[target].copy_(lora_a)
+                wrapped.lora_B[target].copy_(lora_b)  # shape-checked: B is the projection's own width
+                weight += (ALPHA / RANK) * lora_b @ lora_a
+    inputs = batch(loaded)
+    with torch.no_grad():
+        expected = reference(**inputs).logits
+    got = logits_of(method, inputs)
+    torch.testing.assert_close(got, expected, atol=1e-10, rtol=1e-10)
+    assert (got - models.load(model_name, seed=0).model.double()(**inputs).logits).abs().max() > 1e-3
