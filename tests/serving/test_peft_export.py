@@ -162,8 +162,15 @@ def test_bart_lora_exports_on_every_attention_module(trained, tmp_path):
         ("tiny-llama", "{kind: ptuning, prompt_len: 3, encoder_hidden: 16, lstm_layers: 1}"),
         ("tiny-llama", "{kind: prefix, variant: embedding-only, prefix_len: 3, mlp_hidden: 16}"),
     ],
-    ids=["gpt2-prompt", "bart-prompt", "gpt2-ptuning", "gpt2-embedding-only-prefix", "llama-prompt",
-         "llama-ptuning", "llama-embedding-only-prefix"],  # fmt: skip
+    ids=[
+        "gpt2-prompt",
+        "bart-prompt",
+        "gpt2-ptuning",
+        "gpt2-embedding-only-prefix",
+        "llama-prompt",
+        "llama-ptuning",
+        "llama-embedding-only-prefix",
+    ],  # fmt: skip
 )
 def test_input_embeddings_export_as_prompt_tuning(trained, tmp_path, model_name, method):
     run = trained(model_name, method)

@@ -148,7 +148,8 @@ def check_lora_reads_as_ours(tmp_path, seq2seq: bool, options: dict, name: str |
         assert first.module == "transformer.h.0.attn.c_attn" and (first.start, first.end) == (0, 768)
         assert first.A.shape == (2, 256) and first.B.shape == (768, 2) and first.scale == 4.0
     x, y = ids(), (ids(length=5, seed=1) if seq2seq else None)
-    model = with_lora(models.load(name or ("tiny-bart" if seq2seq else "tiny-gpt2")).model.eval(), adapter.lora)
+    base = models.load(name or ("tiny-bart" if seq2seq else "tiny-gpt2")).model.eval()
+    model = with_lora(base, adapter.lora)
     inputs = {"input_ids": x, **({"decoder_input_ids": y} if seq2seq else {})}
     with torch.no_grad():
         mine = model(**inputs).logits
