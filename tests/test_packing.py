@@ -52,6 +52,8 @@ GPT2_RUNS = [
     ["method={kind: lora, rank: 2}", "train.lr=5e-3", "train.seed=4", "data.subset_seed=2"],
     ["method={kind: lora, rank: 4, targets: [q, v]}", "train.seed=5", "train.batch_size=5"],
 ]
+LLAMA = GPT2.replace("tiny-gpt2", "tiny-llama")  # GQA prefixes with rotary positions shifted per run
+LLAMA_RUNS = [*GPT2_RUNS[:2], GPT2_RUNS[3], ["method={kind: lora, rank: 2, targets: [all-linear]}"]]
 BART_RUNS = [
     ["train.seed=1"],
     ["method.prefix_len=2", "train.lr=2e-2", "train.seed=2", "data.subset_seed=1"],
@@ -108,8 +110,8 @@ def assert_same_training(one: Path, other: Path) -> str:
 
 @pytest.mark.parametrize(
     ("text", "runs", "says_something"),
-    [(GPT2, GPT2_RUNS, True), (BART, BART_RUNS, False)],  # a random tiny BART emits only specials
-    ids=["tiny-gpt2", "tiny-bart"],
+    [(GPT2, GPT2_RUNS, True), (LLAMA, LLAMA_RUNS, True), (BART, BART_RUNS, False)],  # a random tiny
+    ids=["tiny-gpt2", "tiny-llama", "tiny-bart"],  # BART emits only specials
 )
 def test_each_packed_run_equals_the_same_run_alone(tmp_path, text, runs, says_something):
     alone, packed = train_alone_and_packed(tmp_path, text, runs)
