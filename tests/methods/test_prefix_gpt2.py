@@ -25,7 +25,9 @@ def real_key_values(model, tokens: torch.Tensor) -> torch.Tensor:
     return torch.stack(per_layer, dim=1)
 
 
-@pytest.fixture(params=models.tiny_models(decoder_only=True))
+# Every decoder-only family, and the model types that share the Llama layout (Qwen2's q/k/v
+# biases, Mistral's sliding window) on their own tiny models.
+@pytest.fixture(params=models.tiny_models(decoder_only=True) + ("tiny-qwen2", "tiny-mistral"))
 def tiny(request):
     loaded = models.load(request.param, seed=0)
     loaded.model.eval()
