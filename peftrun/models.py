@@ -44,6 +44,17 @@ KNOWN_CONFIGS: dict[str, dict[str, Any]] = {
         "decoder_attention_heads": 16, "encoder_ffn_dim": 4096, "decoder_ffn_dim": 4096,
     },
 }  # fmt: skip
+# SmolLM2 (Llama architecture): the hub configs' sizes; the base model's tokens are <|endoftext|>,
+# the instruct model's <|im_start|> / <|im_end|> (eos = pad).
+_SMOLLM2_135M = dict(
+    model_type="llama", vocab_size=49152, max_position_embeddings=8192, num_hidden_layers=30, hidden_size=576,
+    num_attention_heads=9, num_key_value_heads=3, head_dim=64, intermediate_size=1536, rope_theta=100000.0,
+    rms_norm_eps=1e-5, tie_word_embeddings=True,
+)  # fmt: skip
+KNOWN_CONFIGS["HuggingFaceTB/SmolLM2-135M"] = {**_SMOLLM2_135M, "bos_token_id": 0, "eos_token_id": 0}
+KNOWN_CONFIGS["HuggingFaceTB/SmolLM2-135M-Instruct"] = {
+    **_SMOLLM2_135M, "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 2,
+}  # fmt: skip
 KNOWN_CONFIGS["openai-community/gpt2-medium"] = KNOWN_CONFIGS["gpt2-medium"]
 KNOWN_CONFIGS["openai-community/gpt2"] = KNOWN_CONFIGS["gpt2"]
 

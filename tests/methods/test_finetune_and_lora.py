@@ -249,6 +249,19 @@ def test_pinned_counts_gpt2_medium():
     assert feature.base == 354_823_168
 
 
+def test_pinned_counts_smollm2_135m():
+    """SmolLM2-135M at its real sizes, offline: 30 layers, d = 576, 9 query and 3 key/value heads of
+    64 (k, v 192 wide), MLP 1536, vocabulary 49,152, tied embeddings."""
+    name, d, layers, kv, f = "HuggingFaceTB/SmolLM2-135M-Instruct", 576, 30, 192, 1536
+    lora = counts(name, "lora", rank=4)  # q (A 4·576, B 576·4) and v (A 4·576, B 192·4)
+    assert lora.base == 134_515_008 and lora.trainable == layers * 4 * (2 * d + d + kv) == 230_400
+    every = counts(name, "lora", rank=8, targets=["all-linear"])
+    per_layer = 8 * ((d + d) * 2 + (d + kv) * 2 + (d + f) * 3)  # q, o; k, v; gate, up, down
+    assert every.trainable == layers * per_layer == 2_442_240
+    prefix = counts(name, "prefix", prefix_len=12)  # keys and values of the 3 key/value heads
+    assert prefix.stored == 12 * layers * 2 * kv == 138_240
+
+
 def test_top_k_beyond_layer_count_is_rejected():
     arch = models.load("tiny-gpt2", seed=0).arch
     with pytest.raises(PeftrunError, match="4 \\(decoder\\) layers"):
