@@ -46,7 +46,8 @@ CASES = {
     "icl": ("icl", {"k": 2}),
 }
 REFUSED = {("prefix-infix", "encoder-decoder"): "decoder-only"}  # (case, architecture) → the refusal
-MODELS = models.tiny_models()  # one per family: a new family runs every case
+# One per family: a new family runs every case; and Qwen2, the Llama layout with q/k/v biases.
+MODELS = models.tiny_models() + ("tiny-qwen2",)
 RUN_CFG = SimpleNamespace(data=DataConfig(dataset="e2e"), decode=DecodeConfig(max_new_tokens=8))
 
 
@@ -62,9 +63,11 @@ def attach(model_name: str, case: str):
 def base_count(loaded) -> int:
     """GPT-2 / BART / Llama sizes from their configs (tied LM head counted once)."""
     c, a = loaded.model.config, loaded.arch
-    if a.family == "llama":  # q, k, v, o without biases; gated MLP; two RMSNorms per layer + final
+    if (
+        a.family == "llama"
+    ):  # q, k, v, o (Qwen2: biases on q, k, v); gated MLP; two RMSNorms per layer + final
         d, f, kv = a.hidden, c.intermediate_size, a.n_kv_head * a.head_dim
-        attention = 2 * d * a.n_head * a.head_dim + 2 * d * kv
+        attention = 2 * d * a.n_head * a.head_dim + 2 * d * kv + qkv_biases(loaded)
         return c.vocab_size * d + a.n_layer * (attention + 3 * d * f + 2 * d) + d
     if loaded.arch.family == "gpt2":
         d, v = c.n_embd, c.vocab_size
@@ -74,6 +77,16 @@ def base_count(loaded) -> int:
     encoder = p * d + norm + c.encoder_layers * (attention + norm + ffn + norm)
     decoder = p * d + norm + c.decoder_layers * (2 * attention + 3 * norm + ffn)
     return v * d + encoder + decoder
+
+
+def qkv_biases(loaded) -> int:
+    """A Llama-layout block's biases: none (Llama, Mistral); Qwen2's on q, k and v."""
+    a = loaded.arch
+    return (
+        a.n_head * a.head_dim + 2 * a.n_kv_head * a.head_dim
+        if loaded.model.config.model_type == "qwen2"
+        else 0
+    )
 
 
 def expected_counts(case: str, loaded) -> tuple[int, int]:
@@ -86,7 +99,7 @@ def expected_counts(case: str, loaded) -> tuple[int, int]:
     final_norm = 2 * d if gpt2 else d if llama else 0  # LayerNorm weight + bias; RMSNorm weight; none
     if llama:
         kv = a.n_kv_head * a.head_dim
-        decoder_layer = 2 * d * a.n_head * a.head_dim + 2 * d * kv + 3 * d * f + 2 * d
+        decoder_layer = 2 * d * a.n_head * a.head_dim + 2 * d * kv + qkv_biases(loaded) + 3 * d * f + 2 * d
 
     def mlp_table(length: int, width: int) -> int:
         m = o["mlp_hidden"]
@@ -98,6 +111,8 @@ def expected_counts(case: str, loaded) -> tuple[int, int]:
         n = o["k"] * decoder_layer + final_norm + v * d
         return n, n
     if kind == "bitfit":
+        if llama:
+            return a.n_layer * qkv_biases(loaded), a.n_layer * qkv_biases(loaded)
         n = (
             a.n_layer * 11 * d + d
             if gpt2
@@ -156,7 +171,7 @@ def test_method_contract(case, model_name, tmp_path):
         assert "\n" not in str(err.value)
         return
     options_for(kind, **options).check(arch)
-    if kind == "bitfit" and arch.family == "llama":  # no biases: a one-line refusal, not an empty run
+    if kind == "bitfit" and model_name == "tiny-llama":  # no biases: a one-line refusal, not an empty run
         with pytest.raises(PeftrunError, match="has none") as err:
             attach(model_name, case)
         assert "\n" not in str(err.value)
