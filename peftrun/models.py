@@ -1,8 +1,9 @@
 """Base models and tokenizers: hub names, local paths, and the built-in tiny models.
 
-`tiny-gpt2` and `tiny-bart` are real HF `GPT2LMHeadModel` / `BartForConditionalGeneration`
-models made from small configs with random weights, plus a byte-level BPE tokenizer the project
-ships (scripts/build_tiny_tokenizer.py). They let tests and the quickstart run offline.
+`tiny-gpt2`, `tiny-bart` and `tiny-llama` are real HF `GPT2LMHeadModel` /
+`BartForConditionalGeneration` / `LlamaForCausalLM` models made from small configs with random
+weights (`tiny-qwen2` and `tiny-mistral`: the Llama layout's relatives), plus a byte-level BPE
+tokenizer the project ships (scripts/build_tiny_tokenizer.py). They let tests and the quickstart run offline.
 Architecture facts (layer counts, sizes) are known without weights, so configs validate and
 parameter counts work offline at real sizes too (`KNOWN_CONFIGS`).
 """
@@ -19,6 +20,8 @@ from peftrun.errors import PeftrunError
 
 ASSETS = Path(__file__).parent / "assets" / "tiny"
 TINY_SPECIAL_IDS = {"<|endoftext|>": 0, "<pad>": 1, "<s>": 2, "</s>": 3, "<unk>": 4, "<mask>": 5}
+# The Llama family's tiny tokenizer: the same vocabulary, SmolLM2's special tokens at ids 1 and 2.
+TINY_LLAMA_SPECIAL_IDS = {"<|endoftext|>": 0, "<|im_start|>": 1, "<|im_end|>": 2}
 
 # Architecture hyperparameters of the models the paper used (and their siblings), so that
 # validation and `peftrun params` work without the hub. Values are the hub configs' own.
@@ -41,6 +44,17 @@ KNOWN_CONFIGS: dict[str, dict[str, Any]] = {
         "decoder_attention_heads": 16, "encoder_ffn_dim": 4096, "decoder_ffn_dim": 4096,
     },
 }  # fmt: skip
+# SmolLM2 (Llama architecture): the hub configs' sizes; the base model's tokens are <|endoftext|>,
+# the instruct model's <|im_start|> / <|im_end|> (eos = pad).
+_SMOLLM2_135M = dict(
+    model_type="llama", vocab_size=49152, max_position_embeddings=8192, num_hidden_layers=30, hidden_size=576,
+    num_attention_heads=9, num_key_value_heads=3, head_dim=64, intermediate_size=1536, rope_theta=100000.0,
+    rms_norm_eps=1e-5, tie_word_embeddings=True,
+)  # fmt: skip
+KNOWN_CONFIGS["HuggingFaceTB/SmolLM2-135M"] = {**_SMOLLM2_135M, "bos_token_id": 0, "eos_token_id": 0}
+KNOWN_CONFIGS["HuggingFaceTB/SmolLM2-135M-Instruct"] = {
+    **_SMOLLM2_135M, "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 2,
+}  # fmt: skip
 KNOWN_CONFIGS["openai-community/gpt2-medium"] = KNOWN_CONFIGS["gpt2-medium"]
 KNOWN_CONFIGS["openai-community/gpt2"] = KNOWN_CONFIGS["gpt2"]
 
@@ -49,6 +63,26 @@ BUILTIN: dict[str, dict[str, Any]] = {
     "tiny-gpt2": dict(
         model_type="gpt2", vocab_size=2048, n_positions=512, n_layer=4, n_embd=256, n_head=4,
         bos_token_id=0, eos_token_id=0,
+    ),
+    # The Llama family's tiny model: grouped-query attention (4 query heads share 2 key/value
+    # heads), rotary positions, RMSNorm, a gated MLP, tied embeddings, as SmolLM2 has; the tokenizer
+    # is the tiny vocabulary with SmolLM2's special tokens (eos = pad = <|im_end|>, no BOS added).
+    "tiny-llama": dict(
+        model_type="llama", vocab_size=2048, max_position_embeddings=512, num_hidden_layers=2, hidden_size=64,
+        num_attention_heads=4, num_key_value_heads=2, intermediate_size=128, rope_theta=1e5,
+        tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, pad_token_id=2,
+    ),
+    # The same layout's relatives, on the Llama family's tokenizer: Qwen2 (biases on q/k/v) and
+    # Mistral (a sliding attention window).
+    "tiny-qwen2": dict(
+        model_type="qwen2", vocab_size=2048, max_position_embeddings=512, num_hidden_layers=2, hidden_size=64,
+        num_attention_heads=4, num_key_value_heads=2, intermediate_size=128, tie_word_embeddings=True,
+        bos_token_id=1, eos_token_id=2, pad_token_id=2,
+    ),
+    "tiny-mistral": dict(
+        model_type="mistral", vocab_size=2048, max_position_embeddings=512, num_hidden_layers=2,
+        hidden_size=64, num_attention_heads=4, num_key_value_heads=2, intermediate_size=128, head_dim=16,
+        sliding_window=64, tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, pad_token_id=2,
     ),
     "tiny-bart": dict(
         model_type="bart", vocab_size=2048, max_position_embeddings=1024, d_model=128, encoder_layers=2,
@@ -108,6 +142,9 @@ class Family:
     embedding_norm: str | None  # a decoder-side norm outside the blocks, when there is no final one
     special_tokens: dict[str, str]  # the built-in tiny tokenizer's special tokens (role → token)
     lm_head: str = "lm_head"
+    # LoRA's targets in the feed-forward sublayer: name → path from each block of every stack
+    # (a gated MLP's gate/up/down); the attention projections q, k, v, o are targets of every family.
+    ffn_projections: dict[str, str] = field(default_factory=dict)
     optional: tuple[str, ...] = ()  # path facts a model of the family may lack (get() gives None)
     encoder_decoder: bool = field(init=False)
 
@@ -219,9 +256,44 @@ FAMILIES: dict[str, Family] = {
     ),
 }  # fmt: skip
 
+# Decoders laid out as `LlamaForCausalLM` (model.layers[i].self_attn.{q,k,v,o}_proj, mlp.{gate,up,
+# down}_proj, RMSNorm, rotary): Llama, and the relatives with the same module tree, Qwen2 (biases on
+# q/k/v) and Mistral (a sliding window, which the kernel's mask applies to real keys only).
+FAMILIES["llama"] = Family(
+    name="llama",
+    sizes=dict(n_layer="num_hidden_layers", n_encoder_layer=None, hidden="hidden_size",
+               n_head="num_attention_heads", n_kv_head="num_key_value_heads", head_dim="head_dim",
+               max_positions="max_position_embeddings"),
+    stacks={"decoder": "model.layers"},
+    attention={"self": ("decoder", "self_attn")},
+    projections={"q": "q_proj", "k": "k_proj", "v": "v_proj", "o": "o_proj"},
+    conv1d=False,
+    sublayers={"attention": "self_attn", "ffn": "mlp"},
+    norm="rmsnorm",
+    input_stack="model",
+    decoder_stack="model",
+    encoder_stack=None,
+    token_embedding="model.embed_tokens",
+    # Rotary: keys are rotated before attention (and the cache) sees them, so a prefix key is free
+    # and only real tokens move, numbered from L through the position_ids (as HF peft does).
+    position_shift=POSITION_IDS,
+    position_embedding=None,
+    final_norm="model.norm",
+    embedding_norm=None,
+    special_tokens=dict(bos_token="<|im_start|>", eos_token="<|im_end|>", unk_token="<|endoftext|>",
+                        pad_token="<|im_end|>"),
+    ffn_projections={"gate": "mlp.gate_proj", "up": "mlp.up_proj", "down": "mlp.down_proj"},
+)  # fmt: skip
+FAMILIES["qwen2"] = FAMILIES["mistral"] = FAMILIES["llama"]  # one layout: keyed by their model types
+
 
 def family_of(model) -> Family:
     return FAMILIES[model.config.model_type]
+
+
+def family_names() -> tuple[str, ...]:
+    """The distinct families, in FAMILIES' order (several model types may share one layout)."""
+    return tuple(dict.fromkeys(family.name for family in FAMILIES.values()))
 
 
 @dataclass(frozen=True)
@@ -292,9 +364,12 @@ def tiny_model(family: str) -> str:
 
 def tiny_models(decoder_only: bool = False) -> tuple[str, ...]:
     """One built-in tiny model per family (only decoder-only families: `decoder_only`), in
-    FAMILIES' order: what family-level tests run over."""
-    families = [f for f in FAMILIES.values() if not (decoder_only and f.encoder_decoder)]
-    return tuple(tiny_model(family.name) for family in families)
+    FAMILIES' order: what family-level tests run over (tiny-qwen2 and tiny-mistral share
+    tiny-llama's family, so they are not among them)."""
+    families = [FAMILIES[name] for name in family_names()]
+    return tuple(
+        tiny_model(family.name) for family in families if not (decoder_only and family.encoder_decoder)
+    )
 
 
 def base_identity(cfg) -> str:

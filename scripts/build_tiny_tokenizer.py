@@ -7,11 +7,16 @@ references and tables, so it covers any text (byte fallback) but is small (2,048
     python scripts/build_tiny_tokenizer.py [E2E_DIR]   (default: the packaged official E2E files)
 
 writes peftrun/assets/tiny/gpt2-tokenizer.json and bart-tokenizer.json (same vocabulary; the BART
-one adds <s> … </s> around every text, as BART's tokenizer does).
+one adds <s> … </s> around every text, as BART's tokenizer does), and llama-tokenizer.json: the same
+vocabulary and merges with SmolLM2's special tokens in place of ids 1 and 2 (`<|im_start|>`,
+`<|im_end|>`: the Llama family's tiny model follows SmolLM2's conventions, eos = pad = `<|im_end|>`,
+no BOS added). `python scripts/build_tiny_tokenizer.py --llama` writes only that one, from the
+shipped GPT-2 file.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 from pathlib import Path
@@ -53,8 +58,27 @@ def main(e2e_dir: Path | None) -> None:
         single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>", special_tokens=[("<s>", bos), ("</s>", eos)]
     )
     tokenizer.save(str(OUT / "bart-tokenizer.json"))
+    write_llama_tokenizer()
     print(f"wrote {OUT} (vocabulary {tokenizer.get_vocab_size()})")
 
 
+# SmolLM2's own special tokens (ids 0-2 there as here); the other ids keep the tiny vocabulary's.
+LLAMA_RENAMED = {"<pad>": "<|im_start|>", "<s>": "<|im_end|>"}
+
+
+def write_llama_tokenizer() -> None:
+    """The GPT-2 tiny tokenizer with SmolLM2's special tokens: byte-level, no prefix space, and a
+    post-processor that adds nothing (SmolLM2 adds no BOS)."""
+    spec = json.loads((OUT / "gpt2-tokenizer.json").read_text())
+    for token in spec["added_tokens"]:
+        token["content"] = LLAMA_RENAMED.get(token["content"], token["content"])
+    vocab = spec["model"]["vocab"]
+    spec["model"]["vocab"] = {LLAMA_RENAMED.get(k, k): i for k, i in vocab.items()}
+    (OUT / "llama-tokenizer.json").write_text(json.dumps(spec, ensure_ascii=False, indent=2) + "\n")
+
+
 if __name__ == "__main__":
-    main(Path(sys.argv[1]) if len(sys.argv) > 1 else None)
+    if sys.argv[1:] == ["--llama"]:
+        write_llama_tokenizer()
+    else:
+        main(Path(sys.argv[1]) if len(sys.argv) > 1 else None)

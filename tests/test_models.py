@@ -14,9 +14,11 @@ from peftrun.methods.inject.prefix_kv import install
 from peftrun.models import FAMILIES, LEARNED_TABLE, PATH_FACTS, POSITION_IDS
 
 TINY = models.tiny_models()
+# Model types that share a family (its layout) get the same checks on their own tiny models.
+SHARING = tuple(name for name in models.BUILTIN if name not in TINY and name.startswith("tiny-"))
 
 
-@pytest.fixture(scope="module", params=TINY)
+@pytest.fixture(scope="module", params=TINY + SHARING)
 def tiny(request):
     loaded = models.load(request.param, seed=0)
     loaded.model.eval()
@@ -30,8 +32,10 @@ def forward_inputs(loaded, length: int = 5) -> dict[str, torch.Tensor]:
 
 
 def test_every_family_has_a_tiny_model_and_every_tiny_model_a_family():
-    assert sorted(models.BUILTIN[name]["model_type"] for name in TINY) == sorted(FAMILIES)
+    assert sorted(models.BUILTIN[name]["model_type"] for name in TINY) == sorted(models.family_names())
     assert {spec["model_type"] for spec in models.BUILTIN.values()} <= set(FAMILIES)
+    for model_type, family in FAMILIES.items():  # a model type shares a family only under its name
+        assert FAMILIES[family.name] is family, model_type
 
 
 def test_every_path_in_the_family_table_names_a_real_module(tiny):

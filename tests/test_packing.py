@@ -66,6 +66,8 @@ GPT2_RUNS = [
     ["method={kind: lora, rank: 4, targets: [q, v]}", "train.seed=5", "train.batch_size=5"]
     + ["train.loss_reduction=sequence_sum"],
 ]
+LLAMA = GPT2.replace("tiny-gpt2", "tiny-llama")  # GQA prefixes with rotary positions shifted per run
+LLAMA_RUNS = [*GPT2_RUNS[:2], GPT2_RUNS[3], ["method={kind: lora, rank: 2, targets: [all-linear]}"]]
 BART_RUNS = [
     ["train.seed=1"],
     ["method.prefix_len=2", "train.lr=2e-2", "train.seed=2", "data.subset_seed=1"]
@@ -123,7 +125,9 @@ def assert_same_training(one: Path, other: Path) -> str:
 
 
 @pytest.mark.parametrize(
-    ("text", "runs"), [(GPT2, GPT2_RUNS), (BART, BART_RUNS)], ids=["tiny-gpt2", "tiny-bart"]
+    ("text", "runs"),
+    [(GPT2, GPT2_RUNS), (LLAMA, LLAMA_RUNS), (BART, BART_RUNS)],
+    ids=["tiny-gpt2", "tiny-llama", "tiny-bart"],
 )
 def test_each_packed_run_equals_the_same_run_alone(tmp_path, text, runs):
     alone, packed = train_alone_and_packed(tmp_path, text, runs)

@@ -3,6 +3,9 @@
 Decoder-only, as the Prefix-Tuning code formats E2E (docs/paper.md#token-formats):
     training text  " " + source + " <|endoftext|>" + " " + target + " <|endoftext|>"
     prompt         " " + source + " <|endoftext|>"
+with the tokenizer's own EOS and pad token, its BOS first when it adds one itself, and no leading
+space where the tokenizer marks a text's first word itself (SentencePiece; GPT-2-style BPE needs it).
+SmolLM2: eos = pad = <|im_end|>, no BOS, the leading space as GPT-2.
 Loss only on the target and its final EOS (everything up to and including the first EOS is
 masked). Encoder-decoder: the tokenizer's own source ids (BART: <s> … </s>) go to the encoder;
 the target ids (<s> … </s>) are the labels and the decoder reads them shifted right behind the
@@ -69,6 +72,14 @@ class DecoderOnlyFormat:
         self.max_source = max_source
         self.max_target = max_target
         self.room = room
+        # The tokenizer's own conventions: padding with its pad token (else the EOS); its BOS when
+        # it adds one itself (Llama's SentencePiece; GPT-2 and SmolLM2 add none); a leading space
+        # before source and target only where words are marked by the space before them and the
+        # tokenizer does not mark the first one itself (GPT-2 BPE: " word", as the original code).
+        self.pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos
+        bos = tokenizer.bos_token_id
+        self.bos = [bos] if bos is not None and tokenizer("a")["input_ids"][:1] == [bos] else []
+        self.space = "" if self._ids("a")[-1:] == self._ids(" a")[-1:] else " "
         space = self._ids(" ")
         # Fillers only hold places (a method replaces their embeddings or keys/values); the infix
         # filler must not be the EOS, which marks where the infix ends (`infix_positions`).
@@ -78,15 +89,15 @@ class DecoderOnlyFormat:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     def prompt_ids(self, source: str) -> list[int]:
-        ids = self._ids(" " + source)
+        ids = self._ids(self.space + source)
         lead, infix = [self.filler] * self.room.leading, [self.filler] * self.room.infix
         # Keep room for the EOS and at least some target within the model's positions.
-        room = self.max_positions - len(lead) - len(infix)
+        room = self.max_positions - len(lead) - len(self.bos) - len(infix)
         limit = min(self.max_source or len(ids), room // 2)
-        return lead + ids[:limit] + self._ids(" ") + infix + [self.eos]
+        return lead + self.bos + ids[:limit] + self._ids(" ") + infix + [self.eos]
 
     def target_ids(self, target: str) -> list[int]:
-        ids = self._ids(" " + target)
+        ids = self._ids(self.space + target)
         if self.max_target:
             ids = ids[: self.max_target]
         return ids + self._ids(" ") + [self.eos]
@@ -101,7 +112,7 @@ class DecoderOnlyFormat:
             inputs.append(ids)
             labels.append(shifted[: len(ids) - 1] + [IGNORE])
         return {
-            "inputs": {"input_ids": _pad(inputs, self.eos), "attention_mask": _mask(inputs)},
+            "inputs": {"input_ids": _pad(inputs, self.pad), "attention_mask": _mask(inputs)},
             "labels": _pad(labels, IGNORE),
         }
 
@@ -110,15 +121,21 @@ class DecoderOnlyFormat:
 
     def pad_prompts(self, prompts: Sequence[Sequence[int]]) -> dict[str, torch.Tensor]:
         # Left padding: every row's next token is generated at the same position.
-        return {"input_ids": _pad(prompts, self.eos, left=True), "attention_mask": _mask(prompts, left=True)}
+        return {"input_ids": _pad(prompts, self.pad, left=True), "attention_mask": _mask(prompts, left=True)}
 
     def demonstration_ids(self, pair) -> list[int]:
-        """A solved example for in-context prompts: its training text."""
-        return self.prompt_ids(pair.source) + self.target_ids(pair.target)
+        """A solved example for in-context prompts: its training text (without the BOS, which
+        starts the whole context once)."""
+        prompt = self.prompt_ids(pair.source)
+        start = self.room.leading
+        if self.bos:
+            prompt = prompt[:start] + prompt[start + len(self.bos) :]
+        return prompt + self.target_ids(pair.target)
 
     def with_context(self, context: list[int], prompt: list[int]) -> list[int]:
-        """`prompt` (from prompt_ids) preceded by in-context examples."""
-        return context + prompt
+        """`prompt` (from prompt_ids) preceded by in-context examples (after its BOS, if any)."""
+        start = self.room.leading + len(self.bos)
+        return prompt[:start] + context + prompt[start:]
 
     def context_budget(self, decode_cfg) -> int:
         """Tokens a prompt may have and still leave room for the output (with only a total

@@ -20,6 +20,11 @@ Sites. GPT-2: ``lin`` hooks ``transformer.h[i]``; ``houlsby`` hooks ``h[i].attn`
 Our own code (forward hooks on the frozen layers): HF peft has no Lin et al. / Houlsby bottleneck
 adapters for GPT-2 and BART.
 
+Llama-style bases (RMSNorm in their blocks) get the same bottleneck: lin's norm stays a LayerNorm
+(with its bias), because it belongs to the adapter as Lin et al. define it, not to the base, and it
+keeps the method (and its size formula below) one thing on every family; ``lin`` hooks
+``model.layers[i]``, ``houlsby`` its ``self_attn`` (output[0]) and ``mlp``.
+
 ``up`` is initialised to zero, so an attached adapter leaves the model unchanged; ``down`` is small
 random (normal, std 0.01). The adapters are attached to the model as ``model.peft_adapters`` (so they
 move with it) and applied by forward hooks; the base model is frozen and stays in eval mode.

@@ -26,6 +26,7 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
+from peftrun.errors import PeftrunError
 from peftrun.methods.base import MethodBase, ParamCounts, copy_into, save_tensors
 from peftrun.methods.finetune_options import BitFitOptions, FeatureExtractionOptions, FullOptions, TopKOptions
 from peftrun.models import LoadedModel, count_parameters, family_of
@@ -138,9 +139,14 @@ class BitFit(_Subset):
         super().__init__(loaded, options)
 
     def _prepare(self, loaded: LoadedModel) -> None:
-        for name, p in self.model.named_parameters():
-            if name.endswith("bias"):
-                p.requires_grad_(True)
+        biases = [p for name, p in self.model.named_parameters() if name.endswith("bias")]
+        if not biases:  # Llama-style decoders: a run would quietly train nothing
+            raise PeftrunError(
+                f"method.kind=bitfit trains bias terms and {type(self.model).__name__} "
+                f"(family {family_of(self.model).name}) has none; choose another method"
+            )
+        for p in biases:
+            p.requires_grad_(True)
 
 
 class FeatureExtraction(_Subset):

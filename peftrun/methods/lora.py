@@ -21,8 +21,10 @@ and B = 0, so training starts exactly at the pretrained model. Only A and B trai
                                    │
                                    h
 
-Targets (the paper's setting: W_q and W_v). BART: `q_proj`, `v_proj` (k → `k_proj`,
-o → `out_proj`) in every attention module — encoder self-, decoder self- and cross-attention.
+Targets (the paper's setting: W_q and W_v; any of q, k, v, o, and on Llama-style decoders the
+gated MLP's gate/up/down projections, each adapted whole; `all-linear`: all of the family's).
+BART: `q_proj`, `v_proj` (k → `k_proj`, o → `out_proj`) in every attention module — encoder
+self-, decoder self- and cross-attention.
 GPT-2 fuses q, k, v in one `c_attn` Conv1D (weight (d, 3d), y = x W + b): each chosen projection
 gets its own A, B that update only its output columns (q: [0:d], k: [d:2d], v: [2d:3d]; each
 projection as wide as the family table says, `Family.projection_slices`), so the k
@@ -154,15 +156,27 @@ def _sites(model, targets: tuple[str, ...], arch: ArchSummary) -> list[tuple[nn.
     """(attention module, attribute, {target: output slice}) for every layer LoRA wraps: a fused
     q/k/v projection is wrapped once, with one slice per chosen target (each as wide as the family
     says: k and v have n_kv_head·head_dim columns)."""
-    slices = family_of(model).projection_slices(arch)
+    family = family_of(model)
+    slices = family.projection_slices(arch)
     found = []
     for modules in attention_sites(model).values():
         for attn in modules:
             by_layer: dict[str, dict[str, tuple[int, int]]] = defaultdict(dict)
             for target in targets:
-                name, start, end = slices[target]
-                by_layer[name][target] = (start, end)
+                if target in slices:
+                    name, start, end = slices[target]
+                    by_layer[name][target] = (start, end)
             found += [(attn, name, chosen) for name, chosen in by_layer.items()]
+    # Feed-forward projections (a gated MLP's gate/up/down): each whole layer, in every block.
+    for target, path in family.ffn_projections.items():
+        if target not in targets:
+            continue
+        owner, _, attr = path.rpartition(".")
+        for stack in family.stacks:
+            for block in family.blocks(model, stack):
+                parent = family.get(block, owner) if owner else block
+                width = _weight(getattr(parent, attr)).shape[1 if family.conv1d else 0]
+                found.append((parent, attr, {target: (0, width)}))
     return found
 
 
@@ -186,7 +200,7 @@ class LoRA(MethodBase):
         # Names as a model with only this LoRA has them, whatever else is attached (saved files).
         self.named: dict[str, nn.Parameter] = {}
         conv1d = family_of(self.model).conv1d
-        for parent, attr, slices in _sites(self.model, options.targets, loaded.arch):
+        for parent, attr, slices in _sites(self.model, options.resolved_targets(loaded.arch), loaded.arch):
             layer = LoRALayer(
                 getattr(parent, attr), slices, options.rank, options.alpha, options.dropout, transposed=conv1d
             )

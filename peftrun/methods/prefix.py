@@ -21,10 +21,12 @@ Variants (`method.variant`):
   keys/values of every layer from them (`key_values_of_inputs`). GPT-2: one table; BART: an encoder
   and a decoder table, the cross-attention prefix being the encoder prefix's outputs. Only (L, d)
   per table is stored. On GPT-2 this is exactly prompt tuning with the same embeddings (tested).
-- infix (INFIX-L, GPT-2 only): [x; INFIX; y]. L filler tokens sit between the source and the
+- infix (INFIX-L, decoder-only): [x; INFIX; y]. L filler tokens sit between the source and the
   separator; at every layer their keys/values are replaced by P_θ (`peftrun.methods.inject.infix_kv`),
   so the target sees x, the infix and itself. (The original added trained keys/values to the
-  model's own at those positions; we use the paper's definition, free activations.)
+  model's own at those positions; we use the paper's definition, free activations.) The keys are
+  the key projection's output: on a rotary model (Llama) they are then turned by their fillers'
+  positions like every key there, so an infix of a text's own projections is that text.
 
 Init from a real phrase (`init_phrase`, paper Sec. 7 low-data): the prefix takes the phrase's
 length (GPT-2 BPE with a leading space), and before training the MLP alone is fitted for
@@ -39,7 +41,12 @@ its past keys/values (the decoder's cache), which reaches neither BART's encoder
 nor a batch of rows with different prefixes.
 
 Positions: the original GPT-2 code passed the prefix as `past_key_values`, so real tokens were
-numbered L … L+T−1; `position_offset` (default on for GPT-2) does the same.
+numbered L … L+T−1; `position_offset` (default on for GPT-2 and Llama-style decoders) does the
+same. On a rotary model (Llama, Qwen2, Mistral) the prefix's keys are what attention and its cache
+hold, after the rotary embedding: they are never turned again, only real tokens are numbered
+from L (their position_ids), as HF peft does. Grouped-query attention: P_θ holds the n_kv_head
+key/value heads, which attention shares among the query heads as it does real keys; a phrase's
+keys/values (init_phrase) are the model's own, rotated for positions 0 … L−1.
 """
 
 from __future__ import annotations

@@ -35,7 +35,8 @@ class PrefixOptions(MethodOptions):
     position_offset: bool | None = Field(
         None,
         description="number real tokens from prefix_len (as the original GPT-2 code did via "
-        "past_key_values); default: on for GPT-2 prefixes, off for BART and infixes",
+        "past_key_values; rotary models: their position_ids); default: on for GPT-2 and Llama-style "
+        "prefixes, off for BART and infixes",
     )
     frozen_dropout: bool = Field(
         False, description="keep the frozen model's dropout on while training (off: eval mode)"

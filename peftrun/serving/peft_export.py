@@ -210,7 +210,7 @@ def _prompt(arch: models.ArchSummary, adapter_dir: Path, kind: str) -> tuple[dic
 
 def _lora(options, arch: models.ArchSummary, adapter_dir: Path) -> tuple[dict, dict]:
     from peftrun.methods.lora import WEIGHTS
-    from peftrun.methods.lora_options import LORA_TARGETS
+    from peftrun.methods.lora_options import family_targets
 
     family = models.FAMILIES[arch.family]
     slices = family.projection_slices(arch)  # target → (attribute, first, end column)
@@ -221,14 +221,16 @@ def _lora(options, arch: models.ArchSummary, adapter_dir: Path) -> tuple[dict, d
         chosen[path.removesuffix(".lora_A").removesuffix(".lora_B")].add(target)
     tensors, stacked = {}, {}
     for path, targets in chosen.items():
-        ordered = [t for t in LORA_TARGETS if t in targets]
+        ordered = [t for t in family_targets(arch) if t in targets]
         attribute = path.rsplit(".", 1)[-1]
         rank = stored[f"{path}.lora_A.{ordered[0]}"].shape[0]
-        width = max(end for name, _, end in slices.values() if name == attribute)  # output features
+        # A feed-forward projection (gate/up/down) is adapted whole: its B is as wide as its output.
+        whole = {t: ("", 0, stored[f"{path}.lora_B.{t}"].shape[0]) for t in ordered if t not in slices}
+        width = max(end for name, _, end in (*slices.values(), *whole.values()) if name in (attribute, ""))
         a = torch.cat([stored[f"{path}.lora_A.{t}"] for t in ordered])  # (k·r, in)
         b = a.new_zeros(width, len(ordered) * rank)  # (out, k·r)
         for j, target in enumerate(ordered):
-            _, start, end = slices[target]
+            _, start, end = whole.get(target) or slices[target]
             b[start:end, j * rank : (j + 1) * rank] = stored[f"{path}.lora_B.{target}"]
         tensors[f"{PEFT_MODULE_PREFIX}{path}.lora_A.weight"] = a
         tensors[f"{PEFT_MODULE_PREFIX}{path}.lora_B.weight"] = b

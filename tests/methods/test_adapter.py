@@ -89,9 +89,11 @@ def test_gradients_freezing_loss_and_roundtrip(layout, model_name, tmp_path):
 
 
 def blocks(model) -> list[torch.nn.Module]:
-    """Every transformer block (GPT-2's h; BART's encoder then decoder layers)."""
+    """Every transformer block (GPT-2's h; BART's encoder then decoder layers; Llama's layers)."""
     if hasattr(model, "transformer"):
         return list(model.transformer.h)
+    if hasattr(model.model, "layers"):
+        return list(model.model.layers)
     return [*model.model.encoder.layers, *model.model.decoder.layers]
 
 

@@ -46,7 +46,8 @@ CASES = {
     "icl": ("icl", {"k": 2}),
 }
 REFUSED = {("prefix-infix", "encoder-decoder"): "decoder-only"}  # (case, architecture) → the refusal
-MODELS = models.tiny_models()  # one per family: a new family runs every case
+# One per family: a new family runs every case; and Qwen2, the Llama layout with q/k/v biases.
+MODELS = models.tiny_models() + ("tiny-qwen2",)
 RUN_CFG = SimpleNamespace(data=DataConfig(dataset="e2e"), decode=DecodeConfig(max_new_tokens=8))
 
 
@@ -60,8 +61,14 @@ def attach(model_name: str, case: str):
 
 
 def base_count(loaded) -> int:
-    """GPT-2 / BART sizes from their configs (tied LM head counted once)."""
-    c = loaded.model.config
+    """GPT-2 / BART / Llama sizes from their configs (tied LM head counted once)."""
+    c, a = loaded.model.config, loaded.arch
+    if (
+        a.family == "llama"
+    ):  # q, k, v, o (Qwen2: biases on q, k, v); gated MLP; two RMSNorms per layer + final
+        d, f, kv = a.hidden, c.intermediate_size, a.n_kv_head * a.head_dim
+        attention = 2 * d * a.n_head * a.head_dim + 2 * d * kv + qkv_biases(loaded)
+        return c.vocab_size * d + a.n_layer * (attention + 3 * d * f + 2 * d) + d
     if loaded.arch.family == "gpt2":
         d, v = c.n_embd, c.vocab_size
         return v * d + c.n_positions * d + c.n_layer * (12 * d * d + 13 * d) + 2 * d
@@ -72,13 +79,27 @@ def base_count(loaded) -> int:
     return v * d + encoder + decoder
 
 
+def qkv_biases(loaded) -> int:
+    """A Llama-layout block's biases: none (Llama, Mistral); Qwen2's on q, k and v."""
+    a = loaded.arch
+    return (
+        a.n_head * a.head_dim + 2 * a.n_kv_head * a.head_dim
+        if loaded.model.config.model_type == "qwen2"
+        else 0
+    )
+
+
 def expected_counts(case: str, loaded) -> tuple[int, int]:
     """(trainable, stored) from each method's definition."""
     kind, o = CASES[case]
     a, c = loaded.arch, loaded.model.config
-    d, v, gpt2 = a.hidden, c.vocab_size, a.family == "gpt2"
-    f = 4 * d if gpt2 else c.decoder_ffn_dim
+    d, v, gpt2, llama = a.hidden, c.vocab_size, a.family == "gpt2", a.family == "llama"
+    f = 4 * d if gpt2 else c.intermediate_size if llama else c.decoder_ffn_dim
     decoder_layer = 12 * d * d + 13 * d if gpt2 else 8 * (d * d + d) + 6 * d + 2 * d * f + f + d
+    final_norm = 2 * d if gpt2 else d if llama else 0  # LayerNorm weight + bias; RMSNorm weight; none
+    if llama:
+        kv = a.n_kv_head * a.head_dim
+        decoder_layer = 2 * d * a.n_head * a.head_dim + 2 * d * kv + qkv_biases(loaded) + 3 * d * f + 2 * d
 
     def mlp_table(length: int, width: int) -> int:
         m = o["mlp_hidden"]
@@ -87,17 +108,20 @@ def expected_counts(case: str, loaded) -> tuple[int, int]:
     if kind == "full":
         return base_count(loaded), base_count(loaded)
     if kind == "top-k":
-        n = o["k"] * decoder_layer + (2 * d if gpt2 else 0) + v * d
+        n = o["k"] * decoder_layer + final_norm + v * d
         return n, n
     if kind == "bitfit":
+        if llama:
+            return a.n_layer * qkv_biases(loaded), a.n_layer * qkv_biases(loaded)
         n = (
             a.n_layer * 11 * d + d
             if gpt2
             else a.n_encoder_layer * (7 * d + f) + a.n_layer * (12 * d + f) + 2 * d
         )
         return n, n
-    if kind == "feature-extraction":
-        return v * d + 2 * d, v * d + 2 * d
+    if kind == "feature-extraction":  # a new head + the final norm (BART: its embedding LayerNorm)
+        n = v * d + (d if llama else 2 * d)
+        return n, n
     family = models.FAMILIES[a.family]
     # Attention modules per kind, from the family table: a stack's layer count each.
     layers = [
@@ -147,6 +171,11 @@ def test_method_contract(case, model_name, tmp_path):
         assert "\n" not in str(err.value)
         return
     options_for(kind, **options).check(arch)
+    if kind == "bitfit" and model_name == "tiny-llama":  # no biases: a one-line refusal, not an empty run
+        with pytest.raises(PeftrunError, match="has none") as err:
+            attach(model_name, case)
+        assert "\n" not in str(err.value)
+        return
     loaded, method, fmt = attach(model_name, case)
 
     counts = method.counts()

@@ -44,9 +44,26 @@ def train(method, inputs, steps: int, lr: float = 1e-2) -> list[float]:
     return losses
 
 
-@pytest.mark.parametrize("model_name", MODELS)
+def has_biases(model_name: str) -> bool:
+    return any(name.endswith("bias") for name, _ in models.load(model_name).model.named_parameters())
+
+
+# A family whose tiny model has no biases (Llama) runs BitFit on its relative with some (Qwen2: q/k/v).
+WITH_BIASES = ("tiny-qwen2",)
+
+
+@pytest.mark.parametrize("model_name", MODELS + WITH_BIASES)
 @pytest.mark.parametrize("kind", list(CASES))
 def test_gradients_freezing_loss_and_roundtrip(kind, model_name, tmp_path):
+    if model_name in WITH_BIASES and kind != "bitfit":
+        pytest.skip("the family's own tiny model runs this case")
+    if kind == "bitfit" and not has_biases(model_name):
+        with pytest.raises(PeftrunError, match="bias terms and .* has none") as err:
+            build(model_name, kind)
+        assert "\n" not in str(err.value) and models.arch_summary(models.hf_config(model_name)).family in str(
+            err.value
+        )
+        return
     loaded, method = build(model_name, kind)
     trainable = {id(p) for p in method.trainable_parameters()}
     assert trainable
@@ -232,6 +249,19 @@ def test_pinned_counts_gpt2_medium():
     assert feature.base == 354_823_168
 
 
+def test_pinned_counts_smollm2_135m():
+    """SmolLM2-135M at its real sizes, offline: 30 layers, d = 576, 9 query and 3 key/value heads of
+    64 (k, v 192 wide), MLP 1536, vocabulary 49,152, tied embeddings."""
+    name, d, layers, kv, f = "HuggingFaceTB/SmolLM2-135M-Instruct", 576, 30, 192, 1536
+    lora = counts(name, "lora", rank=4)  # q (A 4·576, B 576·4) and v (A 4·576, B 192·4)
+    assert lora.base == 134_515_008 and lora.trainable == layers * 4 * (2 * d + d + kv) == 230_400
+    every = counts(name, "lora", rank=8, targets=["all-linear"])
+    per_layer = 8 * ((d + d) * 2 + (d + kv) * 2 + (d + f) * 3)  # q, o; k, v; gate, up, down
+    assert every.trainable == layers * per_layer == 2_442_240
+    prefix = counts(name, "prefix", prefix_len=12)  # keys and values of the 3 key/value heads
+    assert prefix.stored == 12 * layers * 2 * kv == 138_240
+
+
 def test_top_k_beyond_layer_count_is_rejected():
     arch = models.load("tiny-gpt2", seed=0).arch
     with pytest.raises(PeftrunError, match="4 \\(decoder\\) layers"):
@@ -243,3 +273,51 @@ def test_unknown_lora_target_lists_valid_ones():
     with pytest.raises(PeftrunError, match="valid ones: q, k, v, o") as err:
         LoRAOptions(targets=("q", "x")).check(arch)
     assert "\n" not in str(err.value)
+
+
+def test_a_lora_target_the_family_lacks_names_the_familys_targets():
+    gpt2, llama = (models.arch_summary(models.hf_config(name)) for name in ("tiny-gpt2", "tiny-llama"))
+    with pytest.raises(PeftrunError, match="of family gpt2; valid ones: q, k, v, o \\(or all-linear\\)"):
+        LoRAOptions(targets=("q", "gate")).check(gpt2)
+    LoRAOptions(targets=("q", "gate")).check(llama)
+    assert LoRAOptions(targets=("all-linear",)).resolved_targets(llama) == (
+        "q", "k", "v", "o", "gate", "up", "down",
+    )  # fmt: skip
+    assert LoRAOptions(targets=("all-linear",)).resolved_targets(gpt2) == ("q", "k", "v", "o")
+
+
+@pytest.mark.parametrize("model_name", ["tiny-llama", "tiny-qwen2", "tiny-mistral"])
+def test_all_linear_lora_on_a_llama_layout_is_w_plus_alpha_over_r_times_ba_on_every_projection(model_name):
+    """Hu et al. eq. (3) on every linear layer of the blocks (q, k, v, o; gate, up, down), each
+    with its own width (GQA: k and v are n_kv_head·head_dim wide): the model with LoRA gives the
+    logits of a copy whose weights are W + (alpha/r)·B A, written out here (float64)."""
+    loaded = models.load(model_name, seed=0)
+    loaded.model.double()
+    reference = models.load(model_name, seed=0).model.double().eval()
+    method = attach(loaded, LoRAOptions(rank=RANK, alpha=ALPHA, targets=("all-linear",)))
+    a, generator = loaded.arch, torch.Generator().manual_seed(0)
+    widths = {"q": a.n_head * a.head_dim, "k": a.n_kv_head * a.head_dim, "v": a.n_kv_head * a.head_dim,
+              "o": a.hidden, "gate": loaded.model.config.intermediate_size,
+              "up": loaded.model.config.intermediate_size, "down": a.hidden}  # fmt: skip
+    projections = {"q": "self_attn.q_proj", "k": "self_attn.k_proj", "v": "self_attn.v_proj",
+                   "o": "self_attn.o_proj", "gate": "mlp.gate_proj", "up": "mlp.up_proj",
+                   "down": "mlp.down_proj"}  # fmt: skip
+    names = {name for name, _ in method.model.named_parameters() if ".lora_" in name}
+    assert len(names) == 2 * len(projections) * a.n_layer
+    with torch.no_grad():
+        for layer in range(a.n_layer):
+            for target, path in projections.items():
+                prefix = f"model.layers.{layer}.{path}"
+                weight = reference.get_submodule(prefix).weight
+                lora_a = torch.randn(RANK, weight.shape[1], generator=generator, dtype=torch.float64)
+                lora_b = torch.randn(widths[target], RANK, generator=generator, dtype=torch.float64) * 0.1
+                wrapped = method.model.get_submodule(prefix)
+                wrapped.lora_A[target].copy_(lora_a)
+                wrapped.lora_B[target].copy_(lora_b)  # shape-checked: B is the projection's own width
+                weight += (ALPHA / RANK) * lora_b @ lora_a
+    inputs = batch(loaded)
+    with torch.no_grad():
+        expected = reference(**inputs).logits
+    got = logits_of(method, inputs)
+    torch.testing.assert_close(got, expected, atol=1e-10, rtol=1e-10)
+    assert (got - models.load(model_name, seed=0).model.double()(**inputs).logits).abs().max() > 1e-3

@@ -92,6 +92,34 @@ def test_embedding_only_prefix_equals_prompt_tuning_on_decoders(model_name):
     assert (run(u_loaded, unshifted, e_batch) - prompt_logits).abs().max() > 1e-3
 
 
+def projected_key_values(loaded, ids: torch.Tensor) -> torch.Tensor:
+    """Row 0's keys/values as the k and v projections output them (before a rotary embedding
+    turns keys by their position: an infix key sits at its filler's position and is turned there
+    like any token's): (n_layer, 2, n_kv_head, T, head_dim)."""
+    family, arch = models.family_of(loaded.model), loaded.arch
+    slices, outputs = family.projection_slices(arch), {}
+    handles = [
+        getattr(attn, slices[target][0]).register_forward_hook(
+            lambda _m, _i, out, key=(layer, target): outputs.__setitem__(key, out[0])
+        )
+        for layer, attn in enumerate(models.attention_sites(loaded.model)["self"])
+        for target in ("k", "v")
+    ]
+    with torch.no_grad():
+        loaded.model(ids)
+    for handle in handles:
+        handle.remove()
+    per_layer = []
+    for layer in range(arch.n_layer):
+        pair = []
+        for target in ("k", "v"):
+            _, start, end = slices[target]
+            columns = outputs[(layer, target)][:, start:end]  # (T, n_kv_head·head_dim)
+            pair.append(columns.view(-1, arch.n_kv_head, arch.head_dim).transpose(0, 1))
+        per_layer.append(torch.stack(pair))
+    return torch.stack(per_layer)
+
+
 @pytest.mark.parametrize("model_name", models.tiny_models(decoder_only=True))
 def test_infix_of_real_key_values_is_the_text_with_those_tokens(model_name):
     loaded, method, fmt = attach(model_name, PrefixOptions(variant="infix", prefix_len=3))
@@ -103,9 +131,7 @@ def test_infix_of_real_key_values_is_the_text_with_those_tokens(model_name):
     t = torch.tensor([400, 401, 402])
     text = ids.clone()
     text[0, columns] = t
-    with torch.no_grad():
-        cache = loaded.model(text, use_cache=True).past_key_values
-        own = torch.stack([torch.stack([layer.keys[0], layer.values[0]]) for layer in cache.layers])
+    own = projected_key_values(loaded, text)
     method.stored = {"self": own[:, :, :, columns]}  # (n_layer, 2, n_kv_head, 3, head_dim)
     expected, got = plain(loaded, {"input_ids": text}), run(loaded, method, {"input_ids": ids})
     real = [i for i in range(ids.shape[1]) if i not in columns]  # fillers' own outputs don't matter

@@ -25,7 +25,9 @@ def real_key_values(model, tokens: torch.Tensor) -> torch.Tensor:
     return torch.stack(per_layer, dim=1)
 
 
-@pytest.fixture(params=models.tiny_models(decoder_only=True))
+# Every decoder-only family, and the model types that share the Llama layout (Qwen2's q/k/v
+# biases, Mistral's sliding window) on their own tiny models.
+@pytest.fixture(params=models.tiny_models(decoder_only=True) + ("tiny-qwen2", "tiny-mistral"))
 def tiny(request):
     loaded = models.load(request.param, seed=0)
     loaded.model.eval()
@@ -54,6 +56,29 @@ def test_prefix_from_real_activations_equals_running_on_the_concatenation(tiny):
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(padded, expected, atol=1e-5, rtol=1e-5)
     assert (plain - expected).abs().max() > 1e-2  # the prefix really changed something
+
+
+def test_prefix_of_real_key_values_is_the_concatenation_in_float64_whatever_mask_is_given(tiny):
+    """Exact in float64: x with the prefix = t + x on x's positions, with no mask, with a mask over
+    x's T tokens only (the caller's view: the prefix columns are the mechanism's to add; a mask
+    that leaves them out runs without error and gives wrong logits) and with right padding. GQA:
+    the prefix holds n_kv_head heads and attention shares them among the query heads."""
+    model = tiny.model.double()
+    torch.manual_seed(5)
+    t, x = torch.randint(6, 2000, (2, 5)), torch.randint(6, 2000, (2, 8))
+    pad = torch.full((2, 3), tiny.tokenizer.pad_token_id)
+    with torch.no_grad():
+        expected = model(torch.cat([t, x], dim=1)).logits[:, 5:]
+        kv = real_key_values(model, t)
+        assert kv.shape[3] == tiny.arch.n_kv_head
+        method = attach(tiny, prefix_len=5)
+        rows = [RowInputs({"self": kv[r]}, method.position_offset) for r in range(2)]
+        with active_rows(model, rows):
+            bare = model(x).logits
+            masked = model(x, attention_mask=torch.ones_like(x)).logits
+            padded = model(torch.cat([x, pad], 1), attention_mask=torch.cat([torch.ones_like(x), 0 * pad], 1))
+    for got in (bare, masked, padded.logits[:, :8]):
+        torch.testing.assert_close(got, expected, atol=1e-10, rtol=1e-10)
 
 
 def test_without_position_offset_it_no_longer_matches(tiny):
@@ -156,8 +181,9 @@ def test_saved_prefix_drops_the_mlp_and_reproduces_the_logits(tiny, tmp_path):
     torch.testing.assert_close(after, before)
     from safetensors.torch import load_file
 
+    a = tiny.arch  # keys/values for the key/value heads: n_kv_head of them (GQA: fewer than n_head)
     assert {k: tuple(v.shape) for k, v in load_file(tmp_path / "prefix.safetensors").items()} == {
-        "self": (4, 2, 4, 5, 64)
+        "self": (a.n_layer, 2, a.n_kv_head, 5, a.head_dim)
     }
 
 

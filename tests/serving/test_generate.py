@@ -88,6 +88,43 @@ def test_a_mixed_file_equals_decoding_each_run(runs, tmp_path):
     assert any(o["output"] != out[-1]["output"] for o in out[:-1])
 
 
+LLAMA_METHODS = {
+    "prefix": METHODS["prefix"],
+    "lora": "{kind: lora, rank: 2, targets: [all-linear]}",
+    "ptuning": "{kind: ptuning, prompt_len: 2, encoder_hidden: 16}",
+}
+
+
+@pytest.fixture(scope="module")
+def llama_runs(tmp_path_factory):
+    made = {}
+    for name, method in LLAMA_METHODS.items():
+        folder = tmp_path_factory.mktemp(f"llama-{name}")
+        text = CONFIG.replace("MODEL", "tiny-llama").replace("METHOD", method)
+        made[name], _ = experiment.train(write_config(folder, text), [], str(folder / "run"))
+    return made
+
+
+def test_a_mixed_file_of_llama_runs_equals_decoding_each_run(llama_runs, tmp_path):
+    """The Llama family through the whole path: trained runs, each decoded by itself, and one
+    mixed `peftrun generate` file (GQA prefix, all-linear LoRA, P-tuning rows in one batch)."""
+    names = list(LLAMA_METHODS)
+    lines, expected = [], []
+    for i in range(5):
+        for name in names:
+            record = predictions(llama_runs[name])[i]
+            lines.append(json.dumps({"id": f"{name}-{i}", "adapter": name, "input": record["id"]}))
+            expected.append(record["output"])
+    (tmp_path / "in.jsonl").write_text("\n".join(lines) + "\n")
+    args = [a for n in names for a in ("--adapter", f"{n}={llama_runs[n]}")]
+    result = invoke([*args, "--input", str(tmp_path / "in.jsonl"), "--output", str(tmp_path / "out.jsonl")])
+    assert result.exit_code == 0, result.output
+    assert outputs(tmp_path / "out.jsonl") == expected
+    lm = peftrun.load(*(f"{n}={llama_runs[n]}" for n in names))
+    source = json.loads(lines[0])["input"]
+    assert lm.generate([source], adapters=["prefix"]) == [expected[0]]
+
+
 def write_lines(path, rows) -> None:
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
 

@@ -33,6 +33,16 @@ ADAPTERS = {
         ("lora", {"rank": 4, "targets": ["q", "k", "v"]}),
         None,
     ],
+    "tiny-llama": [  # GQA prefixes (n_kv_head heads), rotary positions shifted per row
+        ("prefix", {"prefix_len": 2, "mlp_hidden": 16}),
+        ("prefix", {"prefix_len": 5, "mlp_hidden": 16}),
+        ("prefix", {"variant": "embedding-only", "prefix_len": 3, "mlp_hidden": 16}),
+        ("prompt", {"prompt_len": 4, "init": "random"}),
+        ("ptuning", {"prompt_len": 2, "encoder_hidden": 16}),
+        ("lora", {"rank": 2}),
+        ("lora", {"rank": 4, "targets": ["all-linear"]}),
+        None,
+    ],
     "tiny-bart": [
         ("prefix", {"prefix_len": 2, "mlp_hidden": 16}),
         ("prefix", {"prefix_len": 5, "mlp_hidden": 16}),

@@ -70,8 +70,11 @@ def load_exported(out, seq2seq: bool = False):
 PREFIX = "{kind: prefix, prefix_len: 3, mlp_hidden: 16}"
 
 
-def test_gpt2_prefix_exports_as_prefix_tuning_with_our_logits(trained, tmp_path, monkeypatch):
-    run = trained("tiny-gpt2", PREFIX)
+@pytest.mark.parametrize("model_name", ["tiny-gpt2", "tiny-llama"])
+def test_decoder_prefix_exports_as_prefix_tuning_with_our_logits(trained, tmp_path, monkeypatch, model_name):
+    """peft hands the prefix to the model as its cache (Llama: n_kv_head heads, real tokens numbered
+    from L, the mask covering L + T columns): the same logits as ours."""
+    run = trained(model_name, PREFIX)
     out = export(run, tmp_path / "peft")
     config = json.loads((out / "adapter_config.json").read_text())
     assert config["peft_type"] == "PREFIX_TUNING" and config["prefix_projection"] is False
@@ -109,6 +112,26 @@ def test_gpt2_lora_exports_as_a_block_structured_c_attn_lora(trained, tmp_path, 
         assert max_diff(theirs, peft_logits(model, x)) > 1e-4
 
 
+@pytest.mark.parametrize("targets", [["q", "v"], ["all-linear"]])
+def test_llama_lora_exports_on_each_projection_at_its_own_width(trained, tmp_path, targets):
+    run = trained("tiny-llama", f"{{kind: lora, rank: 2, alpha: 6, targets: {targets}}}")
+    out = export(run, tmp_path / "peft")
+    config = json.loads((out / "adapter_config.json").read_text())
+    names = ["q_proj", "v_proj"] if targets == ["q", "v"] else ["q_proj", "k_proj", "v_proj", "o_proj"]
+    mlp = [] if targets == ["q", "v"] else ["mlp.down_proj", "mlp.gate_proj", "mlp.up_proj"]
+    assert config["target_modules"] == mlp + sorted(f"self_attn.{n}" for n in names)
+    assert config["fan_in_fan_out"] is False and config["r"] == 2 and not config["rank_pattern"]
+    weights = load_file(str(out / "adapter_model.safetensors"))
+    b = weights["base_model.model.model.layers.0.self_attn.v_proj.lora_B.weight"]
+    assert b.shape == (2 * 16, 2)  # v: n_kv_head·head_dim wide (GQA)
+    x = ids()
+    model = load_exported(out)
+    theirs = peft_logits(model, x)
+    assert max_diff(theirs, ours(run, x)) < TOLERANCE
+    with model.disable_adapter():
+        assert max_diff(theirs, peft_logits(model, x)) > 1e-4
+
+
 def test_bart_lora_exports_on_every_attention_module(trained, tmp_path):
     run = trained("tiny-bart", "{kind: lora, rank: 2, alpha: 6}")
     out = export(run, tmp_path / "peft")
@@ -135,8 +158,19 @@ def test_bart_lora_exports_on_every_attention_module(trained, tmp_path):
         ("tiny-bart", "{kind: prompt, prompt_len: 3}"),
         ("tiny-gpt2", "{kind: ptuning, prompt_len: 3, encoder_hidden: 16, lstm_layers: 1}"),
         ("tiny-gpt2", "{kind: prefix, variant: embedding-only, prefix_len: 3, mlp_hidden: 16}"),
+        ("tiny-llama", "{kind: prompt, prompt_len: 3}"),
+        ("tiny-llama", "{kind: ptuning, prompt_len: 3, encoder_hidden: 16, lstm_layers: 1}"),
+        ("tiny-llama", "{kind: prefix, variant: embedding-only, prefix_len: 3, mlp_hidden: 16}"),
     ],
-    ids=["gpt2-prompt", "bart-prompt", "gpt2-ptuning", "gpt2-embedding-only-prefix"],
+    ids=[
+        "gpt2-prompt",
+        "bart-prompt",
+        "gpt2-ptuning",
+        "gpt2-embedding-only-prefix",
+        "llama-prompt",
+        "llama-ptuning",
+        "llama-embedding-only-prefix",
+    ],  # fmt: skip
 )
 def test_input_embeddings_export_as_prompt_tuning(trained, tmp_path, model_name, method):
     run = trained(model_name, method)

@@ -17,10 +17,10 @@ from peftrun.serving.peft_import import read_peft
 peft = require_peft()
 
 
-def peft_adapter(tmp_path, config, seq2seq: bool = False, seed: int = 0):
+def peft_adapter(tmp_path, config, seq2seq: bool = False, seed: int = 0, name: str | None = None):
     """A peft adapter made from scratch with peft on the tiny base, random weights, saved; and the
     base (fresh, same weights) with it loaded by peft."""
-    name = "tiny-bart" if seq2seq else "tiny-gpt2"
+    name = name or ("tiny-bart" if seq2seq else "tiny-gpt2")
     model = peft.get_peft_model(models.load(name).model, config)
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -32,17 +32,21 @@ def peft_adapter(tmp_path, config, seq2seq: bool = False, seed: int = 0):
     return tmp_path / "adapter", loaded
 
 
+@pytest.mark.parametrize("name", ["tiny-gpt2", "tiny-llama"])
 @pytest.mark.parametrize("projection", [False, True])
-def test_a_peft_prefix_reads_as_our_prefix_keys_values(tmp_path, projection):
+def test_a_peft_prefix_reads_as_our_prefix_keys_values(tmp_path, projection, name):
+    """peft sizes a prefix by the key/value heads (Llama: num_key_value_heads, fewer than heads)."""
     config = peft.PrefixTuningConfig(
         task_type="CAUSAL_LM", num_virtual_tokens=3, prefix_projection=projection, encoder_hidden_size=16
     )
-    folder, loaded = peft_adapter(tmp_path, config)
+    folder, loaded = peft_adapter(tmp_path, config, name=name)
     adapter = read_peft(folder)
     kv = adapter.rows.key_values["self"]
-    assert kv.shape == (4, 2, 4, 3, 64) and adapter.rows.position_offset == 3 and not adapter.lora
+    a = models.arch_summary(models.hf_config(name))
+    assert kv.shape == (a.n_layer, 2, a.n_kv_head, 3, a.head_dim)
+    assert adapter.rows.position_offset == 3 and not adapter.lora
     x = ids()
-    model = models.load("tiny-gpt2").model.eval()
+    model = models.load(name).model.eval()
     prefix = prefix_kv.install(model)
     positions = torch.arange(3, 3 + x.shape[1]).expand_as(x)  # real tokens numbered from L
     with torch.no_grad(), prefix.active({"self": kv[None]}):
@@ -123,16 +127,29 @@ def with_lora(model, updates):
     ids=["gpt2-c_attn", "bart-q-v", "bart-qkvo-rslora-patterns", "gpt2-rank-pattern", "bart-rank-pattern"],
 )
 def test_a_peft_lora_reads_as_our_lora_updates(tmp_path, seq2seq, options):
+    check_lora_reads_as_ours(tmp_path, seq2seq, options)
+
+
+def test_a_peft_all_linear_lora_on_a_llama_reads_as_our_lora_updates(tmp_path):
+    options = dict(target_modules="all-linear", r=2, lora_alpha=8, rank_pattern={"k_proj": 3})
+    check_lora_reads_as_ours(tmp_path, False, options, "tiny-llama")
+
+
+def check_lora_reads_as_ours(tmp_path, seq2seq: bool, options: dict, name: str | None = None):
     task = "SEQ_2_SEQ_LM" if seq2seq else "CAUSAL_LM"
-    folder, loaded = peft_adapter(tmp_path, peft.LoraConfig(task_type=task, **options), seq2seq)
+    folder, loaded = peft_adapter(tmp_path, peft.LoraConfig(task_type=task, **options), seq2seq, name=name)
     adapter = read_peft(folder)
     assert adapter.lora and adapter.rows.key_values == {} and adapter.rows.prompt is None
-    if not seq2seq:  # the whole fused layer: one A (r, d), B (3d, r)
+    if name == "tiny-llama":  # every linear layer of the blocks, each at its own width
+        assert len(adapter.lora) == 2 * 7
+        assert {u.module.rsplit(".", 1)[-1]: u.B.shape for u in adapter.lora[:7]}["k_proj"] == (32, 3)
+    elif not seq2seq:  # the whole fused layer: one A (r, d), B (3d, r)
         first = adapter.lora[0]
         assert first.module == "transformer.h.0.attn.c_attn" and (first.start, first.end) == (0, 768)
         assert first.A.shape == (2, 256) and first.B.shape == (768, 2) and first.scale == 4.0
     x, y = ids(), (ids(length=5, seed=1) if seq2seq else None)
-    model = with_lora(models.load("tiny-bart" if seq2seq else "tiny-gpt2").model.eval(), adapter.lora)
+    base = models.load(name or ("tiny-bart" if seq2seq else "tiny-gpt2")).model.eval()
+    model = with_lora(base, adapter.lora)
     inputs = {"input_ids": x, **({"decoder_input_ids": y} if seq2seq else {})}
     with torch.no_grad():
         mine = model(**inputs).logits
