@@ -196,7 +196,7 @@ def test_a_short_prefix_run_lowers_held_out_loss_far_below_the_frozen_models(smo
     print(f"held-out E2E loss ({PROBE}): frozen {losses['frozen']:.2f} -> prefix {losses['prefix']:.2f}")
     assert meta["best_dev_loss"] == pytest.approx(losses["prefix"], rel=1e-3)  # the trainer's number
     assert losses["frozen"] > 2.0  # the frozen model does not know E2E's style
-    assert losses["prefix"] < losses["frozen"] - 0.5
+    assert losses["prefix"] < losses["frozen"] - 0.5  # measured 1.28 lower; 12 steps at lr 5e-3: 0.25
 
 
-PROBE = dict(steps=12, batch=4, lr=5e-3, dev=16)
+PROBE = dict(steps=10, batch=4, lr=1e-1, dev=16)  # measured: held-out loss 3.48 -> 2.20
