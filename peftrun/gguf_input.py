@@ -41,7 +41,14 @@ def gguf_in(name: str) -> Path | None:
 
 def architecture(gguf: Path) -> str:
     """The HF model_type of the GGUF's `general.architecture`; a file that is not a readable GGUF
-    (wrong magic, truncated tensor data, no architecture) is a one-line error."""
+    (wrong magic, truncated tensor data, no architecture) is a one-line error. Read once per
+    process for each (path, size, mtime): a run resolves its model name several times."""
+    stat = gguf.stat()
+    return _architecture(gguf, stat.st_size, stat.st_mtime_ns)
+
+
+@lru_cache(maxsize=32)
+def _architecture(gguf: Path, size: int, mtime_ns: int) -> str:
     try:
         from gguf import GGUFReader
     except ImportError:
