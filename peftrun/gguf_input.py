@@ -26,11 +26,12 @@ MODEL_TYPES = {"command-r": "cohere", "qwen2moe": "qwen2_moe", "qwen3moe": "qwen
 
 def gguf_in(name: str) -> Path | None:
     """The GGUF file `name` points at: a `.gguf` file, or a folder holding exactly one (a folder
-    holding none is an ordinary HF folder: None). Anything else (a hub name): None."""
+    holding none, or holding a config.json, is an ordinary HF folder: None). Anything else (a hub
+    name): None."""
     path = Path(name).expanduser()
     if path.is_file() and path.suffix.lower() == SUFFIX:
         return path
-    if not path.is_dir():
+    if not path.is_dir() or (path / "config.json").is_file():
         return None
     found = sorted(p for p in path.iterdir() if p.suffix.lower() == SUFFIX and p.is_file())
     if len(found) > 1:

@@ -113,6 +113,17 @@ def test_a_folder_with_two_ggufs_is_one_line(tmp_path, cache):
     assert "holds 2 GGUF files (a.gguf, b.gguf); set model.name to one of them" in error
 
 
+def test_an_hf_folder_beside_a_gguf_stays_an_hf_folder(tmp_path, cache, conversions):
+    """A model repository may ship a GGUF next to its HF weights: the HF files are the model."""
+    folder = tmp_path / "repo"
+    folder.mkdir()
+    write_gguf(folder / "model.gguf", "gpt2")
+    assert models.weights_source(str(folder)) == str(conversions[0])  # only a GGUF: converted...
+    (folder / "config.json").write_text("{}")
+    assert models.weights_source(str(folder)) == str(folder)  # ...beside config.json: not
+    assert len(conversions) == 1
+
+
 # ------------------------------------------------------------------ conversion once, by content
 
 
