@@ -10,8 +10,10 @@ no permission) is a one-line PeftrunError and leaves the previous file as it was
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -107,3 +109,18 @@ def read_utf8(path: Path, what: str) -> str:
         return path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as err:
         raise PeftrunError(f"{path} is not UTF-8 (byte {err.start}); re-encode it as UTF-8") from None
+
+
+@lru_cache(maxsize=32)
+def _digest(path: str, size: int, mtime_ns: int) -> str:
+    sha = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 22):
+            sha.update(chunk)
+    return sha.hexdigest()
+
+
+def digest(gguf: Path) -> str:
+    """The file's sha256, hashed once per process for each (path, size, mtime)."""
+    stat = gguf.stat()
+    return _digest(str(gguf.resolve()), stat.st_size, stat.st_mtime_ns)

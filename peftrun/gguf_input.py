@@ -11,13 +11,13 @@ process for each (path, size, mtime). A file with the hash of the converted Smol
 
 from __future__ import annotations
 
-import hashlib
 import json
 from functools import lru_cache
 from pathlib import Path
 
 from peftrun import smollm2
 from peftrun.errors import PeftrunError
+from peftrun.files import digest
 
 SUFFIX = ".gguf"
 # GGUF architecture names that differ from the HF model_type of the same layout.
@@ -61,21 +61,6 @@ def _architecture(gguf: Path, size: int, mtime_ns: int) -> str:
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise PeftrunError(f"cannot read {gguf} as a GGUF model ({first[:160]}); replace the file") from None
     return MODEL_TYPES.get(name, name)
-
-
-@lru_cache(maxsize=32)
-def _digest(path: str, size: int, mtime_ns: int) -> str:
-    sha = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 22):
-            sha.update(chunk)
-    return sha.hexdigest()
-
-
-def digest(gguf: Path) -> str:
-    """The file's sha256, hashed once per process for each (path, size, mtime)."""
-    stat = gguf.stat()
-    return _digest(str(gguf.resolve()), stat.st_size, stat.st_mtime_ns)
 
 
 def converted_folder(gguf: Path, families) -> Path:

@@ -32,6 +32,7 @@ import zipfile
 from pathlib import Path
 
 from peftrun.errors import PeftrunError
+from peftrun.files import digest as file_digest
 from peftrun.files import fsync_dir, make_dir, write_error, write_json
 
 NAME = "smollm2-135m"  # the name the model registry gives this base
@@ -190,8 +191,6 @@ def convert_gguf(
         plain.save_pretrained(scratch)
         AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(scratch)
         if digest is None:
-            from peftrun.gguf_input import digest as file_digest
-
             digest = file_digest(gguf)
         source = {"gguf": str(gguf), "size": gguf.stat().st_size, "sha256": digest}
         write_json(scratch / "peftrun-source.json", source)

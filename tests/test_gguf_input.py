@@ -13,7 +13,7 @@ import pytest
 from conftest import require, write_config
 from typer.testing import CliRunner
 
-from peftrun import gguf_input, models, smollm2
+from peftrun import files, gguf_input, models, smollm2
 from peftrun.cli import app
 from peftrun.errors import PeftrunError
 
@@ -169,9 +169,9 @@ def test_the_wheels_own_gguf_reuses_the_smollm2_folder(smollm2_env, conversions)
 
 def test_the_content_hash_is_computed_once_per_file_state(tmp_path, monkeypatch):
     gguf = write_gguf(tmp_path / "h.gguf", "gpt2")
-    gguf_input._digest.cache_clear()
-    first = gguf_input.digest(gguf)
-    assert gguf_input.digest(gguf) == first and gguf_input._digest.cache_info().hits == 1
+    files._digest.cache_clear()
+    first = files.digest(gguf)
+    assert files.digest(gguf) == first and files._digest.cache_info().hits == 1
 
 
 # ------------------------------------------------------------------------ smollm2-135m by name
