@@ -29,9 +29,9 @@ def base_dtype(cfg: Config):
 def load_base(cfg: Config, device=None):
     """The config's base model (a built-in one with its random weights from `model.seed`), with
     its tokenizer, on `device` (default: `train.device`) and in `base_dtype`."""
-    from peftrun import models
-
     import torch
+
+    from peftrun import models
 
     loaded = models.load(cfg.model.name, cfg.model.attention, seed=cfg.base_seed())
     loaded.model.to(device if device is not None else pick_device(cfg.train.device))
@@ -50,11 +50,13 @@ def load_base(cfg: Config, device=None):
 def attach_method(loaded, cfg: Config, options=None):
     """The method (`options`, default the config's) attached to `loaded`, and the token format of
     its prompts. Under fp64 its parameters are made float64 after they were drawn, so an fp64 run
-    starts from the same values as the fp32 one."""
+    starts from the same values as the fp32 one; under bf16-frozen they stay fp32 beside the bf16
+    base, and the joins cast (LoRA and adapters compute in their own dtype and cast their output
+    back; prefix keys/values and soft prompts take the base's dtype)."""
+    import torch
+
     from peftrun.data.formats import text_format
     from peftrun.methods.base import attach
-
-    import torch
 
     method = attach(loaded, options if options is not None else cfg.method)
     dtype = base_dtype(cfg)
