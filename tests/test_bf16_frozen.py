@@ -154,3 +154,46 @@ def test_methods_that_train_the_base_refuse_bf16_frozen_in_one_line(kind):
         config.build({"method": method, "train": {"precision": "bf16-frozen"}})
     message = str(refused.value)
     assert "\n" not in message and f"method.kind={kind}" in message and "train.precision=bf16" in message
+
+
+RUN = """
+model: {name: tiny-llama}
+data: {dataset: e2e, train_size: 24, dev_loss_size: 8}
+method: {kind: lora, rank: 2}
+train: {lr: 1e-2, epochs: 2, batch_size: 8, checkpoint_every: 2, precision: bf16-frozen, device: cpu}
+decode: {splits: [dev], limit: 3, num_beams: 2, max_new_tokens: 6, batch_size: 3}
+"""
+
+
+class Killed(Exception):
+    pass
+
+
+def test_a_bf16_frozen_run_resumes_exactly_decodes_and_serves(tmp_path):
+    """`peftrun train` end to end under bf16-frozen: a run killed after update 3 resumes from its
+    checkpoint (fp32 parameters and optimizer state) to the uninterrupted run's adapter exactly;
+    it decodes its dev rows, and `peftrun.load` serves the adapter on a bf16 base."""
+    from conftest import write_config
+
+    from peftrun import experiment, load
+
+    cfg = write_config(tmp_path, RUN)
+    straight, _ = experiment.train(cfg, [], str(tmp_path / "straight"))
+
+    def kill(step):
+        if step == 3:
+            raise Killed
+
+    with pytest.raises(Killed):
+        experiment.train(cfg, [], str(tmp_path / "killed"), on_update=kill)
+    resumed, results = experiment.train(cfg, [], str(tmp_path / "killed"))
+    assert results is not None
+    a, b = load_file(straight / "adapter/lora.safetensors"), load_file(resumed / "adapter/lora.safetensors")
+    assert a.keys() == b.keys() and all(a[k].dtype == torch.float32 for k in a)
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+    assert len((straight / "predictions/dev.txt").read_text().splitlines()) == 3
+    served = load(str(straight), device="cpu")
+    assert served.model.get_input_embeddings().weight.dtype == torch.bfloat16
+    outputs = served.generate(["name[Aromi], area[city centre]", "name[Cocum], food[Chinese]"])
+    assert len(outputs) == 2 and all(isinstance(o, str) for o in outputs)
