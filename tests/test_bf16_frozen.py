@@ -197,3 +197,27 @@ def test_a_bf16_frozen_run_resumes_exactly_decodes_and_serves(tmp_path):
     assert served.model.get_input_embeddings().weight.dtype == torch.bfloat16
     outputs = served.generate(["name[Aromi], area[city centre]", "name[Cocum], food[Chinese]"])
     assert len(outputs) == 2 and all(isinstance(o, str) for o in outputs)
+
+
+@pytest.mark.parametrize("method", ["prefix", "lora"])
+def test_runs_packed_on_one_bf16_base_each_start_as_alone_in_fp32(method):
+    """Runs packed on one frozen base (peftrun.packing) attach one after another to a base already
+    in bf16: each run's trained parameters are fp32 and start from the values it has alone, and
+    attaching the second leaves the first's parameters as they were."""
+    from peftrun.assembly import load_base
+
+    def cfg(seed: int):
+        train = {"precision": "bf16-frozen", "seed": seed, "device": "cpu"}
+        return config.build({"model": {"name": "tiny-llama"}, "method": METHODS[method], "train": train})
+
+    base = load_base(cfg(1))
+    first = Session(cfg(1), base=base)
+    before = [p.detach().clone() for p in first.method.trainable_parameters()]
+    second = Session(cfg(2), base=base)
+    alone = Session(cfg(2))
+    for mine, theirs in zip(
+        second.method.trainable_parameters(), alone.method.trainable_parameters(), strict=True
+    ):
+        assert mine.dtype == torch.float32 and torch.equal(mine, theirs)
+    for kept, now in zip(before, first.method.trainable_parameters(), strict=True):
+        assert now.dtype == torch.float32 and torch.equal(kept, now)
