@@ -28,6 +28,7 @@ from peftrun.distributed import Processes
 from peftrun.train import Trainee, sequence_losses, step_together, to_device
 
 DEVICE = "cpu"
+NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16"}
 
 
 def build(model: str, method: dict, precision: str, batch: int):
@@ -79,7 +80,8 @@ def ours(
         return value
 
     losses, seconds, peak = timed(step, pairs)
-    return losses, seconds, peak, attached.counts().trainable
+    base = loaded.model.get_input_embeddings().weight.dtype
+    return losses, seconds, peak, attached.counts().trainable, {p.dtype for p in trainee.params}, base
 
 
 def peft_run(model: str, kind: str, dtype: torch.dtype, pairs: list, args) -> tuple:
@@ -118,7 +120,8 @@ def peft_run(model: str, kind: str, dtype: torch.dtype, pairs: list, args) -> tu
         return loss.item()
 
     losses, seconds, peak = timed(step, batches)
-    return losses, seconds, peak, sum(p.numel() for p in params), {p.dtype for p in params}
+    base = loaded.model.get_input_embeddings().weight.dtype
+    return losses, seconds, peak, sum(p.numel() for p in params), {p.dtype for p in params}, base
 
 
 def main() -> None:
@@ -193,10 +196,11 @@ def main() -> None:
         "s / update",
         "trained params",
         "trained dtype",
+        "base weights",
         "loss 1",
         "peak MB",
     )
-    print("|---|---|---|---:|---:|---:|---|---:|---:|")
+    print("|---|---|---|---:|---:|---:|---|---|---:|---:|")
     for threads in args.threads:
         torch.set_num_threads(threads)
         for method, who, run, precision in rows:
@@ -212,15 +216,12 @@ def main() -> None:
                     "–",
                     "–",
                     "–",
+                    "–",
                     f"failed: {type(err).__name__}: {err}"[:120],
                 )
                 continue
-            losses, seconds, peak, count = got[:4]
-            dtype = (
-                "fp32" if len(got) < 5 else "/".join(sorted(str(d).removeprefix("torch.") for d in got[4]))
-            )
-            if who == "peftrun":
-                dtype = "fp32" if method != "full" or precision == "fp32" else "fp32 (autocast forward)"
+            losses, seconds, peak, count, trained, base = got
+            dtype = "/".join(sorted(NAMES.get(d, str(d)) for d in trained))
             row(
                 method,
                 who,
@@ -229,6 +230,7 @@ def main() -> None:
                 f"{statistics.mean(seconds):.2f}",
                 f"{count:,}",
                 dtype,
+                NAMES.get(base, str(base)),
                 f"{losses[0]:.3f}",
                 f"{peak:,.0f}",
             )
