@@ -94,7 +94,8 @@ class TrainConfig(_Section):
         "fp32",
         description="bf16: autocast the forward pass; bf16-frozen: the frozen base's weights in bf16, "
         "the trained parameters, their optimizer state and the loss in fp32 (methods that keep the "
-        "base frozen; ~2x faster on CPU); fp64: base model and method in float64, for exactness checks",
+        "base frozen; ~1.45x faster per update on a 2-core CPU); fp64: base model and method in float64, "
+        "for exactness checks",
     )
     seed: int = Field(101, description="seed of initialisation, shuffling and dropout (paper: 101)")
     loss_reduction: Literal["sequence_sum", "token_mean"] = Field(
