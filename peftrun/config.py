@@ -90,10 +90,12 @@ class TrainConfig(_Section):
     adam_betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas")
     adam_eps: float = Field(1e-8, gt=0, description="AdamW epsilon")
     max_grad_norm: float | None = Field(1.0, gt=0, description="gradient clipping (None: off)")
-    precision: Literal["fp32", "bf16", "fp64"] = Field(
+    precision: Literal["fp32", "bf16", "bf16-frozen", "fp64"] = Field(
         "fp32",
-        description="bf16: autocast the forward pass; fp64: base model and method in float64, for "
-        "exactness checks",
+        description="bf16: autocast the forward pass; bf16-frozen: the frozen base's weights in bf16, "
+        "the trained parameters, their optimizer state and the loss in fp32 (methods that keep the "
+        "base frozen; ~1.45x faster per update on a 2-core CPU); fp64: base model and method in float64, "
+        "for exactness checks",
     )
     seed: int = Field(101, description="seed of initialisation, shuffling and dropout (paper: 101)")
     loss_reduction: Literal["sequence_sum", "token_mean"] = Field(
@@ -170,6 +172,16 @@ class Config(_Section):
     train: TrainConfig = TrainConfig()
     decode: DecodeConfig = DecodeConfig()
     output: OutputConfig = OutputConfig()
+
+    @model_validator(mode="after")
+    def _frozen_base(self) -> Config:
+        if self.train.precision == "bf16-frozen" and self.method.trains_base_weights:
+            raise PeftrunError(
+                f"config error: train.precision=bf16-frozen keeps a frozen base in bf16, and method.kind="
+                f"{self.method.kind} trains the base's own weights (they would have to stay fp32, and bf16 "
+                "frozen weights would meet fp32 trained ones inside one layer); use train.precision=bf16"
+            )
+        return self
 
     def run_name(self) -> str:
         base = self.name or f"{self.data.dataset}-{Path(self.model.name).name}-{self.method.kind}"

@@ -47,8 +47,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from peftrun.methods.adapter_options import BottleneckAdapterOptions
-from peftrun.methods.base import MethodBase, ParamCounts, copy_into, save_tensors
-from peftrun.models import LoadedModel, base_size, count_parameters, family_of
+from peftrun.methods.base import MethodBase, ParamCounts, copy_into, save_tensors, trained_dtype
+from peftrun.models import ADAPTER_FLAG, LoadedModel, base_size, count_parameters, family_of
 
 WEIGHTS = "adapter.safetensors"
 ATTRIBUTE = "peft_adapters"
@@ -60,7 +60,7 @@ class Bottleneck(nn.Module):
 
     def __init__(self, hidden: int, bottleneck: int, nonlinearity: str, layer_norm: bool, like: torch.Tensor):
         super().__init__()
-        kwargs = {"device": like.device, "dtype": like.dtype}
+        kwargs = {"device": like.device, "dtype": trained_dtype(like.dtype)}  # fp32 beside a bf16 base
         self.norm = nn.LayerNorm(hidden, **kwargs) if layer_norm else nn.Identity()
         self.down = nn.Linear(hidden, bottleneck, **kwargs)
         self.up = nn.Linear(bottleneck, hidden, **kwargs)
@@ -70,9 +70,12 @@ class Bottleneck(nn.Module):
             nn.init.zeros_(self.down.bias)
             nn.init.zeros_(self.up.weight)
             nn.init.zeros_(self.up.bias)
+        for parameter in self.parameters():
+            setattr(parameter, ADAPTER_FLAG, True)  # the method's, inside the model: not the base's
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return h + self.up(self.act(self.down(self.norm(h))))
+        x = h.to(self.down.weight.dtype)  # computes in its own dtype (fp32 beside a bf16 base)
+        return h + self.up(self.act(self.down(self.norm(x)))).to(h.dtype)
 
 
 def _sites(model, layout: str) -> list[nn.Module]:

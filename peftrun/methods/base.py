@@ -152,6 +152,13 @@ def attach(loaded: LoadedModel, options: MethodOptions) -> Method:
     return method
 
 
+def trained_dtype(frozen: torch.dtype) -> torch.dtype:
+    """The dtype a method makes its trained parameters in, beside frozen weights of dtype `frozen`:
+    the same, but never below float32 (`train.precision: bf16-frozen`): AdamW's small updates would
+    vanish in bf16's 8 significant bits, and fp32 draws the same initial values as an fp32 run."""
+    return frozen if torch.finfo(frozen).bits >= 32 else torch.float32
+
+
 def copy_into(named: dict[str, torch.nn.Parameter], state: dict[str, torch.Tensor], what: str) -> None:
     """Copy saved tensors into the method's parameters; the names must match exactly."""
     if set(state) != set(named):

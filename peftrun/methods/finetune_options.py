@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
@@ -11,13 +11,19 @@ from peftrun.methods.options import MethodOptions
 from peftrun.models import ArchSummary
 
 
-class FullOptions(MethodOptions):
+class _BaseWeightsOptions(MethodOptions):
+    """A method that trains (some of) the base model's own weights."""
+
+    trains_base_weights: ClassVar[bool] = True
+
+
+class FullOptions(_BaseWeightsOptions):
     """Full fine-tuning: every weight of the model is trained."""
 
     kind: Literal["full"] = "full"
 
 
-class TopKOptions(MethodOptions):
+class TopKOptions(_BaseWeightsOptions):
     """Fine-tune only the top k transformer layers (+ the final norm): Li & Liang's FT-top2."""
 
     kind: Literal["top-k"] = "top-k"
@@ -36,13 +42,13 @@ class TopKOptions(MethodOptions):
             )
 
 
-class BitFitOptions(MethodOptions):
+class BitFitOptions(_BaseWeightsOptions):
     """BitFit (Ben Zaken et al. 2022): only bias terms train."""
 
     kind: Literal["bitfit"] = "bitfit"
 
 
-class FeatureExtractionOptions(MethodOptions):
+class FeatureExtractionOptions(_BaseWeightsOptions):
     """Frozen model; only a new (untied) output head and the final norm train."""
 
     kind: Literal["feature-extraction"] = "feature-extraction"

@@ -50,7 +50,7 @@ from safetensors.torch import load_file
 from torch import nn
 from torch.nn import functional as F
 
-from peftrun.methods.base import MethodBase, ParamCounts, copy_into, save_tensors
+from peftrun.methods.base import MethodBase, ParamCounts, copy_into, save_tensors, trained_dtype
 from peftrun.methods.inject import match_rows
 from peftrun.methods.inject.rows import RowInputs, active_rows
 from peftrun.methods.lora_options import LoRAOptions
@@ -97,12 +97,13 @@ class LoRALayer(nn.Module):
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.lora_A = nn.ParameterDict()
         self.lora_B = nn.ParameterDict()
+        dtype = trained_dtype(weight.dtype)  # fp32 beside a bf16 frozen weight
         for name, (start, end) in self.slices.items():
-            a = torch.empty(rank, in_features, device=weight.device, dtype=weight.dtype)
+            a = torch.empty(rank, in_features, device=weight.device, dtype=dtype)
             nn.init.kaiming_uniform_(a, a=math.sqrt(5))
             self.lora_A[name] = nn.Parameter(a)
             self.lora_B[name] = nn.Parameter(
-                torch.zeros(end - start, rank, device=weight.device, dtype=weight.dtype)
+                torch.zeros(end - start, rank, device=weight.device, dtype=dtype)
             )
         for parameter in (*self.lora_A.values(), *self.lora_B.values()):
             setattr(parameter, ADAPTER_FLAG, True)
@@ -114,15 +115,16 @@ class LoRALayer(nn.Module):
         if self.merged:
             return y
         if self.gate is None:
-            return y + self.delta(x)
+            return y + self.delta(x).to(y.dtype)
         rows = match_rows(self.gate.to(x.device), x.shape[0]).nonzero()[:, 0]
         if rows.numel() == 0:
             return y
         return y.index_add(0, rows, self.delta(x[rows]).to(y.dtype))
 
     def delta(self, x: torch.Tensor) -> torch.Tensor:
-        """(alpha/r)·B A x on the chosen output slices, zero elsewhere (x: (rows, T, in))."""
-        h = self.dropout(x)
+        """(alpha/r)·B A x on the chosen output slices, zero elsewhere (x: (rows, T, in)), in the
+        dtype of A and B (fp32 beside a bf16 frozen base; the caller casts it back to the output's)."""
+        h = self.dropout(x).to(self.lora_A[next(iter(self.slices))].dtype)
         total = None
         for name, (start, end) in self.slices.items():
             delta = (h @ self.lora_A[name].t()) @ self.lora_B[name].t() * self.scale

@@ -7,6 +7,8 @@ without weights), live in each class's `check`.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from pydantic import BaseModel, ConfigDict
 
 from peftrun.errors import PeftrunError
@@ -17,6 +19,9 @@ class MethodOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     kind: str
+    # Whether the method trains the base model's own weights (then there is no frozen base to keep
+    # in bf16: `train.precision: bf16-frozen` is refused).
+    trains_base_weights: ClassVar[bool] = False
 
     def check(self, arch: ArchSummary) -> None:
         """Raise PeftrunError when these options cannot apply to `arch`."""

@@ -61,7 +61,7 @@ from torch import nn
 
 from peftrun.data.formats import Room
 from peftrun.errors import PeftrunError
-from peftrun.methods.base import MethodBase, ParamCounts
+from peftrun.methods.base import MethodBase, ParamCounts, trained_dtype
 from peftrun.methods.inject import positions
 from peftrun.methods.inject.infix_kv import InfixKeyValues
 from peftrun.methods.inject.prefix_kv import install, key_values_of_inputs
@@ -131,7 +131,7 @@ class Prefix(MethodBase):
             kinds = {kind: n * kv_width for kind, n in self.n_layers.items()}
         self.tables = nn.ModuleDict(
             {kind: PrefixTable(self.length, arch.hidden, width, options) for kind, width in kinds.items()}
-        ).to(self.model.device, self.model.dtype)  # as the base: fp32, or what it was loaded in
+        ).to(self.model.device, trained_dtype(self.model.dtype))  # as the base (fp32 beside a bf16 one)
         self.stored: dict[str, torch.Tensor] | None = None  # set by `load`: P_θ without its MLP
         self.prefix_attention = install(self.model)
         default_offset = arch.shifts_positions and self.variant != "infix"
@@ -266,7 +266,7 @@ class Prefix(MethodBase):
     def phrase_mse(self, targets: dict[str, torch.Tensor]) -> torch.Tensor:
         values = self.values()
         got = torch.cat([values[kind].reshape(-1) for kind in sorted(targets)])
-        want = torch.cat([targets[kind].reshape(-1) for kind in sorted(targets)])
+        want = torch.cat([targets[kind].reshape(-1) for kind in sorted(targets)]).to(got.dtype)
         return nn.functional.mse_loss(got, want)
 
     def training_state(self) -> dict[str, torch.Tensor]:

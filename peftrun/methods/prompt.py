@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from peftrun.methods.base import trained_dtype
 from peftrun.methods.prompt_options import PromptOptions
 from peftrun.methods.soft_prompt import SoftPromptMethod
 from peftrun.models import LoadedModel
@@ -41,4 +42,4 @@ class Prompt(SoftPromptMethod):
                 initial = table[ids.to(table.device)].clone()
             else:
                 initial = torch.randn(self.length, self.hidden, device=table.device) * table.std()
-        self.producer = _Embeddings(initial)
+        self.producer = _Embeddings(initial.to(trained_dtype(table.dtype)))  # fp32 beside a bf16 base

@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from peftrun.methods.base import trained_dtype
 from peftrun.methods.ptuning_options import PTuningOptions
 from peftrun.methods.soft_prompt import SoftPromptMethod
 from peftrun.models import LoadedModel
@@ -37,4 +38,4 @@ class PTuning(SoftPromptMethod):
         width = self.hidden
         self.producer = PromptEncoder(
             self.length, options.encoder_hidden or width, width, options.lstm_layers
-        ).to(self.model.device, self.model.dtype)  # as the base: fp32, or what it was loaded in
+        ).to(self.model.device, trained_dtype(self.model.dtype))  # as the base (fp32 beside a bf16 one)

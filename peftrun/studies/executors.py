@@ -3,7 +3,8 @@ cannot take the sweep down, and a resumed sweep resumes each run exactly as `pef
 
 - `local`: N workers at once. With GPUs visible, one worker per GPU (each child sees only its GPU
   through CUDA_VISIBLE_DEVICES); on a CPU, N processes sharing the cores (each gets cores / N
-  threads).
+  torch threads through OMP_NUM_THREADS, or fewer when the sweep's own environment asks for fewer:
+  N processes with every core each would contend for them).
 - `slurm`: a submitit job array, one job per run, resources from the sweep's `slurm:` block;
   submitit's local executor runs the same code path without a cluster (tests use it).
 
@@ -79,6 +80,13 @@ def visible_gpus() -> list[str]:
     return [str(i) for i in range(torch.cuda.device_count())]
 
 
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity; all of the machine's elsewhere)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def run_local(
     sweep: Sweep,
     jobs: list[Job],
@@ -92,7 +100,10 @@ def run_local(
     gpus = visible_gpus()
     workers = max(1, workers)
     slots = gpus[:workers] if gpus else [None] * workers
-    threads = max(1, (os.cpu_count() or 1) // len(slots))
+    threads = max(1, usable_cores() // len(slots))
+    inherited = os.environ.get("OMP_NUM_THREADS", "")
+    if inherited.isdigit() and int(inherited) > 0:
+        threads = min(threads, int(inherited))
     progress = SweepProgress(sum(len(job.points) for job in jobs), len(slots), echo)
     queue, outcomes, children = list(jobs), [], {}
     lock, stop = threading.Lock(), threading.Event()
@@ -107,7 +118,7 @@ def run_local(
             if gpu is not None:
                 env["CUDA_VISIBLE_DEVICES"] = gpu
             elif len(slots) > 1:
-                env.setdefault("OMP_NUM_THREADS", str(threads))
+                env["OMP_NUM_THREADS"] = str(threads)
             for point in job.points:
                 progress.started()
                 manifest.update(point.name, RunState.RUNNING)

@@ -32,7 +32,8 @@ signal.signal(signal.SIGTERM, stop)
 start = time.time()
 (run_dir / "started").write_text("")
 time.sleep(seconds)
-seen = {"gpus": os.environ.get("CUDA_VISIBLE_DEVICES"), "start": start, "end": time.time()}
+seen = {"gpus": os.environ.get("CUDA_VISIBLE_DEVICES"), "threads": os.environ.get("OMP_NUM_THREADS"),
+        "start": start, "end": time.time()}
 (run_dir / "seen.json").write_text(json.dumps(seen))
 (run_dir / "DONE").write_text("")
 """
@@ -106,3 +107,29 @@ def test_ctrl_c_terminates_every_running_child(tmp_path, monkeypatch):
         assert (run_dir / "terminated").read_text() == "15"  # SIGTERM reached it
         assert not (run_dir / "DONE").exists()
     assert not (jobs[2].points[0].run_dir / "started").exists()  # the waiting one never started
+
+
+@pytest.mark.parametrize(
+    ("workers", "inherited", "expected"),
+    [(2, None, "4"), (3, None, "2"), (2, "1", "1"), (2, "16", "4"), (1, None, None)],
+    ids=["2-workers-split-8", "3-workers-floor", "sweep-env-asks-fewer", "sweep-env-asks-more", "one-worker"],
+)
+def test_cpu_workers_split_the_cores_through_omp_num_threads(
+    tmp_path, monkeypatch, workers, inherited, expected
+):
+    """README/executors: on a CPU, N workers share the cores, each child getting cores / N torch
+    threads (OMP_NUM_THREADS, which torch reads at start), never more than the sweep's own
+    environment asks for; one worker leaves torch's default (no setting)."""
+    fake_gpus(monkeypatch, 0)
+    monkeypatch.setattr(executors, "usable_cores", lambda: 8)
+    if inherited is None:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("OMP_NUM_THREADS", inherited)
+    sweep, jobs, manifest = plan(tmp_path, points=workers, seconds=0.0)
+    results = executors.run_local(
+        sweep, jobs, manifest, workers=workers, fail_fast=False, echo=lambda _: None
+    )
+    assert [r.state for r in results] == ["done"] * workers
+    seen = [json.loads((job.points[0].run_dir / "seen.json").read_text()) for job in jobs]
+    assert [s["threads"] for s in seen] == [expected] * workers

@@ -172,6 +172,8 @@ def key_values_of_inputs(
     """
     family = family_of(model)
     decoder = family.get(model, family.decoder_stack)
+    dtype = model.get_input_embeddings().weight.dtype  # a bf16 frozen base reads bf16 inputs
+    inputs = {kind: value.to(dtype) for kind, value in inputs.items()}
     with prefix.recording() as recorded:
         if not family.encoder_decoder:
             (kind,) = family.input_kinds
