@@ -31,6 +31,8 @@ PAPER_FOLDERS = {
 # that stops being found (a glob or the sweep test gone wrong) is no longer validated in silence.
 OTHER_RUN_CONFIGS = {
     "configs/quickstart.yaml",
+    "configs/quickstart-no-prefix.yaml",
+    "configs/quickstart-tiny.yaml",
     "configs/demo/base-lm.yaml",
     "configs/demo/no-prefix.yaml",
     "configs/demo/prefix.yaml",
