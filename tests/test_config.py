@@ -18,7 +18,8 @@ def _is_sweep(path) -> bool:
 
 
 # Run configs only: sweep files are tested in tests/studies/test_shipped_sweeps.py; the tiny bases
-# they name (configs/sweeps/tiny/base-*.yaml) are run configs and stay here.
+# they name (configs/sweeps/tiny/base-*.yaml, configs/sweeps/smollm2/base-e2e.yaml) are run configs
+# and stay here.
 SHIPPED = sorted(p for p in (ROOT / "configs").rglob("*.yaml") if not _is_sweep(p))
 
 
@@ -45,6 +46,7 @@ OTHER_RUN_CONFIGS = {
     "configs/xsum/tiny-bart-smoke.yaml",
     "configs/sweeps/tiny/base-e2e.yaml",
     "configs/sweeps/tiny/base-xsum.yaml",
+    "configs/sweeps/smollm2/base-e2e.yaml",
 }
 
 

@@ -1,6 +1,7 @@
 """The shipped sweeps (configs/sweeps/): each expands to its pinned run count and validates every
 point against its model's architecture (offline: no weights, no data); each tiny twin has its
-full-size sweep's shape; one twin runs end to end."""
+full-size sweep's shape; one twin runs end to end. The laptop studies (configs/sweeps/smollm2/) are
+their own size: no twin; they share one budget and one script instead."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from peftrun.studies import sweep_file
 
 SWEEPS = ROOT / "configs" / "sweeps"
 TINY = SWEEPS / "tiny"
+LAPTOP = SWEEPS / "smollm2"
 
 # Run counts, as `peftrun sweep FILE --dry-run` lists them.
 EXPECTED_RUNS = {
@@ -37,8 +39,13 @@ EXPECTED_RUNS = {
     "tiny/init-phrases-e2e.yaml": 5,
     "tiny/extrapolation-xsum.yaml": 4,
     "tiny/smoke.yaml": 8,
+    "smollm2/methods-e2e.yaml": 9 * 2,  # frozen, icl, prompt, EMB, prefix, LoRA, adapter, top-2, full x 2
+    "smollm2/lowdata-e2e.yaml": 3 * 3 * 3,  # methods x sizes x subsets
+    "smollm2/prefix-length-e2e.yaml": 4,
+    "smollm2/init-e2e.yaml": 4 * 3,  # 2 phrases + 2 random of their lengths x subsets
 }
-FULL_SIZE = sorted(name for name in EXPECTED_RUNS if not name.startswith("tiny/"))
+FULL_SIZE = sorted(name for name in EXPECTED_RUNS if not name.startswith(("tiny/", "smollm2/")))
+LAPTOP_STUDIES = sorted(name for name in EXPECTED_RUNS if name.startswith("smollm2/"))
 
 
 def _is_sweep(path) -> bool:
@@ -46,12 +53,18 @@ def _is_sweep(path) -> bool:
     return isinstance(data, dict) and bool({"base", "grid", "cases"} & data.keys())
 
 
-def test_every_shipped_sweep_has_a_pinned_run_count_and_a_tiny_twin():
+def test_every_shipped_sweep_has_a_pinned_run_count_and_a_tiny_twin_or_is_a_laptop_study():
     shipped = {str(p.relative_to(SWEEPS)) for p in SWEEPS.rglob("*.yaml") if _is_sweep(p)}
     assert shipped == set(EXPECTED_RUNS)
     for name in FULL_SIZE:
         assert (TINY / name).is_file(), f"{name} has no tiny twin in configs/sweeps/tiny/"
         assert (ROOT / "scripts" / f"reproduce_{name.removesuffix('.yaml').replace('-', '_')}.sh").is_file()
+    script = (ROOT / "scripts" / "reproduce_smollm2_study.sh").read_text(encoding="utf-8")
+    loop = next(line for line in script.splitlines() if line.startswith("for study in "))
+    assert sorted(loop.removeprefix("for study in ").removesuffix("; do").split()) == [
+        name.removeprefix("smollm2/").removesuffix(".yaml") for name in LAPTOP_STUDIES
+    ]
+    assert 'peftrun sweep "configs/sweeps/smollm2/$study.yaml"' in script
 
 
 # What the user must give on the command line (the extrapolation split needs the URL list; no file
@@ -96,6 +109,45 @@ def test_tiny_twin_has_the_shape_of_its_full_size_sweep(name):
     twin_configs = [sweeps.resolved_config(p) for p in sweep_file.load(TINY / name, "unused").points]
     assert {c.model.name for c in twin_configs} <= {"tiny-gpt2", "tiny-bart"}
     assert all(c.decode.num_beams == 1 for c in twin_configs)
+
+
+@pytest.mark.parametrize("name", LAPTOP_STUDIES)
+def test_laptop_study_compares_on_the_fixed_dev_subset_of_the_pretrained_model(name):
+    """Every laptop run: SmolLM2-135M, E2E, greedy decoding of the same first 128 dev MRs, a training
+    budget of at most 150 updates of batch 8 (the CPU budget), the checkpoint chosen on dev loss;
+    only the methods study reads the test split (its final table)."""
+    configs = [sweeps.resolved_config(p) for p in sweep_file.load(SWEEPS / name, "unused").points]
+    assert {c.model.name for c in configs} == {"smollm2-135m"}
+    assert {c.data.dataset for c in configs} == {"e2e"}
+    assert {(c.decode.num_beams, c.decode.limit) for c in configs} == {(1, 128)}
+    assert all("dev" in c.decode.splits for c in configs)
+    assert any("test" in c.decode.splits for c in configs) == (name == "smollm2/methods-e2e.yaml")
+    trained = [c for c in configs if c.train.epochs]
+    assert trained and all(c.train.max_steps <= 150 and c.train.batch_size == 8 for c in trained)
+    assert all(c.train.select == "best" and c.train.eval_every for c in trained)
+
+
+def test_the_laptop_methods_study_gives_every_trained_method_the_same_budget_and_two_seeds():
+    sweep = sweep_file.load(LAPTOP / "methods-e2e.yaml", "unused")
+    configs = [sweeps.resolved_config(p) for p in sweep.points]
+    trained = [c for c in configs if c.train.epochs]
+    budgets = {
+        (c.train.max_steps, c.train.batch_size, c.data.train_size, c.data.subset_seed) for c in trained
+    }
+    assert len(budgets) == 1
+    rows = {(c.method.kind, getattr(c.method, "variant", None)) for c in configs}
+    assert rows == {
+        ("full", None),  # twice: frozen (epochs 0) and fine-tuned
+        ("icl", None),
+        ("prompt", None),
+        ("prefix", "embedding-only"),
+        ("prefix", "every-layer"),
+        ("lora", None),
+        ("adapter", None),
+        ("top-k", None),
+    }
+    assert any(c.method.kind == "full" and not c.train.epochs for c in configs), "no frozen-base row"
+    assert len(sweep.spec.seeds) >= 2
 
 
 def test_a_tiny_twin_runs_end_to_end(tmp_path):
