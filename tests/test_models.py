@@ -9,9 +9,9 @@ import dataclasses
 import pytest
 import torch
 
-from peftrun import models
+from peftrun import families, models
+from peftrun.families import FAMILIES, LEARNED_TABLE, PATH_FACTS, POSITION_IDS
 from peftrun.methods.inject.prefix_kv import install
-from peftrun.models import FAMILIES, LEARNED_TABLE, PATH_FACTS, POSITION_IDS
 
 TINY = models.tiny_models()
 # Model types that share a family (its layout) get the same checks on their own tiny models.
@@ -32,14 +32,14 @@ def forward_inputs(loaded, length: int = 5) -> dict[str, torch.Tensor]:
 
 
 def test_every_family_has_a_tiny_model_and_every_tiny_model_a_family():
-    assert sorted(models.BUILTIN[name]["model_type"] for name in TINY) == sorted(models.family_names())
+    assert sorted(models.BUILTIN[name]["model_type"] for name in TINY) == sorted(families.family_names())
     assert {spec["model_type"] for spec in models.BUILTIN.values()} <= set(FAMILIES)
     for model_type, family in FAMILIES.items():  # a model type shares a family only under its name
         assert FAMILIES[family.name] is family, model_type
 
 
 def test_every_path_in_the_family_table_names_a_real_module(tiny):
-    model, family = tiny.model, models.family_of(tiny.model)
+    model, family = tiny.model, families.family_of(tiny.model)
     for stack in family.stacks:
         blocks = family.blocks(model, stack)
         assert len(blocks) > 0 and all(isinstance(b, torch.nn.Module) for b in blocks)
@@ -53,7 +53,7 @@ def test_every_path_in_the_family_table_names_a_real_module(tiny):
     assert family.get(model, family.lm_head) is model.get_output_embeddings()
     assert (family.get(model, family.encoder_stack) is not None) == family.encoder_decoder
     assert family.get(model, family.final_norm) or family.get(model, family.embedding_norm)
-    sites = models.attention_sites(model)
+    sites = families.attention_sites(model)
     assert set(sites) == set(family.attention)
     for modules in sites.values():
         for attn in modules:
@@ -62,7 +62,7 @@ def test_every_path_in_the_family_table_names_a_real_module(tiny):
 
 
 def test_a_mistyped_path_raises_and_only_a_declared_optional_one_may_be_absent(tiny):
-    model, family = tiny.model, models.family_of(tiny.model)
+    model, family = tiny.model, families.family_of(tiny.model)
     with pytest.raises(AttributeError, match="no 'nope'"):
         family.get(model, "nope")
     with pytest.raises(AttributeError):
@@ -83,9 +83,9 @@ def test_projection_slices_are_what_attention_reads_as_keys_and_values(tiny):
     """Applied to a layer's input, the v slice of the projections is exactly the values attention
     gets (n_kv_head × head_dim), the k slice as wide as its keys, the q slice n_head × head_dim; a
     fused projection's slices tile its whole output."""
-    model, arch, family = tiny.model, tiny.arch, models.family_of(tiny.model)
+    model, arch, family = tiny.model, tiny.arch, families.family_of(tiny.model)
     kind = next(iter(family.attention))
-    attn = models.attention_sites(model)[kind][0]
+    attn = families.attention_sites(model)[kind][0]
     inputs, seen = [], {}
 
     def record_input(_module, args, kwargs):
@@ -122,8 +122,8 @@ def test_projection_slices_are_what_attention_reads_as_keys_and_values(tiny):
 def test_conv1d_says_how_the_projection_weights_are_stored(tiny):
     """conv1d: y = x W + b with W (in, out), as GPT-2's Conv1D and peft's fan_in_fan_out; else an
     nn.Linear's y = x Wᵀ + b."""
-    family = models.family_of(tiny.model)
-    attn = models.attention_sites(tiny.model)[next(iter(family.attention))][0]
+    family = families.family_of(tiny.model)
+    attn = families.attention_sites(tiny.model)[next(iter(family.attention))][0]
     layer = getattr(attn, family.projections["q"])
     x = torch.randn(3, tiny.arch.hidden)
     weight = layer.weight if family.conv1d else layer.weight.t()
@@ -133,7 +133,7 @@ def test_conv1d_says_how_the_projection_weights_are_stored(tiny):
 
 
 def test_norm_names_the_kind_of_every_norm_in_the_blocks(tiny):
-    family = models.family_of(tiny.model)
+    family = families.family_of(tiny.model)
     norms = [
         module
         for stack in family.stacks
@@ -152,7 +152,7 @@ def test_norm_names_the_kind_of_every_norm_in_the_blocks(tiny):
 def test_position_shift_is_what_the_model_has(tiny):
     """A learned-table family has an embedding table with at least max_positions rows; a
     position-ids family's decoder stack takes position_ids; a family without a shift says so."""
-    family = models.family_of(tiny.model)
+    family = families.family_of(tiny.model)
     if family.position_shift == LEARNED_TABLE:
         table = family.get(tiny.model, family.position_embedding)
         assert isinstance(table, torch.nn.Embedding) and table.num_embeddings >= tiny.arch.max_positions
@@ -165,7 +165,7 @@ def test_position_shift_is_what_the_model_has(tiny):
 
 
 def test_special_tokens_are_single_tokens_of_the_tokenizer_and_the_models_own_ids(tiny):
-    family = models.family_of(tiny.model)
+    family = families.family_of(tiny.model)
     tokenizer, config = tiny.tokenizer, tiny.model.config
     assert {"bos_token", "eos_token", "pad_token"} <= set(family.special_tokens)
     for role, token in family.special_tokens.items():
@@ -211,15 +211,15 @@ def test_arch_summary_reads_key_value_heads_and_head_size_where_the_family_names
 
 def test_a_family_without_a_fact_is_refused():
     gpt2 = FAMILIES["gpt2"]
-    fields = {f.name: getattr(gpt2, f.name) for f in dataclasses.fields(models.Family) if f.init}
+    fields = {f.name: getattr(gpt2, f.name) for f in dataclasses.fields(families.Family) if f.init}
     for required in ("conv1d", "norm", "position_shift", "special_tokens"):
         with pytest.raises(TypeError):
-            models.Family(**{k: v for k, v in fields.items() if k != required})
+            families.Family(**{k: v for k, v in fields.items() if k != required})
     sizes = {k: v for k, v in gpt2.sizes.items() if k != "n_kv_head"}
     with pytest.raises(ValueError, match="sizes"):
-        models.Family(**{**fields, "sizes": sizes})
+        families.Family(**{**fields, "sizes": sizes})
     with pytest.raises(ValueError, match="position_embedding"):
-        models.Family(**{**fields, "position_embedding": None})
+        families.Family(**{**fields, "position_embedding": None})
 
 
 def test_an_unloadable_model_is_one_line_naming_the_built_ins():

@@ -4,7 +4,7 @@ frozen model's); a prefix set to a phrase's own keys/values is the phrase read a
 adapters give peft's logits; a mixed batch is each row alone. All through peftrun's own APIs
 (the methods registry's `attach`, `experiment.train`, `serving.peft_export.export`).
 
-Active once the Llama family is in `models.FAMILIES`; then, under CI, the wheel must be there."""
+Under CI the wheel must be there."""
 
 from __future__ import annotations
 
@@ -16,9 +16,6 @@ from conftest import require, write_config
 
 from peftrun import models
 
-pytestmark = pytest.mark.skipif(
-    "llama" not in models.FAMILIES, reason="the Llama family (branch wt-llama) is not in models.FAMILIES yet"
-)
 NAME = "smollm2-135m"
 SOURCES = (
     "name : The Eagle | Type : coffee shop | food : Japanese | price : less than £ 20",

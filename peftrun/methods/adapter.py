@@ -46,9 +46,10 @@ from safetensors.torch import load_file
 from torch import nn
 from torch.nn import functional as F
 
+from peftrun.families import family_of
 from peftrun.methods.adapter_options import BottleneckAdapterOptions
 from peftrun.methods.base import MethodBase, ParamCounts, copy_into, save_tensors, trained_dtype
-from peftrun.models import ADAPTER_FLAG, LoadedModel, base_size, count_parameters, family_of
+from peftrun.models import ADAPTER_FLAG, LoadedModel, base_size, count_parameters
 
 WEIGHTS = "adapter.safetensors"
 ATTRIBUTE = "peft_adapters"

@@ -27,9 +27,10 @@ from safetensors.torch import load_file
 from torch import nn
 
 from peftrun.errors import PeftrunError
+from peftrun.families import family_of
 from peftrun.methods.base import MethodBase, ParamCounts, copy_into, save_tensors
 from peftrun.methods.finetune_options import BitFitOptions, FeatureExtractionOptions, FullOptions, TopKOptions
-from peftrun.models import LoadedModel, count_parameters, family_of
+from peftrun.models import LoadedModel, count_parameters
 
 WEIGHTS = "model.safetensors"
 SUBSET_WEIGHTS = "trained.safetensors"

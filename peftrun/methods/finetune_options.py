@@ -7,8 +7,8 @@ from typing import ClassVar, Literal
 from pydantic import Field
 
 from peftrun.errors import PeftrunError
+from peftrun.families import ArchSummary
 from peftrun.methods.options import MethodOptions
-from peftrun.models import ArchSummary
 
 
 class _BaseWeightsOptions(MethodOptions):

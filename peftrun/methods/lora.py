@@ -50,19 +50,12 @@ from safetensors.torch import load_file
 from torch import nn
 from torch.nn import functional as F
 
+from peftrun.families import ArchSummary, attention_sites, family_of
 from peftrun.methods.base import MethodBase, ParamCounts, copy_into, save_tensors, trained_dtype
 from peftrun.methods.inject import match_rows
 from peftrun.methods.inject.rows import RowInputs, active_rows
 from peftrun.methods.lora_options import LoRAOptions
-from peftrun.models import (
-    ADAPTER_FLAG,
-    ArchSummary,
-    LoadedModel,
-    attention_sites,
-    base_size,
-    count_parameters,
-    family_of,
-)
+from peftrun.models import ADAPTER_FLAG, LoadedModel, base_size, count_parameters
 
 WEIGHTS = "lora.safetensors"
 

@@ -7,8 +7,8 @@ from typing import Literal
 from pydantic import Field
 
 from peftrun.errors import PeftrunError
+from peftrun.families import FAMILIES, ArchSummary
 from peftrun.methods.options import MethodOptions
-from peftrun.models import FAMILIES, ArchSummary
 
 LORA_TARGETS: tuple[str, ...] = ("q", "k", "v", "o")  # attention projections: every family has them
 ALL_LINEAR = "all-linear"  # shorthand: every target the family has (peft's name for it)

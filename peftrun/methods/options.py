@@ -12,7 +12,7 @@ from typing import ClassVar
 from pydantic import BaseModel, ConfigDict
 
 from peftrun.errors import PeftrunError
-from peftrun.models import ArchSummary
+from peftrun.families import ArchSummary
 
 
 class MethodOptions(BaseModel):

@@ -61,20 +61,14 @@ from torch import nn
 
 from peftrun.data.formats import Room
 from peftrun.errors import PeftrunError
+from peftrun.families import attention_sites, family_of
 from peftrun.methods.base import MethodBase, ParamCounts, trained_dtype
 from peftrun.methods.inject import positions
 from peftrun.methods.inject.infix_kv import InfixKeyValues
 from peftrun.methods.inject.prefix_kv import install, key_values_of_inputs
 from peftrun.methods.inject.rows import RowInputs, active_rows
 from peftrun.methods.prefix_options import PrefixOptions, phrase_ids
-from peftrun.models import (
-    LoadedModel,
-    attention_sites,
-    base_size,
-    count_parameters,
-    family_of,
-    load_tokenizer,
-)
+from peftrun.models import LoadedModel, base_size, count_parameters, load_tokenizer
 
 WEIGHTS = "prefix.safetensors"
 DEFAULT_LENGTH = 10

@@ -7,8 +7,8 @@ from typing import Literal
 from pydantic import Field
 
 from peftrun.errors import PeftrunError
+from peftrun.families import ArchSummary
 from peftrun.methods.options import MethodOptions, check_prompt_fits
-from peftrun.models import ArchSummary
 
 
 class PTuningOptions(MethodOptions):

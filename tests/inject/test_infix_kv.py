@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from peftrun import models
+from peftrun import families, models
 from peftrun.methods.inject.infix_kv import InfixKeyValues
 
 FILLER = 220
@@ -15,11 +15,11 @@ FILLER = 220
 def own_key_values(model, ids: torch.Tensor, columns: list[int], arch) -> torch.Tensor:
     """(n_layer, 2, n_kv_head, L, head_dim): what each layer's key and value projections output at
     `columns` (GPT-2: the k and v column blocks of the fused c_attn, [q | k | v])."""
-    family = models.family_of(model)
+    family = families.family_of(model)
     slices = family.projection_slices(arch)
     outputs: dict[tuple[int, str], torch.Tensor] = {}
     handles = []
-    for layer, attn in enumerate(models.attention_sites(model)["self"]):
+    for layer, attn in enumerate(families.attention_sites(model)["self"]):
         for target in ("k", "v"):
             name, start, end = slices[target]
 

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from peftrun import models
+from peftrun.families import FAMILIES, POSITION_IDS
 from peftrun.methods.inject import positions
-from peftrun.models import FAMILIES, POSITION_IDS
 
 OWN = [name for name in models.tiny_models() if models.arch_summary(models.hf_config(name)).shifts_positions]
 DECODERS = models.tiny_models(decoder_only=True)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from peftrun import models
+from peftrun import families, models
 from peftrun.config import DataConfig, DecodeConfig
 from peftrun.data.examples import Pair
 from peftrun.data.formats import text_format
@@ -96,13 +96,13 @@ def projected_key_values(loaded, ids: torch.Tensor) -> torch.Tensor:
     """Row 0's keys/values as the k and v projections output them (before a rotary embedding
     turns keys by their position: an infix key sits at its filler's position and is turned there
     like any token's): (n_layer, 2, n_kv_head, T, head_dim)."""
-    family, arch = models.family_of(loaded.model), loaded.arch
+    family, arch = families.family_of(loaded.model), loaded.arch
     slices, outputs = family.projection_slices(arch), {}
     handles = [
         getattr(attn, slices[target][0]).register_forward_hook(
             lambda _m, _i, out, key=(layer, target): outputs.__setitem__(key, out[0])
         )
-        for layer, attn in enumerate(models.attention_sites(loaded.model)["self"])
+        for layer, attn in enumerate(families.attention_sites(loaded.model)["self"])
         for target in ("k", "v")
     ]
     with torch.no_grad():

@@ -19,8 +19,8 @@ from contextlib import contextmanager
 import torch
 
 from peftrun.data.formats import infix_positions
+from peftrun.families import ArchSummary, attention_sites, family_of
 from peftrun.methods.inject import call_tokens, reads_from_start
-from peftrun.models import ArchSummary, attention_sites, family_of
 
 
 class InfixKeyValues:

@@ -20,8 +20,8 @@ from contextlib import contextmanager
 
 import torch
 
+from peftrun.families import LEARNED_TABLE, POSITION_IDS, family_of
 from peftrun.methods.inject import call_tokens, match_rows
-from peftrun.models import LEARNED_TABLE, POSITION_IDS, family_of
 
 
 class PositionShift:

@@ -35,8 +35,8 @@ from transformers import AttentionInterface
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
+from peftrun.families import attention_sites, family_of
 from peftrun.methods.inject import match_rows
-from peftrun.models import attention_sites, family_of
 
 
 class PrefixAttention:

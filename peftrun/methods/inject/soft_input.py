@@ -17,8 +17,8 @@ from contextlib import contextmanager
 import torch
 
 from peftrun.data.formats import first_visible
+from peftrun.families import family_of
 from peftrun.methods.inject import call_tokens, match_rows, reads_from_start
-from peftrun.models import family_of
 
 
 class SoftInput:
