@@ -22,27 +22,20 @@ SOURCES = [
     "name : Zizzi | price : cheap | near : The Bakers",
     "name : Cotto | area : riverside",
 ]
+GPT2_ADAPTERS = [
+    ("prefix", {"prefix_len": 2, "mlp_hidden": 16}),
+    ("prefix", {"prefix_len": 5, "mlp_hidden": 16}),
+    ("prefix", {"variant": "embedding-only", "prefix_len": 3, "mlp_hidden": 16}),
+    ("prompt", {"prompt_len": 4, "init": "random"}),
+    ("ptuning", {"prompt_len": 2, "encoder_hidden": 16}),
+    ("lora", {"rank": 2}),
+    ("lora", {"rank": 4, "targets": ["q", "k", "v"]}),
+    None,
+]
 ADAPTERS = {
-    "tiny-gpt2": [
-        ("prefix", {"prefix_len": 2, "mlp_hidden": 16}),
-        ("prefix", {"prefix_len": 5, "mlp_hidden": 16}),
-        ("prefix", {"variant": "embedding-only", "prefix_len": 3, "mlp_hidden": 16}),
-        ("prompt", {"prompt_len": 4, "init": "random"}),
-        ("ptuning", {"prompt_len": 2, "encoder_hidden": 16}),
-        ("lora", {"rank": 2}),
-        ("lora", {"rank": 4, "targets": ["q", "k", "v"]}),
-        None,
-    ],
-    "tiny-llama": [  # GQA prefixes (n_kv_head heads), rotary positions shifted per row
-        ("prefix", {"prefix_len": 2, "mlp_hidden": 16}),
-        ("prefix", {"prefix_len": 5, "mlp_hidden": 16}),
-        ("prefix", {"variant": "embedding-only", "prefix_len": 3, "mlp_hidden": 16}),
-        ("prompt", {"prompt_len": 4, "init": "random"}),
-        ("ptuning", {"prompt_len": 2, "encoder_hidden": 16}),
-        ("lora", {"rank": 2}),
-        ("lora", {"rank": 4, "targets": ["all-linear"]}),
-        None,
-    ],
+    "tiny-gpt2": GPT2_ADAPTERS,
+    # The same on GQA prefixes (n_kv_head heads), rotary positions shifted per row; LoRA on every linear.
+    "tiny-llama": [*GPT2_ADAPTERS[:6], ("lora", {"rank": 4, "targets": ["all-linear"]}), None],
     "tiny-bart": [
         ("prefix", {"prefix_len": 2, "mlp_hidden": 16}),
         ("prefix", {"prefix_len": 5, "mlp_hidden": 16}),
