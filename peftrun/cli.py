@@ -493,6 +493,64 @@ def generate(
     generating.run(parse_adapter_args(adapter or []), input_file, output_file, base, overrides or [])
 
 
+@app.command()
+def serve(
+    adapter: Annotated[
+        list[str] | None,
+        typer.Option("--adapter", help="NAME=RUN_DIR (or a run dir, named after it); repeatable"),
+    ] = None,
+    base: Annotated[
+        str | None, typer.Option("--base", help="the frozen base model (default: the adapters' own)")
+    ] = None,
+    host: Annotated[str, typer.Option("--host", help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="port (0: any free one, said at start-up)")] = 8000,
+    api_key_file: Annotated[
+        Path | None, typer.Option("--api-key-file", help="a file holding the API key clients must send")
+    ] = None,
+    adapter_root: Annotated[
+        Path | None,
+        typer.Option(
+            "--adapter-root", help="allow POST /v1/adapters to load run dirs from under this folder"
+        ),
+    ] = None,
+    max_batch: Annotated[int, typer.Option("--max-batch", help="rows (prompts x n) per decoded batch")] = 16,
+    max_queue: Annotated[
+        int, typer.Option("--max-queue", help="rows that may wait; more get 429 with Retry-After")
+    ] = 256,
+    no_mixing: Annotated[
+        bool, typer.Option("--no-mixing", help="batch one adapter's requests at a time (for comparison)")
+    ] = False,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:1, ...")] = "auto",
+) -> None:
+    """Serve one frozen base and many adapters (prefixes, prompts, LoRAs) over an
+    OpenAI-compatible HTTP API: rows of different adapters are decoded in the same batch."""
+    from peftrun.serving.adapters import parse_adapter_args
+
+    if max_batch < 1 or max_queue < 1:
+        raise PeftrunError("--max-batch and --max-queue must be at least 1")
+    if not 0 <= port <= 65535:
+        raise PeftrunError(f"--port {port}: choose 0 to 65535")
+    key = None
+    if api_key_file is not None:
+        try:
+            key = api_key_file.read_text(encoding="utf-8").strip()
+        except OSError as err:
+            raise PeftrunError(f"--api-key-file {api_key_file}: {err.strerror or err}") from None
+        if not key:
+            raise PeftrunError(f"--api-key-file {api_key_file} is empty")
+    if adapter_root is not None and not adapter_root.is_dir():
+        raise PeftrunError(f"--adapter-root {adapter_root}: no such folder")
+    try:
+        from peftrun.serving import server
+    except ImportError as err:
+        raise PeftrunError(f"peftrun serve needs {err.name}: pip install 'peftrun[serve]'") from None
+
+    settings = server.ServeSettings(host=host, port=port, api_key=key, adapter_root=adapter_root)
+    server.serve(
+        parse_adapter_args(adapter or []), base, settings, max_batch, max_queue, not no_mixing, device
+    )
+
+
 def _echo_lines(lines: list[str], err: bool = False) -> None:
     for line in lines:
         typer.echo(line, err=err)

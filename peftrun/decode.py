@@ -85,8 +85,7 @@ def decode_rows(
 ) -> list[str]:
     """Like `generate`, row by row: source i is written by `formats[i]` (its adapter's token
     format) and a batch of rows runs inside `context(rows)` (their adapters, row by row)."""
-    first = formats[0]
-    gen_cfg = generation_config(cfg, first.tokenizer, model.config)
+    gen_cfg = generation_config(cfg, formats[0].tokenizer, model.config)
     # Decode in length order (less padding), then restore the caller's order.
     order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
     outputs: dict[int, str] = dict(done or {})
@@ -96,21 +95,50 @@ def decode_rows(
             if all(i in outputs for i in chunk):
                 bar.update(len(chunk))
                 continue
-            ids = [formats[i].prompt_ids(sources[i]) for i in chunk]
-            prompt = {k: v.to(device) for k, v in first.pad_prompts(ids).items()}
-            limit = min((getattr(formats[i], "max_positions", None) or 1 << 30) for i in chunk)
-            with torch.no_grad(), context(chunk):
-                generated = model.generate(**prompt, generation_config=_fit_positions(gen_cfg, prompt, limit))
-            new = {
-                i: first.tokenizer.decode(row, skip_special_tokens=True).strip()
-                for i, row in zip(chunk, first.generated_ids(generated, prompt), strict=True)
-            }
+            with context(chunk):
+                generated = decode_batch(
+                    model, [formats[i] for i in chunk], [sources[i] for i in chunk], gen_cfg, device
+                )
+            new = {i: output_text(formats[i].tokenizer, ids) for i, ids in zip(chunk, generated, strict=True)}
             outputs.update(new)
             if on_batch is not None:
                 on_batch(new)
             bar.update(len(chunk))
             interrupts.check(f"while decoding ({len(outputs)} of {len(sources)} done and saved)")
     return [outputs[i] for i in range(len(sources))]
+
+
+def decode_batch(
+    model,
+    formats: Sequence,
+    sources: Sequence[str],
+    gen_cfg: GenerationConfig,
+    device,
+    stopping: Callable[[dict], object] | None = None,
+) -> list[list[int]]:
+    """One generate() call: the generated token ids of each row, up to (not with) its EOS. Row i
+    is written by `formats[i]`; the caller holds the rows' adapters active. `stopping(prompt)`:
+    HF stopping criteria for the padded prompt (a row they stop ends there, as at its EOS)."""
+    first = formats[0]
+    prompt = {
+        k: v.to(device)
+        for k, v in first.pad_prompts(
+            [f.prompt_ids(s) for f, s in zip(formats, sources, strict=True)]
+        ).items()
+    }
+    limit = min((getattr(f, "max_positions", None) or 1 << 30) for f in formats)
+    with torch.no_grad():
+        generated = model.generate(
+            **prompt,
+            generation_config=_fit_positions(gen_cfg, prompt, limit),
+            stopping_criteria=stopping(prompt) if stopping else None,
+        )
+    return first.generated_ids(generated, prompt)
+
+
+def output_text(tokenizer, ids: Sequence[int]) -> str:
+    """The text of generated ids, as every output file holds it."""
+    return tokenizer.decode(ids, skip_special_tokens=True).strip()
 
 
 def _fit_positions(gen_cfg: GenerationConfig, prompt, limit: int) -> GenerationConfig:

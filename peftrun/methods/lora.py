@@ -182,6 +182,17 @@ def lora_layers(model) -> list[LoRALayer]:
     return model.peftrun_lora_layers
 
 
+def detach_lora(model, owner) -> None:
+    """Take the LoRA layers of `owner` out of `model`: each is replaced by what it wrapped (a
+    server unloading an adapter); other LoRAs' layers stay where they are."""
+    mine = {id(layer) for layer in lora_layers(model) if layer.owner is owner}
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if id(child) in mine:
+                setattr(parent, name, child.base)
+    lora_layers(model)[:] = [layer for layer in lora_layers(model) if id(layer) not in mine]
+
+
 class LoRA(MethodBase):
     """Frozen model + trained low-rank updates on the chosen attention projections."""
 

@@ -215,6 +215,16 @@ class AdapterSet:
         lora_layers(model).extend(layers)
         return owner
 
+    def remove(self, name: str) -> None:
+        """Unload an adapter: its name, and whatever it attached to the shared base."""
+        from peftrun.methods.lora import detach_lora
+
+        adapter = self._get(name)
+        del self.adapters[name]
+        owner = getattr(getattr(adapter, "rows", None), "lora", None)
+        if adapter.shared and owner is not None:
+            detach_lora(self.shared.model, owner)
+
     def base_format(self):
         from peftrun.data.formats import text_format
 

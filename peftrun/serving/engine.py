@@ -1,0 +1,351 @@
+"""The batching engine behind `peftrun serve`: one thread owns the model and decodes the rows of
+waiting requests in mixed batches (written by hand: no serving library batches prefixes or
+soft prompts, and this is all the scheduling a frozen base with per-row adapters needs).
+
+A request's rows (its prompts × n) wait in one FIFO queue. At every batch boundary the engine
+takes the oldest row and every other waiting row that can share its generate() call: rows on the
+shared base (any adapter that only adds to it, or none) with the same decoding settings, up to
+`max_rows`. Greedy and sampled rows may ask for different `max_tokens` and stop strings: the batch
+runs to the longest, and each row ends at its own limit (an HF stopping criterion per row), which
+gives exactly the tokens a generate() call with that row's own limit gives. A sampled request
+with a seed is decoded in a batch of its own, so that its seed alone decides its outputs.
+
+Requests that arrive while a batch decodes are admitted at the next boundary; iteration-level
+(continuous) batching would mean leaving HF generate() for a decoding loop of our own, with every
+row's cache and prefix spliced in and out mid-batch, which `peftrun generate` does not do, so its
+outputs could no longer be promised byte for byte.
+
+Loading and unloading adapters run on the engine's thread between batches (they change the
+shared model); an adapter being unloaded takes no new requests and is dropped once none of its
+rows waits or decodes.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+from peftrun.errors import PeftrunError
+from peftrun.serving.adapters import AdapterSet, source_text
+from peftrun.serving.metrics import ServeMetrics
+
+# Decoding settings that do not change what a row generates (and so never split a batch).
+_NOT_BATCH_SETTINGS = ("splits", "limit", "batch_size")
+
+
+class QueueFull(PeftrunError):
+    """More rows are waiting than the server holds; the client should come back later."""
+
+
+class UnknownAdapter(PeftrunError):
+    """A request named an adapter that is not loaded (or is being unloaded)."""
+
+
+@dataclass
+class Completion:
+    """One request: its prompts (sources as the dataset holds them), n outputs each, decoded with
+    `decode` (a DecodeConfig); `emit(event)` gets its events, from the engine's thread:
+    ("delta", choice, text) while it streams, ("done", choice, text, finish_reason, tokens) once
+    per choice, ("error", message) if the batch fails."""
+
+    adapter: str | None
+    prompts: list[str]
+    n: int
+    decode: object
+    stops: tuple[str, ...]
+    seed: int | None
+    stream: bool
+    emit: Callable[[tuple], None]
+    max_tokens: int = 0
+    cancelled: bool = False
+    created: float = field(default_factory=time.monotonic)
+    prompt_tokens: int = 0
+
+    @property
+    def choices(self) -> int:
+        return len(self.prompts) * self.n
+
+
+@dataclass
+class _Row:
+    request: Completion
+    choice: int
+    source: str
+    key: str
+    emitted: str = ""  # text streamed so far
+    tokens: int = 0
+    stopped: bool = False  # ended by its max_tokens or a stop string, or cancelled
+
+
+class Engine:
+    """Decodes `Completion`s in mixed batches on its own thread (see the module docstring)."""
+
+    def __init__(
+        self,
+        adapters: AdapterSet,
+        metrics: ServeMetrics,
+        max_rows: int = 16,
+        max_queue: int = 256,
+        mixing: bool = True,
+    ) -> None:
+        self.adapters = adapters
+        self.metrics = metrics
+        self.max_rows = max_rows
+        self.max_queue = max_queue
+        self.mixing = mixing
+        self.closing: set[str] = set()  # adapters being unloaded: no new requests
+        self._rows: deque[_Row] = deque()
+        self._running: list[_Row] = []
+        self._commands: list[tuple[Callable[[], bool], Callable[[], object], Future]] = []
+        self._wake = threading.Condition()
+        self._stop = False
+        self._thread = threading.Thread(target=self._loop, name="peftrun-engine", daemon=True)
+
+    # The server's side (any thread) -----------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Finish what is queued, then end the thread."""
+        with self._wake:
+            self._stop = True
+            self._wake.notify()
+        self._thread.join()
+
+    def names(self) -> list[str]:
+        return [name for name in self.adapters.adapters if name not in self.closing]
+
+    def check_adapter(self, name: str | None) -> None:
+        if name is not None and (name not in self.adapters.adapters or name in self.closing):
+            loaded = ", ".join([self.base_name, *self.names()])
+            raise UnknownAdapter(f"model {name!r} is not loaded here; loaded: {loaded}")
+
+    @property
+    def base_name(self) -> str:
+        return self.adapters.shared.name
+
+    def submit(self, request: Completion) -> None:
+        """Queue a request's rows, or refuse it (QueueFull, UnknownAdapter) with nothing queued."""
+        with self._wake:
+            self.check_adapter(request.adapter)
+            if len(self._rows) + request.choices > self.max_queue:
+                raise QueueFull(
+                    f"the queue is full ({len(self._rows)} rows wait, at most {self.max_queue}); retry later"
+                )
+            key = self._batch_key(request)
+            for p, prompt in enumerate(request.prompts):
+                for j in range(request.n):
+                    self._rows.append(_Row(request, p * request.n + j, prompt, key))
+            self.metrics.queue_rows.set(len(self._rows))
+            self._wake.notify()
+
+    def cancel(self, request: Completion) -> None:
+        """The client went away: drop its waiting rows; its decoding rows end at the next token."""
+        with self._wake:
+            request.cancelled = True
+            self._rows = deque(row for row in self._rows if row.request is not request)
+            self.metrics.queue_rows.set(len(self._rows))
+
+    def call(self, action: Callable[[], object], ready: Callable[[], bool] = lambda: True) -> Future:
+        """Run `action` on the engine's thread at the first batch boundary where `ready()` holds."""
+        future: Future = Future()
+        with self._wake:
+            self._commands.append((ready, action, future))
+            self._wake.notify()
+        return future
+
+    def unused(self, name: str) -> bool:
+        """No row of adapter `name` waits or decodes (call with the lock held, or on the engine)."""
+        return not any(row.request.adapter == name for row in (*self._rows, *self._running))
+
+    def prompt_tokens(self, adapter: str | None, prompt: str) -> int:
+        chosen = self.adapters.adapters.get(adapter) if adapter else None
+        cfg = chosen.cfg if chosen else self.adapters.default_cfg
+        tokenizer = self.adapters.shared.tokenizer
+        return len(tokenizer(source_text(cfg.data, prompt), add_special_tokens=False)["input_ids"])
+
+    # The engine's thread ------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while True:
+            with self._wake:
+                while not self._rows and not self._ready_commands() and not self._stop:
+                    self._wake.wait(timeout=0.5)
+                commands = self._ready_commands()
+                for command in commands:
+                    self._commands.remove(command)
+                if not commands and not self._rows and self._stop:
+                    return
+                batch = self._take_batch() if not commands else []
+            for _, action, future in commands:
+                try:
+                    future.set_result(action())
+                except Exception as err:  # reported to the caller that asked for it
+                    future.set_exception(err)
+            if batch:
+                self._decode(batch)
+
+    def _ready_commands(self):
+        return [command for command in self._commands if command[0]()]
+
+    def _take_batch(self) -> list[_Row]:
+        """The oldest row and the waiting rows that can share its batch (lock held)."""
+        first = self._rows[0]
+        batch, rest = [], deque()
+        for row in self._rows:
+            if len(batch) < self.max_rows and row.key == first.key:
+                batch.append(row)
+            else:
+                rest.append(row)
+        self._rows = rest
+        self._running = batch
+        self.metrics.queue_rows.set(len(self._rows))
+        return batch
+
+    def _batch_key(self, request: Completion) -> str:
+        """Rows with equal keys can share one generate() call."""
+        adapter = self.adapters.adapters.get(request.adapter) if request.adapter else None
+        settings = request.decode.model_dump(mode="json")
+        for name in _NOT_BATCH_SETTINGS:
+            settings.pop(name)
+        if settings["num_beams"] == 1:
+            settings.pop("max_new_tokens")  # each row stops at its own limit (see _Watch)
+        where = "shared" if adapter is None or adapter.shared else f"own:{adapter.name}"
+        if not self.mixing:  # the benchmark's "one adapter at a time"
+            where += f"/{request.adapter}"
+        if request.seed is not None and request.decode.do_sample:
+            where += f"/seeded:{id(request)}"
+        return json.dumps([where, settings], sort_keys=True)
+
+    def _decode(self, batch: list[_Row]) -> None:
+        import torch
+
+        started = time.perf_counter()
+        try:
+            texts, tokens, reasons = self._generate(batch)
+        except Exception as err:  # a failed batch answers its requests, and the server goes on
+            message = f"decoding failed: {type(err).__name__}: {err}"
+            for request in {id(row.request): row.request for row in batch}.values():
+                request.emit(("error", message))
+            self.metrics.batch_failures.inc()
+        else:
+            for row, text, count, reason in zip(batch, texts, tokens, reasons, strict=True):
+                row.request.emit(("done", row.choice, text, reason, count))
+            seconds = time.perf_counter() - started
+            self.metrics.observe_batch(
+                len(batch), len({row.request.adapter for row in batch}), sum(tokens), seconds
+            )
+        finally:
+            with self._wake:
+                self._running = []
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+
+    def _generate(self, batch: list[_Row]) -> tuple[list[str], list[int], list[str]]:
+        import torch
+        from transformers import StoppingCriteriaList
+
+        from peftrun.decode import decode_batch, generation_config, output_text
+
+        first = batch[0].request
+        aset = self.adapters
+        chosen = [aset.adapters.get(row.request.adapter) if row.request.adapter else None for row in batch]
+        formats = [a.format if a else aset.base_format() for a in chosen]
+        cfgs = [a.cfg if a else aset.default_cfg for a in chosen]
+        sources = [source_text(cfg.data, row.source) for cfg, row in zip(cfgs, batch, strict=True)]
+        decode_cfg = first.decode
+        limits = [row.request.max_tokens for row in batch]
+        if decode_cfg.num_beams == 1:
+            decode_cfg = decode_cfg.model_copy(update={"max_new_tokens": max(limits)})
+        tokenizer = formats[0].tokenizer
+        gen_cfg = generation_config(decode_cfg, tokenizer, aset.shared.model.config)
+        watch = None
+        if decode_cfg.num_beams == 1:
+
+            def watch(prompt):
+                return StoppingCriteriaList([_Watch(batch, formats[0], tokenizer, prompt)])
+
+        if first.seed is not None and decode_cfg.do_sample:
+            torch.manual_seed(first.seed)
+        if chosen[0] is not None and not chosen[0].shared:
+            model, context = chosen[0].model, chosen[0].method.active(len(batch))
+        else:
+            from peftrun.methods.inject.rows import active_rows
+
+            model = aset.shared.model
+            context = active_rows(model, [a.rows if a else None for a in chosen])
+        with context:
+            generated = decode_batch(model, formats, sources, gen_cfg, aset.device, watch)
+        texts, tokens, reasons = [], [], []
+        for row, ids, limit in zip(batch, generated, limits, strict=True):
+            ids = ids[:limit]
+            text = output_text(tokenizer, ids)
+            cut = _first_stop(text, row.request.stops)
+            reason = "stop" if cut is not None or len(ids) < limit else "length"
+            texts.append(text if cut is None else text[:cut])
+            tokens.append(row.tokens if row.stopped else len(ids))
+            reasons.append(reason)
+        return texts, tokens, reasons
+
+
+def _first_stop(text: str, stops: tuple[str, ...]) -> int | None:
+    found = [i for i in (text.find(stop) for stop in stops) if i >= 0]
+    return min(found) if found else None
+
+
+class _Watch:
+    """An HF stopping criterion over a greedy or sampled batch, called after every token: ends
+    each row at its own max_tokens, at a stop string or when its client left, and streams the
+    text each streaming row has added. A row's text is streamed only as far as it is final (no
+    trailing space or half a character, nothing that may yet become a stop string), so the
+    streamed pieces add up to exactly the non-streamed output."""
+
+    def __init__(self, batch: list[_Row], text_format, tokenizer, prompt: dict) -> None:
+        self.batch = batch
+        self.format = text_format
+        self.tokenizer = tokenizer
+        self.prompt = prompt
+
+    def __call__(self, input_ids, scores, **kwargs):
+        import torch
+
+        from peftrun.decode import output_text
+
+        done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        for r, (row, ids) in enumerate(
+            zip(self.batch, self.format.generated_ids(input_ids, self.prompt), strict=True)
+        ):
+            request = row.request
+            if row.stopped or request.cancelled:
+                done[r] = True
+                continue
+            text = output_text(self.tokenizer, ids) if (request.stream or request.stops) else ""
+            if len(ids) >= request.max_tokens or _first_stop(text, request.stops) is not None:
+                row.stopped = done[r] = True
+                row.tokens = min(len(ids), request.max_tokens)
+                continue
+            if request.stream:
+                settled = _settled(text, request.stops)
+                if len(settled) > len(row.emitted) and settled.startswith(row.emitted):
+                    request.emit(("delta", row.choice, settled[len(row.emitted) :]))
+                    row.emitted = settled
+        return done
+
+
+def _settled(text: str, stops: tuple[str, ...]) -> str:
+    """The part of a row's text so far that no later token can change: without trailing
+    whitespace (stripped from a finished output), a half-decoded character, or an ending that
+    may be the start of a stop string."""
+    text = text.rstrip().rstrip("\ufffd").rstrip()
+    for stop in stops:
+        for k in range(min(len(stop) - 1, len(text)), 0, -1):
+            if text.endswith(stop[:k]):
+                text = text[:-k]
+                break
+    return text

@@ -1,0 +1,393 @@
+"""`peftrun serve`: one frozen base and many adapters behind an OpenAI-compatible HTTP API
+(FastAPI + uvicorn; the batching is peftrun.serving.engine).
+
+    GET  /health                  no API key needed
+    GET  /metrics                 Prometheus text
+    GET  /v1/models               the base and every adapter, with its kind and run
+    POST /v1/completions          model = adapter name (or the base's), prompt = the source(s)
+    POST /v1/adapters             {name, path}: load an adapter from under --adapter-root
+    DELETE /v1/adapters/{name}    unload it once its requests are answered
+
+Errors are OpenAI's shape, {"error": {"message", "type", "code"}}: 400 bad input, 401 no or a
+wrong API key, 403 loading not allowed there, 404 unknown model, 409 name taken, 429 queue full
+(with Retry-After).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import re
+import sys
+import time
+import uuid
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from peftrun.errors import PeftrunError
+from peftrun.serving.engine import Completion, Engine, QueueFull, UnknownAdapter
+from peftrun.serving.requests import BadRequest, decode_settings, parse_body, stops
+
+ADAPTER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, kind: str = "invalid_request_error", headers=None):
+        super().__init__(message)
+        self.status, self.message, self.kind, self.headers = status, message, kind, headers or {}
+
+
+def _error_response(status: int, message: str, kind: str, headers=None) -> JSONResponse:
+    body = {"error": {"message": message, "type": kind, "param": None, "code": status}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+@dataclass
+class ServeSettings:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_key: str | None = None
+    adapter_root: Path | None = None
+
+
+def create_app(engine: Engine, settings: ServeSettings) -> FastAPI:
+    aset = engine.adapters
+    metrics = engine.metrics
+    started = int(time.time())
+
+    @asynccontextmanager
+    async def lifespan(app):
+        engine.start()
+        try:
+            yield
+        finally:
+            await asyncio.to_thread(engine.stop)  # after uvicorn has answered every request in flight
+
+    app = FastAPI(title="peftrun serve", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.middleware("http")
+    async def api_key(request: Request, call_next):
+        if settings.api_key is not None and request.url.path != "/health":
+            given = request.headers.get("authorization", "")
+            expected = f"Bearer {settings.api_key}"
+            if not hmac.compare_digest(given.encode(), expected.encode()):
+                why = "a wrong API key" if given else "no API key (send 'Authorization: Bearer KEY')"
+                return _error_response(401, f"{why}", "authentication_error", {"WWW-Authenticate": "Bearer"})
+        return await call_next(request)
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, err: ApiError):
+        return _error_response(err.status, err.message, err.kind, err.headers)
+
+    @app.exception_handler(BadRequest)
+    async def bad_request(request: Request, err: BadRequest):
+        return _error_response(400, str(err), "invalid_request_error")
+
+    @app.get("/health")
+    async def health():
+        return {"status": "ok", "base": engine.base_name, "adapters": len(engine.names())}
+
+    @app.get("/metrics")
+    async def prometheus():
+        metrics.adapters_loaded.set(len(engine.names()))
+        return Response(metrics.text(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/v1/models")
+    async def list_models():
+        return {"object": "list", "data": [_model_card(engine, None, started)] + [
+            _model_card(engine, name, started) for name in engine.names()
+        ]}  # fmt: skip
+
+    @app.post("/v1/completions")
+    async def completions(request: Request):
+        arrived = time.perf_counter()
+        body = parse_body(await request.body())
+        adapter = None if body.model == engine.base_name else body.model
+        try:
+            engine.check_adapter(adapter)
+        except UnknownAdapter as err:
+            metrics.requests.labels(body.model, "404").inc()
+            raise ApiError(404, str(err), "not_found_error") from None
+        completion = _completion(engine, body, adapter)
+        queue: asyncio.Queue = asyncio.Queue()
+        loop = asyncio.get_running_loop()
+        completion.emit = lambda event: loop.call_soon_threadsafe(queue.put_nowait, event)
+        try:
+            engine.submit(completion)
+        except QueueFull as err:
+            metrics.requests.labels(body.model, "429").inc()
+            raise ApiError(429, str(err), "rate_limit_error", {"Retry-After": "1"}) from None
+        except UnknownAdapter as err:
+            raise ApiError(404, str(err), "not_found_error") from None
+        answer = _Answer(completion, body, uuid.uuid4().hex, arrived, metrics)
+        if body.stream:
+            return StreamingResponse(answer.stream(queue, engine), media_type="text/event-stream")
+        try:
+            while not answer.finished:
+                answer.take(await queue.get())
+        except asyncio.CancelledError:
+            engine.cancel(completion)
+            raise
+        if answer.error:
+            raise ApiError(500, answer.error, "server_error")
+        return answer.whole()
+
+    @app.post("/v1/adapters", status_code=201)
+    async def load_adapter(request: Request):
+        if settings.adapter_root is None:
+            raise ApiError(
+                403, "loading adapters is off: start the server with --adapter-root DIR", "permission_error"
+            )
+        try:
+            body = json.loads(await request.body())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise ApiError(400, 'the body is not valid JSON; send {"name": ..., "path": ...}') from None
+        if not isinstance(body, dict) or set(body) != {"name", "path"}:
+            raise ApiError(400, 'send exactly {"name": NAME, "path": RUN_DIR under --adapter-root}')
+        name, path = body["name"], body["path"]
+        if not isinstance(name, str) or not ADAPTER_NAME.fullmatch(name):
+            raise ApiError(
+                400,
+                "'name': letters, digits, '.', '_' and '-' (at most 128), starting with a letter or digit",
+            )
+        if not isinstance(path, str) or not path:
+            raise ApiError(400, "'path': a run directory, relative to --adapter-root")
+        if name in aset.adapters or name == engine.base_name:
+            raise ApiError(
+                409, f"an adapter named {name!r} is loaded already; unload it first", "conflict_error"
+            )
+        folder = _inside(settings.adapter_root, path)
+        try:
+            await asyncio.wrap_future(engine.call(lambda: _load(aset, name, folder)))
+        except PeftrunError as err:
+            raise ApiError(400, f"adapter {name} not loaded: {err}") from None
+        return _model_card(engine, name, started)
+
+    @app.delete("/v1/adapters/{name}")
+    async def unload_adapter(name: str):
+        if name == engine.base_name:
+            raise ApiError(400, "the base model cannot be unloaded")
+        try:
+            engine.check_adapter(name)
+        except UnknownAdapter as err:
+            raise ApiError(404, str(err), "not_found_error") from None
+        engine.closing.add(name)  # new requests for it get 404 from now on
+
+        def drop():
+            aset.remove(name)
+            engine.closing.discard(name)
+
+        await asyncio.wrap_future(engine.call(drop, ready=lambda: engine.unused(name)))
+        return {"id": name, "object": "model", "deleted": True}
+
+    return app
+
+
+def _inside(root: Path, path: str) -> Path:
+    """`path` (relative to `root`, or absolute) if it lies under `root` once every '..' and
+    symbolic link is resolved; else 403, and nothing is read."""
+    base = root.resolve()
+    target = (base / path).resolve()
+    if not target.is_relative_to(base):
+        raise ApiError(
+            403, f"{path} is outside --adapter-root; only adapters under it can be loaded", "permission_error"
+        )
+    if not target.is_dir():
+        raise ApiError(404, f"{path}: no such run directory under --adapter-root", "not_found_error")
+    return target
+
+
+def _load(aset, name: str, folder: Path) -> None:
+    """Add an adapter; if that fails half way, take off whatever it attached (nothing loaded)."""
+    from peftrun.methods.lora import detach_lora, lora_layers
+
+    model = aset.shared.model
+    before = {id(layer) for layer in lora_layers(model)}
+    try:
+        aset.add(name, folder)
+    except Exception:
+        aset.adapters.pop(name, None)
+        for owner in {layer.owner for layer in lora_layers(model) if id(layer) not in before}:
+            detach_lora(model, owner)
+        raise
+
+
+def _model_card(engine: Engine, name: str | None, created: int) -> dict:
+    card = {"id": name or engine.base_name, "object": "model", "created": created, "owned_by": "peftrun"}
+    if name is None:
+        return {**card, "kind": "base", "root": engine.base_name, "parent": None}
+    adapter = engine.adapters.adapters[name]
+    kind = adapter.cfg.method.kind if adapter.method is not None else "peft"
+    return {
+        **card,
+        "kind": kind,
+        "run": str(adapter.path),
+        "root": engine.base_name,
+        "parent": engine.base_name,
+    }
+
+
+def _completion(engine: Engine, body, adapter: str | None) -> Completion:
+    aset = engine.adapters
+    chosen = aset.adapters.get(adapter) if adapter else None
+    decode = decode_settings(body, (chosen.cfg if chosen else aset.default_cfg).decode)
+    positions = aset.shared.arch.max_positions
+    if decode.max_new_tokens > positions:
+        raise ApiError(
+            400, f"'max_tokens': {decode.max_new_tokens} is more than the model's {positions} positions"
+        )
+    prompts = [body.prompt] if isinstance(body.prompt, str) else list(body.prompt)
+    counts = [engine.prompt_tokens(adapter, prompt) for prompt in prompts]
+    for i, count in enumerate(counts):
+        if count > positions:
+            which = "'prompt'" if len(prompts) == 1 else f"'prompt' {i}"
+            raise ApiError(400, f"{which} is {count} tokens; {engine.base_name} holds {positions} positions")
+    return Completion(
+        adapter=adapter, prompts=prompts, n=body.n, decode=decode, stops=stops(body), seed=body.seed,
+        stream=body.stream, emit=lambda event: None, max_tokens=decode.max_new_tokens,
+        prompt_tokens=sum(counts) * body.n,
+    )  # fmt: skip
+
+
+class _Answer:
+    """Collects a request's events into OpenAI's completion objects."""
+
+    def __init__(self, completion: Completion, body, cid: str, arrived: float, metrics) -> None:
+        self.completion, self.body, self.metrics, self.arrived = completion, body, metrics, arrived
+        self.id = f"cmpl-{cid}"
+        self.created = int(time.time())
+        self.texts: dict[int, str] = {}
+        self.reasons: dict[int, str] = {}
+        self.tokens = 0
+        self.streamed: dict[int, str] = {}
+        self.error: str | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.error is not None or len(self.texts) == self.completion.choices
+
+    def take(self, event: tuple) -> list[dict]:
+        """Record an event; the stream chunks it makes."""
+        if event[0] == "error":
+            self.error = event[1]
+            self._count("500")
+            return []
+        if event[0] == "delta":
+            _, choice, text = event
+            if not self.streamed and self.completion.stream:
+                self.metrics.first_token.observe(time.perf_counter() - self.arrived)
+            self.streamed[choice] = self.streamed.get(choice, "") + text
+            return [self._chunk(choice, text, None)]
+        _, choice, text, reason, count = event
+        self.texts[choice], self.reasons[choice] = text, reason
+        self.tokens += count
+        if self.finished:
+            self._count("200")
+        sent = self.streamed.get(choice, "")
+        rest = text[len(sent) :] if text.startswith(sent) else text  # (never: see engine._Watch)
+        return [self._chunk(choice, rest, reason)]
+
+    def _count(self, status: str) -> None:
+        self.metrics.requests.labels(self.body.model, status).inc()
+        self.metrics.latency.observe(time.perf_counter() - self.arrived)
+
+    def _chunk(self, choice: int, text: str, reason: str | None) -> dict:
+        return {
+            "id": self.id, "object": "text_completion", "created": self.created, "model": self.body.model,
+            "choices": [{"index": choice, "text": text, "logprobs": None, "finish_reason": reason}],
+        }  # fmt: skip
+
+    def usage(self) -> dict:
+        prompt = self.completion.prompt_tokens
+        return {
+            "prompt_tokens": prompt,
+            "completion_tokens": self.tokens,
+            "total_tokens": prompt + self.tokens,
+        }
+
+    def whole(self) -> dict:
+        choices = [
+            {"index": i, "text": self.texts[i], "logprobs": None, "finish_reason": self.reasons[i]}
+            for i in range(self.completion.choices)
+        ]
+        return {
+            "id": self.id, "object": "text_completion", "created": self.created, "model": self.body.model,
+            "choices": choices, "usage": self.usage(),
+        }  # fmt: skip
+
+    async def stream(self, queue: asyncio.Queue, engine: Engine):
+        """Server-sent events: a chunk per piece of text, then [DONE]; a client that leaves
+        cancels its rows."""
+        try:
+            while not self.finished:
+                for chunk in self.take(await queue.get()):
+                    yield f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n"
+            if self.error:
+                yield f"data: {json.dumps({'error': {'message': self.error, 'type': 'server_error'}})}\n\n"
+            elif self.body.stream_options and self.body.stream_options.include_usage:
+                usage = {**self._chunk(0, "", None), "choices": [], "usage": self.usage()}
+                yield f"data: {json.dumps(usage)}\n\n"
+            yield "data: [DONE]\n\n"
+        finally:
+            if not self.finished:
+                engine.cancel(self.completion)
+
+
+def serve(
+    adapters: list[tuple[str, Path]],
+    base: str | None,
+    settings: ServeSettings,
+    max_batch: int = 16,
+    max_queue: int = 256,
+    mixing: bool = True,
+    device: str = "auto",
+    echo=None,
+) -> None:
+    """Load the base and the adapters, then serve until SIGINT/SIGTERM (which finish what is in
+    flight first)."""
+    import uvicorn
+
+    from peftrun.serving.adapters import AdapterSet
+    from peftrun.serving.metrics import ServeMetrics
+
+    echo = echo or (lambda message: print(message, file=sys.stderr, flush=True))
+    aset = AdapterSet(base, device)
+    for name, path in adapters:
+        aset.add(name, path)
+    if aset.shared is None:
+        if base is None:
+            raise PeftrunError(
+                "give --adapter NAME=RUN_DIR (one or more), or --base MODEL to serve the base alone"
+            )
+        from peftrun.config import Config, ModelConfig
+
+        aset._load_base(Config(model=ModelConfig(name=base)))
+    engine = Engine(aset, ServeMetrics(), max_rows=max_batch, max_queue=max_queue, mixing=mixing)
+    app = create_app(engine, settings)
+    listed = ", ".join(
+        f"{n} ({_model_card(engine, n, 0)['kind']}, {aset.adapters[n].path})" for n in engine.names()
+    )
+    echo(f"peftrun serve: base {engine.base_name} on {aset.device}; adapters: {listed or 'none'}")
+    if settings.adapter_root is not None:
+        echo(f"adapters can be loaded at run time from under {settings.adapter_root.resolve()}")
+    if settings.host not in ("127.0.0.1", "localhost", "::1") and settings.api_key is None:
+        echo(f"warning: listening on {settings.host} without --api-key-file: whoever reaches it can use it")
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets=None):
+            await super().startup(sockets)
+            if self.started:
+                port = self.servers[0].sockets[0].getsockname()[1]
+                echo(f"listening on http://{settings.host}:{port}  (OpenAI API at /v1; Ctrl-C/SIGTERM stops)")
+
+    config = uvicorn.Config(
+        app, host=settings.host, port=settings.port, log_level="warning", access_log=False
+    )
+    Server(config).run()
+    echo("peftrun serve: stopped; every accepted request was answered")
