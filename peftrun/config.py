@@ -133,6 +133,9 @@ class DecodeConfig(_Section):
         None, gt=0, description="total length as HF counts it (BART: with the start token)"
     )
     min_length: int | None = Field(None, ge=0, description="as max_length")
+    min_new_tokens: int | None = Field(
+        None, ge=0, description="fewest tokens generated (the EOS is held back until then)"
+    )
     length_penalty: float = Field(1.0, description="HF beam score = logprob sum / length**penalty")
     no_repeat_ngram_size: int = Field(0, ge=0, description="forbid repeating n-grams (0: off)")
     early_stopping: bool = Field(False, description="stop beam search once num_beams hypotheses end")

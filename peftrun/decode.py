@@ -49,6 +49,10 @@ def generation_config(cfg: DecodeConfig, tokenizer, model_config) -> GenerationC
         max_length=cfg.max_length,
         min_length=cfg.min_length or 0,
     )
+    if cfg.min_new_tokens is not None:  # (HF warns when min_length is given beside it)
+        values["min_new_tokens"] = cfg.min_new_tokens
+        if not cfg.min_length:
+            del values["min_length"]
     return GenerationConfig(**values)
 
 

@@ -159,8 +159,13 @@ class AdapterSet:
         if shared:
             import torch
 
-            with torch.no_grad():
-                adapter.rows = method.row_inputs()  # computed once: a stored adapter does not change
+            from peftrun.methods.inject.rows import active_rows
+
+            # Computed once (a stored adapter does not change), on the base alone: an
+            # embedding-only prefix runs the model to get its keys and values, and outside
+            # active_rows every LoRA already attached would apply to that forward pass.
+            with torch.no_grad(), active_rows(self.shared.model, [None]):
+                adapter.rows = method.row_inputs()
         self.adapters[name] = adapter
         return adapter
 

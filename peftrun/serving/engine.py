@@ -104,6 +104,8 @@ class Engine:
         self._commands: list[tuple[Callable[[], bool], Callable[[], object], Future]] = []
         self._wake = threading.Condition()
         self._stop = False
+        self.accepted = 0  # requests queued (submit), and those answered whole (the server counts)
+        self.answered = 0
         self._thread = threading.Thread(target=self._loop, name="peftrun-engine", daemon=True)
 
     # The server's side (any thread) -----------------------------------------------------------
@@ -143,6 +145,7 @@ class Engine:
                 for j in range(request.n):
                     self._rows.append(_Row(request, p * request.n + j, prompt, key))
             self.metrics.queue_rows.set(len(self._rows))
+            self.accepted += 1
             self._wake.notify()
 
     def cancel(self, request: Completion) -> None:

@@ -19,6 +19,7 @@ import asyncio
 import hmac
 import json
 import re
+import signal
 import sys
 import time
 import uuid
@@ -32,7 +33,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from peftrun.errors import PeftrunError
 from peftrun.serving.engine import Completion, Engine, QueueFull, UnknownAdapter
-from peftrun.serving.requests import BadRequest, decode_settings, parse_body, stops
+from peftrun.serving.requests import decode_settings, parse_body, stops
 
 ADAPTER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
@@ -85,8 +86,9 @@ def create_app(engine: Engine, settings: ServeSettings) -> FastAPI:
     async def api_error(request: Request, err: ApiError):
         return _error_response(err.status, err.message, err.kind, err.headers)
 
-    @app.exception_handler(BadRequest)
-    async def bad_request(request: Request, err: BadRequest):
+    @app.exception_handler(PeftrunError)
+    async def bad_request(request: Request, err: PeftrunError):
+        """A request peftrun cannot take (BadRequest, a malformed E2E MR, ...): 400, one line."""
         return _error_response(400, str(err), "invalid_request_error")
 
     @app.get("/health")
@@ -125,7 +127,7 @@ def create_app(engine: Engine, settings: ServeSettings) -> FastAPI:
             raise ApiError(429, str(err), "rate_limit_error", {"Retry-After": "1"}) from None
         except UnknownAdapter as err:
             raise ApiError(404, str(err), "not_found_error") from None
-        answer = _Answer(completion, body, uuid.uuid4().hex, arrived, metrics)
+        answer = _Answer(completion, body, uuid.uuid4().hex, arrived, engine)
         if body.stream:
             return StreamingResponse(answer.stream(queue, engine), media_type="text/event-stream")
         try:
@@ -258,8 +260,9 @@ def _completion(engine: Engine, body, adapter: str | None) -> Completion:
 class _Answer:
     """Collects a request's events into OpenAI's completion objects."""
 
-    def __init__(self, completion: Completion, body, cid: str, arrived: float, metrics) -> None:
-        self.completion, self.body, self.metrics, self.arrived = completion, body, metrics, arrived
+    def __init__(self, completion: Completion, body, cid: str, arrived: float, engine: Engine) -> None:
+        self.completion, self.body, self.arrived = completion, body, arrived
+        self.engine, self.metrics = engine, engine.metrics
         self.id = f"cmpl-{cid}"
         self.created = int(time.time())
         self.texts: dict[int, str] = {}
@@ -289,6 +292,7 @@ class _Answer:
         self.tokens += count
         if self.finished:
             self._count("200")
+            self.engine.answered += 1
         sent = self.streamed.get(choice, "")
         rest = text[len(sent) :] if text.startswith(sent) else text  # (never: see engine._Watch)
         return [self._chunk(choice, rest, reason)]
@@ -389,5 +393,9 @@ def serve(
     config = uvicorn.Config(
         app, host=settings.host, port=settings.port, log_level="warning", access_log=False
     )
+    # uvicorn shuts down gracefully on SIGTERM/SIGINT, then raises the signal again with the
+    # handlers it found in place: these make that a no-op, so a clean stop exits 0.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda number, frame: None)
     Server(config).run()
-    echo("peftrun serve: stopped; every accepted request was answered")
+    echo(f"peftrun serve: stopped; {engine.answered} of {engine.accepted} accepted requests answered")
