@@ -6,9 +6,10 @@ against one adapter at a time and one request at a time.
 
 The k adapters are real runs of `peftrun train` (cycling prefix, prompt tuning, LoRA and P-tuning,
 each with its own seed; 2 updates, nothing decoded), made once and kept under `--work`. Their
-decoding settings ban the tokenizer's EOS, so every request (greedy, `max_tokens` = `--max-tokens`)
-generates exactly that many tokens whatever the adapter: the "tok/req" column is the mean
-`usage.completion_tokens` of the timed requests and says so.
+decoding settings hold the EOS off (`decode.min_length` past any output: HF's generate() drops the
+EOS from `bad_words_ids`, so banning it as a string does nothing), so every request (greedy,
+`max_tokens` = `--max-tokens`) generates exactly that many tokens whatever the adapter: the
+"tok/req" column is the mean `usage.completion_tokens` of the timed requests and says so.
 
 For each k and each mode a server is started (`python -m peftrun serve`, this tree's code), warmed
 up with one round of requests, then `--clients` threads each send `--requests` completions one
@@ -50,16 +51,17 @@ METHODS = {
     "lora": "{kind: lora, rank: 4, alpha: 32, targets: [q, v]}",
     "ptuning": "{kind: ptuning, prompt_len: 10}",
 }
+# model.seed: one base for every adapter (a built-in tiny model's random weights come from it).
 # tiny-gpt2 trains in fp32; the real model's frozen base in bf16, batch 2 (as the laptop study).
 TRAIN = {
     "tiny-gpt2": "{lr: 1e-2, epochs: 1, max_steps: 2, batch_size: 8, seed: SEED, precision: fp32}",
     "smollm2-135m": "{lr: 5e-3, epochs: 1, max_steps: 2, batch_size: 2, seed: SEED, precision: bf16-frozen}",
 }
-CONFIG = """model: {name: MODEL}
+CONFIG = """model: {name: MODEL, seed: 0}
 data: {dataset: e2e, train_size: 16, dev_loss_size: 4}
 method: METHOD
 train: TRAIN
-decode: {splits: [], num_beams: 1, max_new_tokens: 32, banned_strings: BANNED}
+decode: {splits: [], num_beams: 1, max_new_tokens: 32, min_length: 1000000}
 """
 MODES = {  # name -> `peftrun serve` flags; the baseline first, so every later row has its speed-up
     "one request at a time": ["--max-batch", "1"],
@@ -73,11 +75,9 @@ LISTENING = re.compile(r"listening on (http://\S+)")
 def make_adapters(model: str, k: int, work: Path) -> list[tuple[str, Path]]:
     """k finished runs (name, run dir), made by `peftrun train` unless `work` holds them already.
     A run's folder is named after a hash of its config, so a changed recipe is trained afresh."""
-    from peftrun import experiment, models
+    from peftrun import experiment
     from peftrun.runs import DONE
 
-    eos = models.load_tokenizer(model).eos_token
-    banned = "[" + ", ".join(f'"{s}"' for s in ("\\n", "\\n\\n", eos)) + "]"
     made = []
     for i in range(k):
         kind, seed = KINDS[i % len(KINDS)], 101 + i
@@ -85,7 +85,6 @@ def make_adapters(model: str, k: int, work: Path) -> list[tuple[str, Path]]:
             CONFIG.replace("MODEL", model)
             .replace("METHOD", METHODS[kind])
             .replace("TRAIN", TRAIN.get(model, TRAIN["tiny-gpt2"]).replace("SEED", str(seed)))
-            .replace("BANNED", banned)
         )
         folder = work / model / f"{i:02d}-{kind}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
         run = folder / "run"
@@ -288,7 +287,8 @@ def main() -> None:
     emit(
         f"# {args.model} ({args.device}, {args.threads} torch threads in the server), adapters cycling "
         f"{kinds}; {args.clients} clients x {args.requests} requests, greedy, max_tokens {args.max_tokens} "
-        f"(EOS banned); prompts: {len(prompts)} E2E dev MRs; a warm-up round of {args.clients} requests first"
+        f"(EOS held off by decode.min_length); prompts: {len(prompts)} E2E dev MRs; "
+        f"a warm-up round of {args.clients} requests first"
     )
     emit()
     head = ["model", "device", "threads", "k", "mode", "clients", "req/s", "tok/s", "tok/req"]
