@@ -13,8 +13,9 @@ EOS from `bad_words_ids`, so banning it as a string does nothing), so every requ
 
 For each k and each mode a server is started (`python -m peftrun serve`, this tree's code), warmed
 up with one round of requests, then `--clients` threads each send `--requests` completions one
-after the other, all starting together. Request j of client c names adapter (c + j) mod k, so the
-requests waiting together name min(k, clients) different adapters; prompts are E2E dev MRs.
+after the other, all starting together. Request j of client c names adapter (j * clients + c) mod k,
+so the requests of one round name min(k, clients) different adapters and every adapter gets its
+share; prompts are E2E dev MRs.
 
     mixed                    the default server: waiting requests are decoded in one batch, whatever
                              adapters they name (at most --max-batch rows)
@@ -170,9 +171,10 @@ def run_clients(url, names, prompts, clients, requests, max_tokens, offset=0) ->
         with httpx.Client(base_url=url, timeout=600) as http:
             start.wait()
             for j in range(requests):
+                g = j * clients + c  # round j's requests name consecutive adapters
                 body = {
-                    "model": names[(c + j) % len(names)],
-                    "prompt": prompts[(offset + c * requests + j) % len(prompts)],
+                    "model": names[g % len(names)],
+                    "prompt": prompts[(offset + g) % len(prompts)],
                     "max_tokens": max_tokens,
                     "temperature": 0,
                 }
@@ -295,7 +297,7 @@ def main() -> None:
     head += ["p50 s", "p95 s", "rows/batch", "adapters/batch", "speed-up"]
     emit("| " + " | ".join(head) + " |")
     emit("|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    notes = []
+    notes: dict[str, list[str]] = {}  # note -> the rows that gave it
     for k in args.adapters:
         baseline = None
         for mode in modes:
@@ -309,11 +311,13 @@ def main() -> None:
             cells += [f"{got['p50']:.2f}", f"{got['p95']:.2f}", f"{got['rows/batch']:.2f}"]
             cells += [f"{got['adapters/batch']:.2f}", speedup]
             emit("| " + " | ".join(str(c) for c in cells) + " |")
-            notes += [f"k={k}, {mode}: {note}" for note in got["notes"]]
+            for note in got["notes"]:
+                notes.setdefault(note, []).append(f"k={k}, {mode}")
     if notes:
         emit()
-        for note in notes:
-            emit(f"- {note}")
+        rows = len(args.adapters) * len(modes)
+        for note, where in notes.items():
+            emit(f"- {'every row' if len(where) == rows else '; '.join(where)}: {note}")
     if args.out:
         args.out.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
