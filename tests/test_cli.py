@@ -61,6 +61,10 @@ OPTIONS = {
     },
     "train-packed": set(),
     "generate": {"--adapter", "--input", "--output", "--base"},
+    "serve": {
+        "--adapter", "--base", "--host", "--port", "--api-key-file", "--adapter-root", "--max-batch",
+        "--max-queue", "--no-mixing", "--device",
+    },  # fmt: skip
     "report": {"--split", "--by", "--format", "--out", "--plots", "--bleu", "--samples"},
 }
 
@@ -358,6 +362,7 @@ def test_every_commands_user_error_is_one_line_and_exit_2_and_debug_adds_the_tra
         "sweep": [f"{missing}.yaml"],
         "report": [str(tmp_path), "--format", "rtf"],
         "generate": ["--adapter", missing],
+        "serve": ["--adapter", missing],
     }
     assert set(bad_input) == set(commands())  # every command is tried
     for command, args in bad_input.items():
