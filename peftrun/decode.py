@@ -133,7 +133,9 @@ def decode_batch(
     limit = min((getattr(f, "max_positions", None) or 1 << 30) for f in formats)
     extra = {"stopping_criteria": stopping(prompt)} if stopping else {}
     with torch.no_grad():
-        generated = model.generate(**prompt, generation_config=_fit_positions(gen_cfg, prompt, limit), **extra)
+        generated = model.generate(
+            **prompt, generation_config=_fit_positions(gen_cfg, prompt, limit), **extra
+        )
     return first.generated_ids(generated, prompt)
 
 

@@ -62,8 +62,16 @@ OPTIONS = {
     "train-packed": set(),
     "generate": {"--adapter", "--input", "--output", "--base"},
     "serve": {
-        "--adapter", "--base", "--host", "--port", "--api-key-file", "--adapter-root", "--max-batch",
-        "--max-queue", "--no-mixing", "--device",
+        "--adapter",
+        "--base",
+        "--host",
+        "--port",
+        "--api-key-file",
+        "--adapter-root",
+        "--max-batch",
+        "--max-queue",
+        "--no-mixing",
+        "--device",
     },  # fmt: skip
     "report": {"--split", "--by", "--format", "--out", "--plots", "--bleu", "--samples"},
 }
