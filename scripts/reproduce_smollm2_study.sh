@@ -33,11 +33,11 @@ report() { # FOLDER SPLIT NAME [options]: a table (md) and its figures, if any r
 # bootstrap over the MRs (peftrun report's significance column), 1000 resamples. Rows: the config
 # keys that vary (report's default), seeds and subsets collapsed into mean ± std (n); the figures
 # plot each metric against data.train_size / method.prefix_len where those vary.
-report smollm2-methods-e2e dev smollm2-methods-e2e-dev --plots "$out/smollm2-methods-e2e/"
+report smollm2-methods-e2e dev smollm2-methods-e2e-dev --by method.kind,method.variant,train.epochs
 report smollm2-lowdata-e2e dev smollm2-lowdata-e2e --plots "$out/smollm2-lowdata-e2e/"
 report smollm2-prefix-length-e2e dev smollm2-prefix-length-e2e --plots "$out/smollm2-prefix-length-e2e/"
 report smollm2-init-e2e dev smollm2-init-e2e --plots "$out/smollm2-init-e2e/"
 # The final table: the same methods on the first 128 test MRs (decoded by the same runs; no choice
 # was made on them).
-report smollm2-methods-e2e test smollm2-methods-e2e-test
+report smollm2-methods-e2e test smollm2-methods-e2e-test --by method.kind,method.variant,train.epochs
 exit "$status"

@@ -217,7 +217,9 @@ def never_grouped(key: str) -> bool:
 
 
 def _parts(records: list[RunRecord], keys: list[str]) -> int:
-    return len({tuple(_canon(r.flat.get(k, "<absent>")) for k in keys) for r in records})
+    # An absent key is unset (None): a config field added by a later peftrun, absent from the
+    # resolved configs of runs made before it, does not split a study into rows.
+    return len({tuple(_canon(r.flat.get(k)) for k in keys) for r in records})
 
 
 def varied_keys(records: list[RunRecord]) -> list[str]:
