@@ -129,6 +129,8 @@ class AdapterSet:
         from peftrun.methods import REGISTRY
 
         path = Path(path)
+        if name in self.adapters:
+            raise PeftrunError(f"an adapter named {name!r} is loaded already")
         if (path / PEFT_CONFIG).is_file() and not (path / ADAPTER_META).is_file():
             return self._add_peft(name, path)
         run_dir, cfg = run_config(path)
@@ -203,7 +205,6 @@ class AdapterSet:
         from peftrun.methods.lora import LoRALayer, lora_layers
 
         owner = object()
-        layers = []
         for update in updates:
             parent_path, _, attr = update.module.rpartition(".")
             parent = model.get_submodule(parent_path)
@@ -216,8 +217,7 @@ class AdapterSet:
             layer.requires_grad_(False)
             layer.owner = owner
             setattr(parent, attr, layer.to(self.device))
-            layers.append(layer)
-        lora_layers(model).extend(layers)
+            lora_layers(model).append(layer)  # at once: a failure further on can take it off again
         return owner
 
     def remove(self, name: str) -> None:

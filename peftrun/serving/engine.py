@@ -46,6 +46,10 @@ class UnknownAdapter(PeftrunError):
     """A request named an adapter that is not loaded (or is being unloaded)."""
 
 
+class EngineBroken(PeftrunError):
+    """The engine's thread failed; the server answers 503 until it is restarted."""
+
+
 @dataclass
 class Completion:
     """One request: its prompts (sources as the dataset holds them), n outputs each, decoded with
@@ -64,7 +68,11 @@ class Completion:
     max_tokens: int = 0
     cancelled: bool = False
     created: float = field(default_factory=time.monotonic)
-    prompt_tokens: int = 0
+    widths: list[int] = field(default_factory=list)  # each prompt's tokens, as its format writes it
+
+    @property
+    def prompt_tokens(self) -> int:
+        return sum(self.widths) * self.n
 
     @property
     def choices(self) -> int:
@@ -77,6 +85,7 @@ class _Row:
     choice: int
     source: str
     key: str
+    width: int  # prompt tokens
     emitted: str = ""  # text streamed so far
     tokens: int = 0
     stopped: bool = False  # ended by its max_tokens or a stop string, or cancelled
@@ -106,6 +115,7 @@ class Engine:
         self._stop = False
         self.accepted = 0  # requests queued (submit), and those answered whole (the server counts)
         self.answered = 0
+        self.broken: str | None = None  # why the engine's thread stopped, if it failed
         self._thread = threading.Thread(target=self._loop, name="peftrun-engine", daemon=True)
 
     # The server's side (any thread) -----------------------------------------------------------
@@ -135,15 +145,17 @@ class Engine:
     def submit(self, request: Completion) -> None:
         """Queue a request's rows, or refuse it (QueueFull, UnknownAdapter) with nothing queued."""
         with self._wake:
+            if self.broken:
+                raise EngineBroken(self.broken)
             self.check_adapter(request.adapter)
             if len(self._rows) + request.choices > self.max_queue:
                 raise QueueFull(
                     f"the queue is full ({len(self._rows)} rows wait, at most {self.max_queue}); retry later"
                 )
             key = self._batch_key(request)
-            for p, prompt in enumerate(request.prompts):
+            for p, (prompt, width) in enumerate(zip(request.prompts, request.widths, strict=True)):
                 for j in range(request.n):
-                    self._rows.append(_Row(request, p * request.n + j, prompt, key))
+                    self._rows.append(_Row(request, p * request.n + j, prompt, key, width))
             self.metrics.queue_rows.set(len(self._rows))
             self.accepted += 1
             self._wake.notify()
@@ -167,15 +179,47 @@ class Engine:
         """No row of adapter `name` waits or decodes (call with the lock held, or on the engine)."""
         return not any(row.request.adapter == name for row in (*self._rows, *self._running))
 
-    def prompt_tokens(self, adapter: str | None, prompt: str) -> int:
+    def measure(self, adapter: str | None, prompt: str) -> tuple[int, int]:
+        """(tokens of the source itself, tokens of the prompt its token format writes (what the
+        model reads: truncated, with the format's room and separators))."""
         chosen = self.adapters.adapters.get(adapter) if adapter else None
         cfg = chosen.cfg if chosen else self.adapters.default_cfg
-        tokenizer = self.adapters.shared.tokenizer
-        return len(tokenizer(source_text(cfg.data, prompt), add_special_tokens=False)["input_ids"])
+        text_format = chosen.format if chosen else self.adapters.base_format()
+        source = source_text(cfg.data, prompt)
+        tokens = self.adapters.shared.tokenizer(source, add_special_tokens=False)["input_ids"]
+        return len(tokens), len(text_format.prompt_ids(source))
+
+    def room(self, adapter: str | None) -> int:
+        """Positions a decoder-only prompt and its new tokens share (for an encoder-decoder: the
+        decoder's own, for the new tokens alone)."""
+        chosen = self.adapters.adapters.get(adapter) if adapter else None
+        text_format = chosen.format if chosen else self.adapters.base_format()
+        if self.adapters.shared.arch.is_encoder_decoder:
+            return self.adapters.shared.arch.max_positions
+        return text_format.max_positions
 
     # The engine's thread ------------------------------------------------------------------------
 
     def _loop(self) -> None:
+        try:
+            self._serve()
+        except Exception as err:  # never leave requests waiting on a dead thread
+            import traceback
+
+            traceback.print_exc()
+            self._fail_everything(f"the decoding engine stopped: {type(err).__name__}: {err}")
+
+    def _fail_everything(self, message: str) -> None:
+        with self._wake:
+            self.broken = message
+            rows, self._rows, self._running = [*self._running, *self._rows], deque(), []
+            commands, self._commands = self._commands, []
+        for request in {id(row.request): row.request for row in rows}.values():
+            request.emit(("error", message))
+        for _, _, future in commands:
+            future.set_exception(EngineBroken(message))
+
+    def _serve(self) -> None:
         while True:
             with self._wake:
                 while not self._rows and not self._ready_commands() and not self._stop:
@@ -198,12 +242,19 @@ class Engine:
         return [command for command in self._commands if command[0]()]
 
     def _take_batch(self) -> list[_Row]:
-        """The oldest row and the waiting rows that can share its batch (lock held)."""
+        """The oldest row and the waiting rows that can share its batch (lock held). A decoder-only
+        batch pads every prompt to the longest and runs to the longest limit: a row joins only if
+        that still fits the positions, so no row's new tokens are ever cut short by its batch."""
         first = self._rows[0]
+        room = self.room(first.request.adapter)
+        decoder_only = not self.adapters.shared.arch.is_encoder_decoder
         batch, rest = [], deque()
+        width = limit = 0
         for row in self._rows:
-            if len(batch) < self.max_rows and row.key == first.key:
+            fits = not decoder_only or max(width, row.width) + max(limit, row.request.max_tokens) <= room
+            if len(batch) < self.max_rows and row.key == first.key and (fits or not batch):
                 batch.append(row)
+                width, limit = max(width, row.width), max(limit, row.request.max_tokens)
             else:
                 rest.append(row)
         self._rows = rest
@@ -238,12 +289,12 @@ class Engine:
                 request.emit(("error", message))
             self.metrics.batch_failures.inc()
         else:
-            for row, text, count, reason in zip(batch, texts, tokens, reasons, strict=True):
-                row.request.emit(("done", row.choice, text, reason, count))
             seconds = time.perf_counter() - started
             self.metrics.observe_batch(
                 len(batch), len({row.request.adapter for row in batch}), sum(tokens), seconds
             )
+            for row, text, count, reason in zip(batch, texts, tokens, reasons, strict=True):
+                row.request.emit(("done", row.choice, text, reason, count))
         finally:
             with self._wake:
                 self._running = []
@@ -268,11 +319,15 @@ class Engine:
             decode_cfg = decode_cfg.model_copy(update={"max_new_tokens": max(limits)})
         tokenizer = formats[0].tokenizer
         gen_cfg = generation_config(decode_cfg, tokenizer, aset.shared.model.config)
-        watch = None
         if decode_cfg.num_beams == 1:
 
             def watch(prompt):
                 return StoppingCriteriaList([_Watch(batch, formats[0], tokenizer, prompt)])
+
+        else:  # beams of a row cannot end apart from the others: stop when every client has left
+
+            def watch(prompt):
+                return StoppingCriteriaList([_AllLeft(batch)])
 
         if first.seed is not None and decode_cfg.do_sample:
             torch.manual_seed(first.seed)
@@ -339,6 +394,19 @@ class _Watch:
                     request.emit(("delta", row.choice, settled[len(row.emitted) :]))
                     row.emitted = settled
         return done
+
+
+class _AllLeft:
+    """An HF stopping criterion for beam search: stop the batch once every request left."""
+
+    def __init__(self, batch: list[_Row]) -> None:
+        self.requests = [row.request for row in batch]
+
+    def __call__(self, input_ids, scores, **kwargs):
+        import torch
+
+        left = all(request.cancelled for request in self.requests)
+        return torch.full((input_ids.shape[0],), left, dtype=torch.bool, device=input_ids.device)
 
 
 def _settled(text: str, stops: tuple[str, ...]) -> str:

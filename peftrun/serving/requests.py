@@ -32,7 +32,7 @@ class CompletionBody(BaseModel):
     top_p: float | None = Field(None, gt=0, le=1)
     n: int = Field(1, ge=1, le=16)
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(None, ge=0, lt=2**63)
     stream: bool = False
     stream_options: StreamOptions | None = None
     num_beams: int | None = Field(None, ge=1, le=16, description="beam search (not in OpenAI's API)")
@@ -66,8 +66,10 @@ def parse_body(raw: bytes) -> CompletionBody:
             raise BadRequest(f"'{name}' is not supported by peftrun serve; leave it out")
     if isinstance(body.prompt, list) and not body.prompt:
         raise BadRequest("'prompt' is an empty list; give a string or a list of strings")
-    if body.temperature and body.num_beams and body.num_beams > 1:
-        raise BadRequest("'num_beams' > 1 searches and 'temperature' > 0 samples: ask for one")
+    if body.num_beams and body.num_beams > 1 and (body.temperature is not None or body.top_p is not None):
+        raise BadRequest(
+            "'num_beams' > 1 searches; 'temperature' and 'top_p' choose greedy or sampling: ask for one"
+        )
     if len(stops(body)) > 16:
         raise BadRequest("'stop' holds more than 16 strings")
     return body

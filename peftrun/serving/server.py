@@ -30,9 +30,10 @@ from pathlib import Path
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from peftrun.errors import PeftrunError
-from peftrun.serving.engine import Completion, Engine, QueueFull, UnknownAdapter
+from peftrun.serving.engine import Completion, Engine, EngineBroken, QueueFull, UnknownAdapter
 from peftrun.serving.requests import decode_settings, parse_body, stops
 
 ADAPTER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
@@ -91,8 +92,15 @@ def create_app(engine: Engine, settings: ServeSettings) -> FastAPI:
         """A request peftrun cannot take (BadRequest, a malformed E2E MR, ...): 400, one line."""
         return _error_response(400, str(err), "invalid_request_error")
 
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, err: StarletteHTTPException):
+        """FastAPI's own refusals (no such route, wrong method) in OpenAI's error shape too."""
+        return _error_response(err.status_code, str(err.detail), "invalid_request_error", err.headers)
+
     @app.get("/health")
     async def health():
+        if engine.broken:
+            return _error_response(503, engine.broken, "server_error")
         return {"status": "ok", "base": engine.base_name, "adapters": len(engine.names())}
 
     @app.get("/metrics")
@@ -109,12 +117,12 @@ def create_app(engine: Engine, settings: ServeSettings) -> FastAPI:
     @app.post("/v1/completions")
     async def completions(request: Request):
         arrived = time.perf_counter()
-        body = parse_body(await request.body())
+        body = parse_body(await _body(request))
         adapter = None if body.model == engine.base_name else body.model
         try:
             engine.check_adapter(adapter)
         except UnknownAdapter as err:
-            metrics.requests.labels(body.model, "404").inc()
+            metrics.requests.labels("unknown", "404").inc()  # (a client's string is no label)
             raise ApiError(404, str(err), "not_found_error") from None
         completion = _completion(engine, body, adapter)
         queue: asyncio.Queue = asyncio.Queue()
@@ -127,27 +135,40 @@ def create_app(engine: Engine, settings: ServeSettings) -> FastAPI:
             raise ApiError(429, str(err), "rate_limit_error", {"Retry-After": "1"}) from None
         except UnknownAdapter as err:
             raise ApiError(404, str(err), "not_found_error") from None
+        except EngineBroken as err:
+            raise ApiError(503, str(err), "server_error") from None
         answer = _Answer(completion, body, uuid.uuid4().hex, arrived, engine)
         if body.stream:
             return StreamingResponse(answer.stream(queue, engine), media_type="text/event-stream")
+        gone = asyncio.ensure_future(_disconnected(request))
         try:
             while not answer.finished:
-                answer.take(await queue.get())
-        except asyncio.CancelledError:
-            engine.cancel(completion)
-            raise
+                getter = asyncio.ensure_future(queue.get())
+                await asyncio.wait({getter, gone}, return_when=asyncio.FIRST_COMPLETED)
+                if not getter.done():  # the client left: nobody will read the answer, free its rows
+                    getter.cancel()
+                    engine.cancel(completion)
+                    return Response(status_code=499)
+                answer.take(getter.result())
+        finally:
+            gone.cancel()
         if answer.error:
             raise ApiError(500, answer.error, "server_error")
         return answer.whole()
 
-    @app.post("/v1/adapters", status_code=201)
-    async def load_adapter(request: Request):
+    def managed() -> None:
         if settings.adapter_root is None:
             raise ApiError(
-                403, "loading adapters is off: start the server with --adapter-root DIR", "permission_error"
+                403,
+                "loading and unloading adapters is off: start the server with --adapter-root DIR",
+                "permission_error",
             )
+
+    @app.post("/v1/adapters", status_code=201)
+    async def load_adapter(request: Request):
+        managed()
         try:
-            body = json.loads(await request.body())
+            body = json.loads(await _body(request))
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise ApiError(400, 'the body is not valid JSON; send {"name": ..., "path": ...}') from None
         if not isinstance(body, dict) or set(body) != {"name", "path"}:
@@ -160,19 +181,19 @@ def create_app(engine: Engine, settings: ServeSettings) -> FastAPI:
             )
         if not isinstance(path, str) or not path:
             raise ApiError(400, "'path': a run directory, relative to --adapter-root")
-        if name in aset.adapters or name == engine.base_name:
-            raise ApiError(
-                409, f"an adapter named {name!r} is loaded already; unload it first", "conflict_error"
-            )
+        _name_free(engine, name)
         folder = _inside(settings.adapter_root, path)
         try:
-            await asyncio.wrap_future(engine.call(lambda: _load(aset, name, folder)))
-        except PeftrunError as err:
+            await asyncio.wrap_future(engine.call(lambda: _load(engine, name, folder, settings.adapter_root)))
+        except ApiError:
+            raise
+        except Exception as err:  # a broken or foreign adapter: refused, and nothing of it stays
             raise ApiError(400, f"adapter {name} not loaded: {err}") from None
         return _model_card(engine, name, started)
 
     @app.delete("/v1/adapters/{name}")
     async def unload_adapter(name: str):
+        managed()
         if name == engine.base_name:
             raise ApiError(400, "the base model cannot be unloaded")
         try:
@@ -191,30 +212,79 @@ def create_app(engine: Engine, settings: ServeSettings) -> FastAPI:
     return app
 
 
+async def _disconnected(request: Request) -> None:
+    """Returns when the client has closed its connection (after the body, the next ASGI message
+    is the disconnect; asking for it also makes uvicorn watch the socket)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+MAX_BODY = 16 << 20  # bytes: far above any real request, far below what would hurt
+
+
+async def _body(request: Request) -> bytes:
+    raw = await request.body()
+    if len(raw) > MAX_BODY:
+        raise ApiError(413, f"the body is {len(raw)} bytes; at most {MAX_BODY}")
+    return raw
+
+
+def _name_free(engine: Engine, name: str) -> None:
+    if name == engine.base_name or name in engine.adapters.adapters:
+        why = (
+            "is being unloaded; try again when it is gone" if name in engine.closing else "is loaded already"
+        )
+        raise ApiError(409, f"an adapter named {name!r} {why}", "conflict_error")
+
+
 def _inside(root: Path, path: str) -> Path:
     """`path` (relative to `root`, or absolute) if it lies under `root` once every '..' and
     symbolic link is resolved; else 403, and nothing is read."""
-    base = root.resolve()
-    target = (base / path).resolve()
+    try:
+        base = root.resolve()
+        target = (base / path).resolve()
+        exists = target.is_dir()
+    except (ValueError, OSError) as err:  # a NUL byte, a name too long, a loop of links
+        raise ApiError(400, f"'path': not a usable path ({err})") from None
     if not target.is_relative_to(base):
         raise ApiError(
             403, f"{path} is outside --adapter-root; only adapters under it can be loaded", "permission_error"
         )
-    if not target.is_dir():
+    if not exists:
         raise ApiError(404, f"{path}: no such run directory under --adapter-root", "not_found_error")
     return target
 
 
-def _load(aset, name: str, folder: Path) -> None:
-    """Add an adapter; if that fails half way, take off whatever it attached (nothing loaded)."""
+def _files_read(folder: Path) -> list[Path]:
+    """What loading `folder` reads (found without reading any): a peft folder's files, or a run's
+    resolved config and adapter/ folder (an adapter/ folder is read with its run, one level up)."""
+    from peftrun.runs import ADAPTER, RESOLVED
+    from peftrun.serving.peft_files import PEFT_CONFIG
+
+    if (folder / PEFT_CONFIG).is_file():
+        return [folder, *folder.iterdir()]
+    run_dir = next((f for f in (folder, folder.parent) if (f / RESOLVED).is_file()), folder)
+    adapter = run_dir / ADAPTER
+    return [run_dir, run_dir / RESOLVED, adapter, *(adapter.iterdir() if adapter.is_dir() else [])]
+
+
+def _load(engine: Engine, name: str, folder: Path, root: Path) -> None:
+    """Add an adapter (on the engine's thread); if that fails half way, take off whatever it
+    attached, so that nothing of it stays."""
     from peftrun.methods.lora import detach_lora, lora_layers
 
+    _name_free(engine, name)  # again: another load of this name may have come first
+    base = root.resolve()
+    for path in _files_read(folder):
+        if not path.resolve().is_relative_to(base):
+            raise ApiError(403, f"{path} leads outside --adapter-root; nothing loaded", "permission_error")
+    aset = engine.adapters
     model = aset.shared.model
     before = {id(layer) for layer in lora_layers(model)}
     try:
         aset.add(name, folder)
     except Exception:
-        aset.adapters.pop(name, None)
+        aset.adapters.pop(name, None)  # (the name was free: an entry under it is this load's)
         for owner in {layer.owner for layer in lora_layers(model) if id(layer) not in before}:
             detach_lora(model, owner)
         raise
@@ -236,24 +306,41 @@ def _model_card(engine: Engine, name: str | None, created: int) -> dict:
 
 
 def _completion(engine: Engine, body, adapter: str | None) -> Completion:
+    """The request as the engine takes it, or 400 saying what does not fit."""
     aset = engine.adapters
     chosen = aset.adapters.get(adapter) if adapter else None
     decode = decode_settings(body, (chosen.cfg if chosen else aset.default_cfg).decode)
-    positions = aset.shared.arch.max_positions
-    if decode.max_new_tokens > positions:
-        raise ApiError(
-            400, f"'max_tokens': {decode.max_new_tokens} is more than the model's {positions} positions"
-        )
     prompts = [body.prompt] if isinstance(body.prompt, str) else list(body.prompt)
-    counts = [engine.prompt_tokens(adapter, prompt) for prompt in prompts]
-    for i, count in enumerate(counts):
-        if count > positions:
-            which = "'prompt'" if len(prompts) == 1 else f"'prompt' {i}"
-            raise ApiError(400, f"{which} is {count} tokens; {engine.base_name} holds {positions} positions")
+    rows = len(prompts) * body.n
+    if rows > engine.max_queue:  # (before any tokenising: such a request can never be queued)
+        raise ApiError(
+            400,
+            f"the request asks for {rows} outputs (prompts x n); the queue holds {engine.max_queue}",
+        )
+    positions, room = aset.shared.arch.max_positions, engine.room(adapter)
+    limit = decode.max_new_tokens
+    if limit > room:
+        raise ApiError(
+            400, f"'max_tokens': {limit} is more than the {room} positions {engine.base_name} has here"
+        )
+    widths = []
+    for i, prompt in enumerate(prompts):
+        which = "'prompt'" if len(prompts) == 1 else f"'prompt' {i}"
+        source_tokens, width = engine.measure(adapter, prompt)
+        if source_tokens > positions:
+            raise ApiError(
+                400, f"{which} is {source_tokens} tokens; {engine.base_name} holds {positions} positions"
+            )
+        if not aset.shared.arch.is_encoder_decoder and width + limit > room:
+            raise ApiError(
+                400,
+                f"{which} ({width} tokens as the adapter's format writes it) and 'max_tokens' ({limit}) "
+                f"need {width + limit} positions; {engine.base_name} holds {room} here: lower max_tokens",
+            )
+        widths.append(width)
     return Completion(
         adapter=adapter, prompts=prompts, n=body.n, decode=decode, stops=stops(body), seed=body.seed,
-        stream=body.stream, emit=lambda event: None, max_tokens=decode.max_new_tokens,
-        prompt_tokens=sum(counts) * body.n,
+        stream=body.stream, emit=lambda event: None, max_tokens=limit, widths=widths,
     )  # fmt: skip
 
 

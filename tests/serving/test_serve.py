@@ -85,6 +85,8 @@ def test_start_up_says_what_was_loaded_and_where_it_listens(server, runs):
 
 def test_health_and_metrics(server):
     assert httpx.get(f"{server.url}/health").json()["status"] == "ok"
+    missing = httpx.get(f"{server.url}/v1/nothing")  # FastAPI's own refusals in OpenAI's shape too
+    assert missing.status_code == 404 and missing.json()["error"]["message"] == "Not Found"
     text = httpx.get(f"{server.url}/metrics").text
     for name in (
         "peftrun_queue_rows",
@@ -148,8 +150,13 @@ def _histogram(server, name: str) -> tuple[float, float]:
 
 
 def test_streaming_equals_non_streaming(client):
+    """Also with stop strings cut from the middle of the output (a stop's first tokens must not be
+    streamed before it is known whether the stop follows)."""
+    stopped = 0
     for model in [*KINDS, BASE]:
-        for extra in ({}, {"n": 2, "stop": [" the"]}, {"max_tokens": 4}):
+        words = client.completions.create(model=model, prompt=SOURCES[0]).choices[0].text.split()
+        middle = words[len(words) // 2][1:] or words[0]  # part of a word: the tokens before it stream
+        for extra in ({}, {"n": 2, "stop": [" the", middle]}, {"max_tokens": 4}):
             whole = client.completions.create(model=model, prompt=SOURCES[:2], **extra)
             pieces: dict[int, str] = {}
             reasons = {}
@@ -160,6 +167,8 @@ def test_streaming_equals_non_streaming(client):
                         reasons[choice.index] = choice.finish_reason
             assert [pieces[c.index] for c in whole.choices] == [c.text for c in whole.choices]
             assert [reasons[c.index] for c in whole.choices] == [c.finish_reason for c in whole.choices]
+            stopped += sum(c.finish_reason == "stop" for c in whole.choices)
+    assert stopped >= 5, "the stop strings were met"
 
 
 def test_a_stream_arrives_in_pieces_and_ends_with_usage_and_done(server):
@@ -230,8 +239,15 @@ BAD = [
     (
         {"model": "prefix", "prompt": "x", "max_tokens": 100000},
         400,
-        ["100000 is more than the model's 512 positions"],
+        ["100000 is more than the 509 positions tiny-gpt2 has here"],
     ),
+    (
+        {"model": "prefix", "prompt": SOURCES[0], "max_tokens": 505},
+        400,
+        ["and 'max_tokens' (505) need", "lower"],
+    ),
+    ({"model": "prefix", "prompt": "x", "seed": -1}, 400, ["'seed'"]),
+    ({"model": "prefix", "prompt": "x", "temperature": 0, "num_beams": 3}, 400, ["ask for one"]),
     (
         {"model": "prefix", "prompt": f"name[{'word ' * 600}]"},
         400,
@@ -336,6 +352,17 @@ def test_an_unloaded_lora_leaves_the_base_and_the_other_adapters_as_they_were(se
     assert after == before
 
 
+def test_two_loads_of_one_name_at_once_load_one(server):
+    def load(path):
+        return httpx.post(f"{server.v1}/adapters", json={"name": "twice", "path": path}, timeout=60)
+
+    with ThreadPoolExecutor(2) as pool:
+        answers = list(pool.map(load, ["embedding/run", "lora/run"]))
+    assert sorted(a.status_code for a in answers) == [201, 409], [a.text for a in answers]
+    assert httpx.delete(f"{server.v1}/adapters/twice", timeout=60).status_code == 200
+    assert [m["id"] for m in httpx.get(f"{server.v1}/models").json()["data"]] == [BASE, *KINDS]
+
+
 @pytest.mark.parametrize(
     "body, status, words",
     [
@@ -343,6 +370,8 @@ def test_an_unloaded_lora_leaves_the_base_and_the_other_adapters_as_they_were(se
         ({"name": "x", "path": "link/run"}, 403, ["outside --adapter-root"]),  # a symlink out of the root
         ({"name": "x", "path": "/etc"}, 403, ["outside --adapter-root"]),
         ({"name": "x", "path": "nowhere"}, 404, ["no such run directory"]),
+        ({"name": "x", "path": "a\u0000b"}, 400, ["not a usable path"]),
+        ({"name": "x", "path": "a" * 5000}, 400, ["not a usable path"]),
         ({"name": "x", "path": "llama/run"}, 400, ["not loaded", "tiny-llama", "the base here is tiny-gpt2"]),
         ({"name": "x", "path": "llama"}, 400, ["not a peftrun run directory"]),
         ({"name": "../x", "path": "lora/run"}, 400, ["'name'"]),
@@ -360,8 +389,9 @@ def test_bad_loads_are_refused_and_load_nothing(server, body, status, words):
 
 def test_an_api_key_guards_every_endpoint_but_health(runs, tmp_path):
     (tmp_path / "key").write_text("s3cret\n")
+    # The root is a run's adapter/ folder: loading "." would read the run above it, outside.
     live = LiveServer("--adapter", f"lora={runs['lora']}", "--api-key-file", str(tmp_path / "key"),
-                      "--adapter-root", str(runs["root"]))  # fmt: skip
+                      "--adapter-root", str(runs["prefix"] / "adapter"))  # fmt: skip
     try:
         assert httpx.get(f"{live.url}/health").status_code == 200
         calls = [
@@ -380,6 +410,11 @@ def test_an_api_key_guards_every_endpoint_but_health(runs, tmp_path):
             openai.OpenAI(base_url=live.v1, api_key="wrong", max_retries=0).models.list()
         good = openai.OpenAI(base_url=live.v1, api_key="s3cret", max_retries=0)
         assert good.completions.create(model="lora", prompt=SOURCES[0]).choices[0].text
+        key = {"Authorization": "Bearer s3cret"}
+        up = httpx.post(f"{live.v1}/adapters", json={"name": "p", "path": "."}, headers=key)
+        assert up.status_code == 403 and "leads outside --adapter-root" in up.json()["error"]["message"], (
+            up.text
+        )
     finally:
         assert live.stop() == 0
 
@@ -397,8 +432,9 @@ def test_a_full_queue_answers_429_with_retry_after(runs):
         refused = next(r for r in responses if r.status_code == 429)
         assert refused.headers["retry-after"] == "1"
         assert "queue is full" in refused.json()["error"]["message"]
-        too_many = httpx.post(f"{live.v1}/completions", json={**body, "n": 3})
-        assert too_many.status_code == 429
+        never = httpx.post(f"{live.v1}/completions", json={**body, "n": 3})  # more than the queue holds
+        assert never.status_code == 400 and "the queue holds 2" in never.json()["error"]["message"]
+        assert httpx.delete(f"{live.v1}/adapters/lora").status_code == 403  # no --adapter-root: no changes
     finally:
         assert live.stop() == 0
 
@@ -445,20 +481,27 @@ def test_sigterm_under_traffic_answers_every_accepted_request_and_exits_0(runs, 
     assert errors, "some clients were still sending when the server stopped"
 
 
-def test_a_client_that_leaves_mid_stream_frees_its_rows(runs):
+def test_a_client_that_leaves_frees_its_rows(runs):
+    """Streamed or not, a request whose client has gone stops at its next token (the server's
+    token counter grows by far less than max_tokens) and the next request is served."""
     live = LiveServer("--adapter", f"lora={runs['lora']}")
     try:
-        body = {"model": "lora", "prompt": SOURCES[0], "stream": True, "max_tokens": 100}
-        with httpx.stream("POST", f"{live.v1}/completions", json=body, timeout=60) as response:
+        body = {"model": "lora", "prompt": SOURCES[0], "max_tokens": 480}
+        whole = httpx.post(f"{live.v1}/completions", json=body, timeout=120).json()
+        assert whole["usage"]["completion_tokens"] == 480  # (no early EOS: leaving is what stops it)
+        before = _counter(live, "peftrun_generated_tokens_total")
+        with httpx.stream(
+            "POST", f"{live.v1}/completions", json={**body, "stream": True}, timeout=60
+        ) as response:
             next(line for line in response.iter_lines() if line.startswith("data: "))
-        # The server stops the row at its next token: far fewer than 100 tokens are generated,
-        # and the next request is served at once.
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(f"{live.v1}/completions", json=body, timeout=0.3)
         answer = httpx.post(
             f"{live.v1}/completions", json={"model": "lora", "prompt": SOURCES[1]}, timeout=60
         )
         assert answer.status_code == 200
-        tokens = _counter(live, "peftrun_generated_tokens_total")
-        assert tokens < 100 + 10, tokens
+        spent = _counter(live, "peftrun_generated_tokens_total") - before
+        assert spent < 480, f"the two requests that were left generated {spent - 10} tokens"
     finally:
         assert live.stop() == 0
 
@@ -523,3 +566,33 @@ def test_serve_refuses_bad_options_in_one_line(tmp_path):
         result = CliRunner().invoke(app, ["serve", *args])
         assert result.exit_code == 2, result.output
         assert words in result.output and "Traceback" not in result.output
+
+
+def test_a_short_prompt_with_a_long_limit_is_never_cut_by_a_long_prompt_beside_it(
+    server, client, runs, tmp_path
+):
+    """Rows share a decoder-only batch only if the longest prompt and the longest limit fit the
+    positions together: a short prompt asking for 480 tokens waiting beside a 250-token prompt
+    still gets its 480 tokens, as `peftrun generate` gives them."""
+    long_mr = f"name[{' '.join(['word'] * 120)}]"  # ~360 tokens, cut to half the positions
+    expected = generate_reference(runs, [("lora", SOURCES[0])], tmp_path, ["decode.max_new_tokens=480"])[0]
+    with ThreadPoolExecutor(3) as pool:
+        blocker = pool.submit(client.completions.create, model="lora", prompt=SOURCES[1], max_tokens=200)
+        threading.Event().wait(0.3)  # the two below wait together while the blocker decodes
+        wide = pool.submit(client.completions.create, model="lora", prompt=long_mr, max_tokens=10)
+        short = pool.submit(client.completions.create, model="lora", prompt=SOURCES[0], max_tokens=480)
+        answers = [f.result() for f in (blocker, wide, short)]
+    assert answers[2].usage.completion_tokens == 480
+    assert answers[2].choices[0].text == expected
+    assert answers[1].usage.prompt_tokens > 200
+
+
+def test_unloading_a_lora_gives_back_the_modules_it_wrapped(runs):
+    import peftrun
+
+    lm = peftrun.load(f"prefix={runs['prefix']}")
+    before = [name for name, _ in lm.model.named_modules()]
+    lm.adapters.add("lora", runs["lora"])
+    assert [name for name, _ in lm.model.named_modules()] != before
+    lm.adapters.remove("lora")
+    assert [name for name, _ in lm.model.named_modules()] == before
