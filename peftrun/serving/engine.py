@@ -115,6 +115,7 @@ class Engine:
         self._stop = False
         self.accepted = 0  # requests queued (submit), and those answered whole (the server counts)
         self.answered = 0
+        self.left = 0  # requests whose client went away before the answer
         self.broken: str | None = None  # why the engine's thread stopped, if it failed
         self._thread = threading.Thread(target=self._loop, name="peftrun-engine", daemon=True)
 
@@ -163,6 +164,7 @@ class Engine:
     def cancel(self, request: Completion) -> None:
         """The client went away: drop its waiting rows; its decoding rows end at the next token."""
         with self._wake:
+            self.left += not request.cancelled
             request.cancelled = True
             self._rows = deque(row for row in self._rows if row.request is not request)
             self.metrics.queue_rows.set(len(self._rows))

@@ -485,4 +485,5 @@ def serve(
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda number, frame: None)
     Server(config).run()
-    echo(f"peftrun serve: stopped; {engine.answered} of {engine.accepted} accepted requests answered")
+    left = f", {engine.left} left by their clients" if engine.left else ""
+    echo(f"peftrun serve: stopped; {engine.answered} of {engine.accepted} accepted requests answered{left}")
