@@ -79,7 +79,8 @@ class LiveServer:
                     ready.set()
             ready.set()  # the process ended
 
-        threading.Thread(target=read, daemon=True).start()
+        self.reader = threading.Thread(target=read, daemon=True)
+        self.reader.start()
         if not ready.wait(timeout) or self.url is None:
             self.process.kill()
             raise RuntimeError("peftrun serve did not start:\n" + "\n".join(self.lines))
@@ -97,6 +98,8 @@ class LiveServer:
         finally:
             if self.process.poll() is None:
                 self.process.kill()
+            self.reader.join(timeout=10)
+            self.process.stderr.close()
 
     def wait_for_output(self, text: str, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
