@@ -37,6 +37,23 @@ report smollm2-methods-e2e dev smollm2-methods-e2e-dev --by method.kind,method.v
 report smollm2-lowdata-e2e dev smollm2-lowdata-e2e --plots "$out/smollm2-lowdata-e2e/"
 report smollm2-prefix-length-e2e dev smollm2-prefix-length-e2e --plots "$out/smollm2-prefix-length-e2e/"
 report smollm2-init-e2e dev smollm2-init-e2e --plots "$out/smollm2-init-e2e/"
+# The paper's pairwise claims on the methods study: two rows each, the better tested against the
+# other by the same paired bootstrap (the final test MRs, and dev).
+claim() { # NAME SPLIT RUN_DIR... : one claim's two-row table
+  local name=$1 split=$2
+  shift 2
+  peftrun report "$@" --split "$split" --format md --out "$out/claims/$name-$split.md" \
+    --by method.kind,method.variant || status=$?
+}
+m=$root/smollm2-methods-e2e
+for split in dev test; do
+  claim prefix-vs-full "$split" "$m"/kind=prefix-lr=0.005-prefix_len=10-seed* "$m"/kind=full-precision=bf16-*
+  claim prefix-vs-adapter "$split" "$m"/kind=prefix-lr=0.005-prefix_len=10-seed* "$m"/kind=adapter-*
+  claim top2-vs-full "$split" "$m"/kind=top-k-* "$m"/kind=full-precision=bf16-*
+  claim prefix-vs-embedding-only "$split" "$m"/kind=prefix-lr=0.005-*
+  claim prefix-vs-icl "$split" "$m"/kind=prefix-lr=0.005-prefix_len=10-seed* "$m"/kind=icl-*
+  claim prefix-vs-lora "$split" "$m"/kind=prefix-lr=0.005-prefix_len=10-seed* "$m"/kind=lora-*
+done
 # The final table: the same methods on the first 128 test MRs (decoded by the same runs; no choice
 # was made on them).
 report smollm2-methods-e2e test smollm2-methods-e2e-test --by method.kind,method.variant,train.epochs
