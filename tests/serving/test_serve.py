@@ -596,3 +596,35 @@ def test_unloading_a_lora_gives_back_the_modules_it_wrapped(runs):
     assert [name for name, _ in lm.model.named_modules()] != before
     lm.adapters.remove("lora")
     assert [name for name, _ in lm.model.named_modules()] == before
+
+
+def test_a_failed_engine_answers_every_waiting_request_and_refuses_new_ones(runs):
+    """A fault in the engine's own loop (planted here) must not leave requests waiting forever."""
+    import time
+
+    import peftrun
+    from peftrun.serving.engine import Completion, Engine, EngineBroken
+    from peftrun.serving.metrics import ServeMetrics
+
+    lm = peftrun.load(f"prefix={runs['prefix']}")
+    engine = Engine(lm.adapters, ServeMetrics())
+
+    def planted():
+        raise RuntimeError("planted fault")
+
+    engine._take_batch = planted
+    events: list[tuple] = []
+    decode = lm.adapters.adapters["prefix"].cfg.decode
+
+    def request():
+        return Completion("prefix", [SOURCES[0]], 1, decode, (), None, False, events.append, 10, widths=[10])
+
+    engine.submit(request())
+    engine.start()
+    deadline = time.monotonic() + 30
+    while not events and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert events and events[0][0] == "error" and "planted fault" in events[0][1]
+    with pytest.raises(EngineBroken, match="planted fault"):
+        engine.submit(request())
+    engine.stop()
