@@ -43,8 +43,7 @@ report smollm2-init-e2e dev smollm2-init-e2e --plots "$out/smollm2-init-e2e/"
 claim() { # NAME SPLIT RUN_DIR... : one claim's two-row table
   local name=$1 split=$2
   shift 2
-  peftrun report "$@" --split "$split" --format md --out "$out/claims/$name-$split.md" \
-    --by method.kind,method.variant || status=$?
+  peftrun report "$@" --split "$split" --format md --out "$out/claims/$name-$split.md" || status=$?
 }
 m=$root/smollm2-methods-e2e
 for split in dev test; do
