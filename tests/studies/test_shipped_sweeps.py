@@ -41,8 +41,8 @@ EXPECTED_RUNS = {
     "tiny/smoke.yaml": 8,
     "smollm2/methods-e2e.yaml": 9 * 2,  # frozen, icl, prompt, EMB, prefix, LoRA, adapter, top-2, full x 2
     "smollm2/lowdata-e2e.yaml": 3 * 3 * 3,  # methods x sizes x subsets
-    "smollm2/prefix-length-e2e.yaml": 4,
-    "smollm2/init-e2e.yaml": 4 * 3,  # 2 phrases + 2 random of their lengths x subsets
+    "smollm2/prefix-length-e2e.yaml": 3,  # L=1, 5, 20 (L=10: the methods study's prefix run)
+    "smollm2/init-e2e.yaml": 3 * 3,  # random L=6, "elephant", random L=1 x subsets (+ lowdata's phrase)
 }
 FULL_SIZE = sorted(name for name in EXPECTED_RUNS if not name.startswith(("tiny/", "smollm2/")))
 LAPTOP_STUDIES = sorted(name for name in EXPECTED_RUNS if name.startswith("smollm2/"))
@@ -148,6 +148,56 @@ def test_the_laptop_methods_study_gives_every_trained_method_the_same_budget_and
     }
     assert any(c.method.kind == "full" and not c.train.epochs for c in configs), "no frozen-base row"
     assert len(sweep.spec.seeds) >= 2
+
+
+def _laptop_configs(name: str) -> list[dict]:
+    sweep = sweep_file.load(LAPTOP / name, "unused")
+    return [sweeps.resolved_config(p).model_dump(mode="json") for p in sweep.points]
+
+
+def _without(config: dict, *keys: str) -> dict:
+    """The config with the dotted keys removed (what two runs are allowed to differ in)."""
+    out = json.loads(json.dumps(config))
+    for key in keys:
+        *parents, leaf = key.split(".")
+        node = out
+        for part in parents:
+            node = node[part]
+        node.pop(leaf)
+    return out
+
+
+def test_the_points_a_laptop_study_borrows_are_run_by_another_study_with_the_same_settings():
+    """The length study's L=10 is the methods study's prefix run (seed 101), and the init study's
+    "table-to-text:" point is the low-data prefix at 50 pairs: the report reads those runs, so they
+    must differ from the borrowing study's own points only in what the study varies."""
+    lengths = _laptop_configs("prefix-length-e2e.yaml")
+    assert sorted(c["method"]["prefix_len"] for c in lengths) == [1, 5, 20]
+    methods_prefix = [
+        c
+        for c in _laptop_configs("methods-e2e.yaml")
+        if c["method"]["kind"] == "prefix"
+        and c["method"]["variant"] == "every-layer"
+        and c["train"]["seed"] == 101
+    ]
+    assert len(methods_prefix) == 1 and methods_prefix[0]["method"]["prefix_len"] == 10
+    allowed = ("method.prefix_len", "decode.splits", "output")  # the methods run also decodes test
+    assert _without(methods_prefix[0], *allowed) == _without(lengths[0], *allowed)
+
+    inits = _laptop_configs("init-e2e.yaml")
+    assert {c["method"]["init_phrase"] for c in inits} == {None, "elephant"}
+    lowdata_prefix = [
+        c
+        for c in _laptop_configs("lowdata-e2e.yaml")
+        if c["method"]["kind"] == "prefix" and c["data"]["train_size"] == 50
+    ]
+    assert {c["method"]["init_phrase"] for c in lowdata_prefix} == {"table-to-text:"}
+    elephant = {c["data"]["subset_seed"]: c for c in inits if c["method"]["init_phrase"] == "elephant"}
+    assert sorted(elephant) == sorted(c["data"]["subset_seed"] for c in lowdata_prefix) == [0, 1, 2]
+    for borrowed in lowdata_prefix:
+        own = elephant[borrowed["data"]["subset_seed"]]
+        differ = ("method.init_phrase", "output")
+        assert _without(borrowed, *differ) == _without(own, *differ)
 
 
 def test_a_tiny_twin_runs_end_to_end(tmp_path):
