@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The laptop study of Li & Liang's claims on SmolLM2-135M, E2E (configs/sweeps/smollm2/README.md):
-# methods side by side (18 runs), low data (27), prefix length (3), initialisation (9): 57 runs,
-# about 4.3 hours on a 2-core CPU. Runs the four sweeps one after another (one run at a time), then
+# methods side by side (18 runs), low data (27), prefix length (3), initialisation (6): 54 runs,
+# about 4.2 hours on a 2-core CPU. Runs the four sweeps one after another (one run at a time), then
 # writes each study's table and figures into docs/results/.
 # Resumable: re-running skips DONE runs and resumes interrupted ones, so run it in the background
 # across sittings, e.g.
@@ -40,7 +40,7 @@ report smollm2-lowdata-e2e dev smollm2-lowdata-e2e --by method.kind,data.train_s
 # A point two studies share runs once: the length study's L=10 is the methods study's prefix run at
 # seed 101; the init study's "table-to-text:" point is the low-data study's prefix at 50 pairs.
 length_10=$root/smollm2-methods-e2e/kind=prefix-lr=0.005-prefix_len=10-seed101
-init_phrase_runs=("$root"/smollm2-lowdata-e2e/kind=prefix-*-train_size=50-*)
+init_phrase_runs=("$root"/smollm2-lowdata-e2e/kind=prefix-*-train_size=50-subset_seed=[01]-*)  # init-e2e.yaml's subsets
 report smollm2-prefix-length-e2e dev smollm2-prefix-length-e2e "$length_10" --by method.prefix_len \
   --plots "$out/smollm2-prefix-length-e2e/"
 report smollm2-init-e2e dev smollm2-init-e2e "${init_phrase_runs[@]}" --by method.init_phrase,method.prefix_len \

@@ -42,7 +42,7 @@ EXPECTED_RUNS = {
     "smollm2/methods-e2e.yaml": 9 * 2,  # frozen, icl, prompt, EMB, prefix, LoRA, adapter, top-2, full x 2
     "smollm2/lowdata-e2e.yaml": 3 * 3 * 3,  # methods x sizes x subsets
     "smollm2/prefix-length-e2e.yaml": 3,  # L=1, 5, 20 (L=10: the methods study's prefix run)
-    "smollm2/init-e2e.yaml": 3 * 3,  # random L=6, "elephant", random L=1 x subsets (+ lowdata's phrase)
+    "smollm2/init-e2e.yaml": 3 * 2,  # random L=6, "elephant", random L=1 x subsets (+ lowdata's phrase)
 }
 FULL_SIZE = sorted(name for name in EXPECTED_RUNS if not name.startswith(("tiny/", "smollm2/")))
 LAPTOP_STUDIES = sorted(name for name in EXPECTED_RUNS if name.startswith("smollm2/"))
@@ -193,8 +193,9 @@ def test_the_points_a_laptop_study_borrows_are_run_by_another_study_with_the_sam
     ]
     assert {c["method"]["init_phrase"] for c in lowdata_prefix} == {"table-to-text:"}
     elephant = {c["data"]["subset_seed"]: c for c in inits if c["method"]["init_phrase"] == "elephant"}
-    assert sorted(elephant) == sorted(c["data"]["subset_seed"] for c in lowdata_prefix) == [0, 1, 2]
-    for borrowed in lowdata_prefix:
+    assert sorted(elephant) == [0, 1]  # the report borrows these two of the low-data subsets
+    assert {c["data"]["subset_seed"] for c in lowdata_prefix} >= set(elephant)
+    for borrowed in (c for c in lowdata_prefix if c["data"]["subset_seed"] in elephant):
         own = elephant[borrowed["data"]["subset_seed"]]
         differ = ("method.init_phrase", "output")
         assert _without(borrowed, *differ) == _without(own, *differ)
