@@ -70,6 +70,8 @@ for n in 50 100 200; do
     --by method.kind
   claim "lowdata-$n-prefix-vs-lora" dev "$l"/kind=prefix-*-train_size=$n-* "$l"/kind=lora-*-train_size=$n-* \
     --by method.kind
+  claim "lowdata-$n-full-vs-lora" dev "$l"/kind=full-*-train_size=$n-* "$l"/kind=lora-*-train_size=$n-* \
+    --by method.kind
 done
 i=$root/smollm2-init-e2e
 by_init=(--by method.init_phrase,method.prefix_len)
