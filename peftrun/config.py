@@ -27,6 +27,31 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+# A key added after runs were made. At its default (which must mean the old behaviour) it is left
+# out of the resolved config and of the run hash, so a run or sweep made before the key existed
+# resumes, skips and reports unchanged; set to anything else, it is written like any other key.
+OMIT_AT_DEFAULT = {"omit_at_default": True}
+
+
+def later_field(default: Any, description: str, **constraints: Any) -> Any:
+    """A Field for a key added after runs existed (see OMIT_AT_DEFAULT)."""
+    return Field(default, description=description, json_schema_extra=OMIT_AT_DEFAULT, **constraints)
+
+
+def dump_without_later_defaults(model: BaseModel) -> dict[str, Any]:
+    """model_dump(mode="json") less the later-added keys that hold their default, at every depth."""
+    out = model.model_dump(mode="json")
+    for name, field in type(model).model_fields.items():
+        value = getattr(model, name)
+        if isinstance(value, BaseModel):
+            out[name] = dump_without_later_defaults(value)
+        elif field.json_schema_extra == OMIT_AT_DEFAULT and value == field.get_default(
+            call_default_factory=True
+        ):
+            del out[name]
+    return out
+
+
 class ModelConfig(_Section):
     """The frozen (or fully trained) base model."""
 
@@ -192,7 +217,7 @@ class Config(_Section):
 
     def short_hash(self) -> str:
         """Hash of everything that changes results (not where outputs go)."""
-        payload = self.model_dump(mode="json", exclude={"output"})
+        payload = {k: v for k, v in self.dump().items() if k != "output"}
         digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
         return digest[:8]
 
@@ -205,8 +230,12 @@ class Config(_Section):
             return Path(self.output.run_dir)
         return Path(self.output.root) / self.run_name()
 
+    def dump(self) -> dict[str, Any]:
+        """Every value, as plain data (later-added keys at their default left out: OMIT_AT_DEFAULT)."""
+        return dump_without_later_defaults(self)
+
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+        return yaml.safe_dump(self.dump(), sort_keys=False, allow_unicode=True)
 
 
 # --------------------------------------------------------------------------- loading

@@ -170,7 +170,7 @@ def point_config(point: dict[str, Any], siblings: list[RunRecord]) -> tuple[dict
     values = point.get("values", {})
     try:
         cfg = config_module.load(point["base"], list(point["overrides"]))
-        return flatten(cfg.model_dump(mode="json")), False
+        return flatten(cfg.dump()), False
     except (PeftrunError, KeyError):
         pass
     if not siblings:
