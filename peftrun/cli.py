@@ -214,14 +214,38 @@ def _launch_data_parallel(gpus: int) -> None:
 @app.command()
 def decode(
     run_dir: RunDirArg,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="decode.* overrides, e.g. decode.num_beams=5: decoded into RUN/decodes/NAME, apart "
+            "from the run's own outputs",
+            show_default=False,
+        ),
+    ] = None,
     split: Annotated[
         list[str] | None, typer.Option("--split", help="dev or test (repeatable; default: the config's)")
     ] = None,
+    name: Annotated[
+        str | None,
+        typer.Option(
+            "--name", help="the folder under RUN/decodes/ (default: from the overrides, e.g. num_beams=5)"
+        ),
+    ] = None,
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            "--overwrite",
+            help="without overrides: decode a split the run has scored again, into its own files",
+        ),
+    ] = False,
 ) -> None:
-    """Decode a trained run's stored adapter (again) and score the outputs."""
+    """Decode a trained run's stored adapter (again) and score the outputs: with its own settings into
+    its own files (a split not decoded yet), or with decode.* overrides into RUN/decodes/NAME, kept
+    apart (re-running skips splits done there)."""
     from peftrun import experiment
 
-    _echo_lines(cli_text.metrics_table(experiment.decode(run_dir, split)))
+    results = experiment.decode(run_dir, split, overrides or [], name, overwrite)
+    _echo_lines(cli_text.metrics_table(results))
 
 
 @app.command()
@@ -256,11 +280,22 @@ def evaluate(
         ),
     ] = None,
     reference_style: Annotated[
-        str, typer.Option("--reference-style", help="raw or tokenized references (E2E)")
-    ] = "raw",
+        str | None,
+        typer.Option(
+            "--reference-style",
+            help="raw or tokenized references (E2E; default raw). With a run directory: re-score its "
+            "predictions against them, into RUN/rescores/STYLE (its own metrics untouched)",
+        ),
+    ] = None,
+    bleu: Annotated[
+        str | None,
+        typer.Option(
+            "--bleu", help="print only this BLEU/NIST variant: perl (mteval) or py (the -p variant)"
+        ),
+    ] = None,
     compare: Annotated[
         list[Path] | None,
-        typer.Option("--compare", help="two run dirs: paired bootstrap CI of B - A (give twice)"),
+        typer.Option("--compare", help="two run dirs: bootstrap CI, two-sided p of B - A (give twice)"),
     ] = None,
     samples: Annotated[int, typer.Option("--samples", help="bootstrap resamples (with --compare)")] = 1000,
     as_json: JsonOpt = False,
@@ -275,9 +310,11 @@ def evaluate(
         _echo_lines([json.dumps(rows, indent=2)] if as_json else cli_text.comparison_table(rows))
         return
     if predictions is not None:
-        results = {split: scoring.score_file(predictions, dataset, split, reference_style, references)}
+        style = reference_style or "raw"
+        results = {split: scoring.score_file(predictions, dataset, split, style, references)}
+        results = {s: scoring.bleu_variant(r, bleu) for s, r in results.items()} if bleu else results
     elif run_dir is not None:
-        results = scoring.rescore(run_dir)
+        results = scoring.rescore(run_dir, reference_style, bleu)
     else:
         raise PeftrunError("give a run directory, or --predictions FILE --dataset e2e --split test")
     if as_json:
@@ -385,10 +422,18 @@ def sweep(
             "in one process, their rows in the same batches",
         ),
     ] = 1,
+    reselect: Annotated[
+        bool,
+        typer.Option(
+            "--reselect",
+            help="select: accept a changed winner after test was decoded (recorded; the report says so)",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Run a study: every point of SWEEP_FILE as its own run directory under ROOT/NAME. Points are
-    validated before anything starts; re-running skips DONE runs and resumes interrupted ones."""
+    validated before anything starts; re-running skips DONE runs and resumes interrupted ones.
+    With `select:` the grid is tuned on dev and only each group's winner is decoded on test."""
     from peftrun.studies import sweep as sweeps
 
     slurm = {"partition": partition, "gpus_per_task": gpus_per_task, "time": time_limit, "mem": mem}
@@ -402,6 +447,7 @@ def sweep(
         fail_fast=fail_fast,
         slurm=slurm,
         pack=pack,
+        reselect=reselect,
     )
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
@@ -439,6 +485,14 @@ def report(
     samples: Annotated[
         int, typer.Option("--samples", help="bootstrap resamples of the significance test")
     ] = 1000,
+    decode: Annotated[
+        str | None,
+        typer.Option(
+            "--decode",
+            help="report each run's RUN/decodes/NAME metrics (from `peftrun decode RUN decode.*=...`) "
+            "instead of its own",
+        ),
+    ] = None,
 ) -> None:
     """Tabulate finished runs: grouped by the config keys that vary (seeds collapsed), each cell
     mean ± sample std (n), the best row tested against every other by a paired bootstrap.
@@ -448,7 +502,7 @@ def report(
 
     if fmt not in tables.FORMATS:
         raise PeftrunError(f"--format {fmt!r}: choose md, csv, latex or json")
-    result = reports.build(directories, split, by, bleu, samples)
+    result = reports.build(directories, split, by, bleu, samples, decode=decode)
     text = tables.render(result, fmt)
     figures = []
     if plots is not None:

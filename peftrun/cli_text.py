@@ -27,12 +27,22 @@ def metrics_table(results: dict[str, Any]) -> list[str]:
 
 
 def comparison_table(rows: list[dict[str, Any]]) -> list[str]:
-    """`peftrun eval --compare A --compare B`: per metric A, B, B − A, its 95% CI and P(B > A)."""
-    lines = [f"{'metric':<8} {'A':>9} {'B':>9} {'B-A':>9}  95% CI            P(B>A)"]
+    """`peftrun eval --compare A --compare B`: per metric A, B, B − A, its 95% CI, the two-sided p
+    and N, then what the test is (one run against one run: the instance-level test)."""
+    lines = [f"{'metric':<8} {'A':>9} {'B':>9} {'B-A':>9}  95% CI                p (2-sided)      N"]
     for r in rows:
         ci = f"[{r['ci_low']:+.4f}, {r['ci_high']:+.4f}]"
         scores = f"{r['score_a']:9.4f} {r['score_b']:9.4f} {r['delta']:+9.4f}"
-        lines.append(f"{r['metric']:<8} {scores}  {ci}  {r['b_better']:.3f}")
+        p = "<0.001" if r["p"] < 0.001 else f"{r['p']:.3f}"
+        lines.append(f"{r['metric']:<8} {scores}  {ci}  {p:>11}  {r['instances']:>5}")
+    if rows:
+        first = rows[0]
+        lines.append(
+            f"paired bootstrap over {first['instances']} instances (Koehn 2004), "
+            f"{first['samples']} resamples, two-sided p; one run against one run (one seed pair): "
+            "the instance-level test, seed variation not resampled "
+            "(several seeds per system: `peftrun report`, two-level)"
+        )
     return lines
 
 
@@ -63,6 +73,20 @@ def sweep_listing(summary: dict[str, Any]) -> list[str]:
         if "packed_with" in r:
             others = ", ".join(n for n in r["packed_with"] if n != r["name"])
             lines.append(f"{'':<12} packed with: {others}")
+    return lines + selection_plan(summary.get("selection"))
+
+
+def selection_plan(plan: dict[str, Any] | None) -> list[str]:
+    """A selection sweep's rule, groups and run counts (`peftrun sweep --dry-run`)."""
+    if not plan:
+        return []
+    lines = [f"selection: {plan['rule']}"]
+    for group, settings in plan["groups"].items():
+        lines.append(f"  {group}: {len(settings)} settings ({', '.join(settings)})")
+    lines.append(
+        f"runs: {plan['grid_runs']} on the grid (dev only), then {plan['winner_runs']} more for the winners' "
+        f"seeds; test decoded for {plan['test_decodes']} runs (the winners' alone)"
+    )
     return lines
 
 
@@ -77,6 +101,13 @@ def sweep_summary(summary: dict[str, Any]) -> list[str]:
     for r in summary["runs"]:
         if r["state"] in (RunState.FAILED, RunState.INTERRUPTED):
             lines.append(f"  {r['state']} {r['run_dir']}: {r['error']}")
+    chosen = summary.get("selection")
+    if chosen:
+        for group, winner in chosen.get("winners", {}).items():
+            lines.append(f"  selected for {group}: {winner}")
+        for group, why in chosen.get("undecided", {}).items():
+            lines.append(f"  not decided for {group}: {why}")
+        lines.append(f"  test decoded for {len(chosen.get('test_decoded', []))} runs (the winners')")
     return lines
 
 

@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from peftrun.errors import PeftrunError
+from peftrun.later_keys import OMIT_AT_DEFAULT, later_field
 from peftrun.methods import METHOD_KINDS, REGISTRY, AnyMethodOptions
 from peftrun.methods.finetune_options import FullOptions
 
@@ -25,17 +26,6 @@ DATASETS = ("e2e", "xsum")
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-# A key added after runs were made. At its default (which must mean the old behaviour) it is left
-# out of the resolved config and of the run hash, so a run or sweep made before the key existed
-# resumes, skips and reports unchanged; set to anything else, it is written like any other key.
-OMIT_AT_DEFAULT = {"omit_at_default": True}
-
-
-def later_field(default: Any, description: str, **constraints: Any) -> Any:
-    """A Field for a key added after runs existed (see OMIT_AT_DEFAULT)."""
-    return Field(default, description=description, json_schema_extra=OMIT_AT_DEFAULT, **constraints)
 
 
 def dump_without_later_defaults(model: BaseModel) -> dict[str, Any]:
@@ -82,9 +72,35 @@ class DataConfig(_Section):
     )
     train_size: int | None = Field(None, gt=0, description="seeded random subset of train pairs")
     subset_seed: int = Field(0, description="seed of the train_size subset")
-    dev_loss_size: int | None = Field(None, gt=0, description="dev pairs used for dev loss (all if unset)")
-    max_source_tokens: int | None = Field(None, gt=0, description="truncate sources")
+    dev_loss_size: int | None = Field(
+        None,
+        gt=0,
+        description="dev pairs used for dev loss (all if unset): a random draw seeded by subset_seed, "
+        "from the dev pairs whose source decode.sample does not decode",
+    )
+    max_source_tokens: int | None = Field(
+        None, gt=0, description="truncate sources (source_prefix and the chat instruction not counted)"
+    )
     max_target_tokens: int | None = Field(None, gt=0, description="truncate training targets")
+    source_prefix: str | None = later_field(
+        None,
+        "plain text put before every source (training, dev loss, decoding, demonstrations), e.g. "
+        "'table-to-text:' (the paper's low-data fine-tuning baseline)",
+        min_length=1,
+    )
+    format: Literal["plain", "chat"] = later_field(
+        "plain",
+        "token layout: plain (GPT-2 style ' source <eos> target <eos>'; BART: the source to the "
+        "encoder) or chat (decoder-only instruct models: the source as a user message, the target "
+        "as the assistant's reply, through the tokenizer's own chat template)",
+    )
+    instruction: str | None = later_field(
+        None,
+        "chat: the user message's instruction, before the source (default: E2E 'Write a "
+        "one-sentence restaurant description from this table.', XSum 'Summarize this article in "
+        "one sentence.')",
+        min_length=1,
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> DataConfig:
@@ -99,7 +115,17 @@ class DataConfig(_Section):
                 f"data.extrapolation={self.extrapolation} needs data.url_file (the XSum URL list that "
                 "gives each article's topic)"
             )
+        if self.instruction is not None and self.format != "chat":
+            raise ValueError("data.instruction is the chat format's user instruction: set data.format=chat")
         return self
+
+
+# The metrics of a run's dev curve (train.decode_every), by dataset: the E2E suite without METEOR
+# (it needs Java and takes seconds per call), XSum's ROUGE. Each is better higher.
+CURVE_METRICS = {
+    "e2e": ("BLEU", "NIST", "BLEU_py", "NIST_py", "ROUGE_L", "CIDEr"),
+    "xsum": ("ROUGE-1", "ROUGE-2", "ROUGE-L"),
+}
 
 
 class TrainConfig(_Section):
@@ -131,13 +157,40 @@ class TrainConfig(_Section):
     eval_every: int = Field(0, ge=0, description="dev loss every N updates (0: each epoch)")
     checkpoint_every: int = Field(0, ge=0, description="checkpoint every N updates (0: each epoch)")
     select: Literal["last", "best"] = Field(
-        "last", description="decode the last checkpoint or the best by dev loss"
+        "last", description="decode the last checkpoint or the best by dev loss (or by early_stopping_metric)"
     )
     early_stopping_patience: int | None = Field(
         None, gt=0, description="stop after N dev evaluations without improvement"
     )
+    decode_every: int = later_field(
+        0, "decode the dev curve subset greedily and score it every N updates (0: off)", ge=0
+    )
+    decode_dev_size: int = later_field(
+        64, "dev instances of the curve: the first N unique dev sources, in file order", gt=0
+    )
+    early_stopping_metric: str = later_field(
+        "dev_loss",
+        "what early stopping and select=best watch: dev_loss (lower is better) or a dev curve "
+        "metric, e.g. BLEU (higher is better; needs decode_every)",
+    )
     log_every: int = Field(10, gt=0, description="train_log.jsonl line every N updates")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when available")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _decode_every_none_is_off(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "decode_every" in data and data["decode_every"] is None:
+            data = {**data, "decode_every": 0}
+        return data
+
+    @model_validator(mode="after")
+    def _curve_metric(self) -> TrainConfig:
+        if self.early_stopping_metric != "dev_loss" and not self.decode_every:
+            raise ValueError(
+                f"early_stopping_metric={self.early_stopping_metric} is scored on the dev curve: set "
+                "train.decode_every > 0 (or watch dev_loss)"
+            )
+        return self
 
 
 class DecodeConfig(_Section):
@@ -146,7 +199,14 @@ class DecodeConfig(_Section):
     splits: tuple[Literal["dev", "test"], ...] = Field(
         ("dev", "test"), description="splits decoded after training"
     )
-    limit: int | None = Field(None, gt=0, description="decode only the first N instances")
+    limit: int | None = Field(None, gt=0, description="decode only the first N instances (file order)")
+    sample: int | None = later_field(
+        None,
+        "decode N unique sources drawn at random (seed: sample_seed), kept in file order, instead of "
+        "the first N (limit); the same N and seed give the same instances in every run",
+        gt=0,
+    )
+    sample_seed: int = later_field(0, "seed of the decode.sample draw")
     batch_size: int = Field(16, gt=0, description="sources per generate() call")
     num_beams: int = Field(5, gt=0, description="beam size (1: greedy)")
     do_sample: bool = Field(False, description="sample instead of searching (with top_k, top_p, temperature)")
@@ -168,6 +228,14 @@ class DecodeConfig(_Section):
     banned_strings: tuple[str, ...] = Field(
         ("\n", "\n\n"), description="strings never generated (looked up in the tokenizer)"
     )
+
+    @model_validator(mode="after")
+    def _one_subset(self) -> DecodeConfig:
+        if self.limit is not None and self.sample is not None:
+            raise ValueError(
+                "decode.limit (the first N) and decode.sample (N at random) exclude each other; set one"
+            )
+        return self
 
     @model_validator(mode="after")
     def _lengths(self) -> DecodeConfig:
@@ -208,6 +276,16 @@ class Config(_Section):
                 f"config error: train.precision=bf16-frozen keeps a frozen base in bf16, and method.kind="
                 f"{self.method.kind} trains the base's own weights (they would have to stay fp32, and bf16 "
                 "frozen weights would meet fp32 trained ones inside one layer); use train.precision=bf16"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _curve_metric_of_the_dataset(self) -> Config:
+        metric, metrics = self.train.early_stopping_metric, CURVE_METRICS[self.data.dataset]
+        if metric != "dev_loss" and metric not in metrics:
+            raise PeftrunError(
+                f"config error: train.early_stopping_metric={metric!r} is not a {self.data.dataset} dev "
+                f"curve metric; choose dev_loss or one of: {', '.join(metrics)}"
             )
         return self
 

@@ -12,6 +12,7 @@ part (`Attempt`: start → prepare → fit → finish, and how it ended) is the 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -206,7 +207,7 @@ def load_training_data(cfg: Config) -> tuple[list, list]:
 
     reads_train = cfg.train.epochs > 0 or REGISTRY[cfg.method.kind].load().reads_train_pairs
     train_pairs = data.load_pairs(cfg.data, "train") if reads_train else []
-    dev_pairs = data.load_pairs(cfg.data, "dev") if cfg.train.epochs else []
+    dev_pairs = data.load_pairs(cfg.data, "dev", cfg.decode) if cfg.train.epochs else []
     for split in cfg.decode.splits:
         data.load_instances(cfg.data, split)
     return train_pairs, dev_pairs
@@ -228,14 +229,112 @@ def one_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {lines[0] if lines else ''}".strip()
 
 
-def decode(run_dir: str | Path, splits: list[str] | None) -> dict[str, dict[str, Any]]:
-    """Decode a trained run's stored adapter again (e.g. another split)."""
+def decode(
+    run_dir: str | Path,
+    splits: list[str] | None,
+    overrides: list[str] | None = None,
+    name: str | None = None,
+    overwrite: bool = False,
+) -> dict[str, dict[str, Any]]:
+    """Decode a trained run's stored adapter again and score the outputs; the metrics per split.
+
+    - Plain (no `name`, no overrides but decode.splits): with the run's own settings into its own
+      predictions/ and metrics/ (e.g. a split it has not decoded yet). A split it has decoded and
+      scored already is refused unless `overwrite`; one decoded but never scored is scored.
+    - With decode.* `overrides` (or a `name`): into RUN/decodes/NAME (NAME default: from the
+      overrides, e.g. num_beams=5), kept apart from the run's own outputs, which are never
+      touched; decode.yaml there holds the overrides and the resulting decode config. Splits
+      decoded and scored there already are skipped (re-running resumes); a NAME holding other
+      settings is refused. Any override outside decode.* is refused (the adapter was trained
+      with the rest)."""
+    from peftrun import config as config_module
+
     run, cfg = open_run(run_dir)
+    overrides = list(overrides or [])
+    keys = [item.partition("=")[0] for item in overrides]
+    for item, key in zip(overrides, keys, strict=True):
+        if not key.startswith("decode."):
+            raise PeftrunError(
+                f"override {item!r}: only decode.* settings can change when decoding a trained run "
+                "(the adapter was trained with the rest; train another run for that)"
+            )
+    wanted = config_module.build(config_module.apply_overrides(cfg.dump(), overrides))
+    splits = list(splits or wanted.decode.splits)
+    shaping = [item for item, key in zip(overrides, keys, strict=True) if key != "decode.splits"]
     if not run.has_adapter:
         raise PeftrunError(f"{run.path} has no trained adapter yet; finish it with `peftrun train`")
-    session = Session(cfg)
-    session.method.load(run.adapter_dir)
-    return session.decode_and_score(run, splits or list(cfg.decode.splits))
+    if name is None and not shaping:
+        return _decode_own(run, cfg, splits, overwrite)
+    return _decode_apart(run, wanted, splits, shaping, name or decode_name(shaping))
+
+
+def _decode_own(run: Run, cfg: Config, splits: list[str], overwrite: bool) -> dict[str, dict[str, Any]]:
+    """Decode into the run's own directory, with its own settings."""
+    from peftrun.scoring import score_records
+
+    scored = [split for split in splits if run.has_metrics(split)]
+    if scored and not overwrite:
+        raise PeftrunError(
+            f"{run.path} has decoded and scored {scored[0]} already; pass --overwrite to decode it again "
+            f"into the run's own files, or decode with other settings apart (decode.num_beams=...)"
+        )
+    unscored = [s for s in splits if not overwrite and run.has_predictions(s)]  # killed while scoring
+    results = {s: score_records(run, s, cfg.data.dataset, cfg.data.reference_style) for s in unscored}
+    todo = [s for s in splits if s not in unscored]
+    if todo:
+        session = Session(cfg)
+        session.method.load(run.adapter_dir)
+        results.update(session.decode_and_score(run, todo))
+    return {split: results[split] for split in splits}
+
+
+def decode_name(overrides: list[str]) -> str:
+    """A decode folder's default name, from its overrides: decode.num_beams=5 decode.top_p=0.9 →
+    num_beams=5-top_p=0.9 (characters a folder name should not hold become _)."""
+    import re
+
+    parts = []
+    for item in overrides:
+        key, _, value = item.partition("=")
+        parts.append(f"{key.removeprefix('decode.')}={re.sub(r'[^A-Za-z0-9._+-]+', '_', value) or '_'}")
+    return "-".join(parts)
+
+
+def _decode_apart(run: Run, cfg: Config, splits: list[str], overrides: list[str], name: str):
+    """Decode into RUN/decodes/NAME with `cfg.decode` (the run's settings with `overrides`)."""
+    from peftrun.scoring import score_records
+
+    if not name or name in (".", "..") or "/" in name or "\\" in name:
+        raise PeftrunError(f"--name {name!r}: give a plain folder name (no slashes)")
+    settings = {k: v for k, v in cfg.dump()["decode"].items() if k != "splits"}
+    decoded = run.decoded(name)
+    decoded.lock()
+    try:
+        held = decoded.settings().get("decode")
+        if held is None:
+            decoded.write_settings(overrides, settings)
+        elif json.loads(json.dumps(held)) != json.loads(json.dumps(settings)):
+            differ = sorted(k for k in set(held) | set(settings) if held.get(k) != settings.get(k))
+            shown = ", ".join(f"{k}: {held.get(k)!r} there, {settings.get(k)!r} here" for k in differ)
+            raise PeftrunError(
+                f"{decoded.path} holds a decode with other settings ({shown}); choose another --name"
+            )
+        results = {}
+        for split in splits:
+            if decoded.has_metrics(split):
+                log(f"{decoded.path}: {split} is decoded and scored already; skipped")
+                results[split] = decoded.read_metrics()[split]
+            elif decoded.has_predictions(split):  # killed while scoring
+                results[split] = score_records(decoded, split, cfg.data.dataset, cfg.data.reference_style)
+        todo = [split for split in splits if split not in results]
+        if todo:
+            session = Session(cfg)
+            session.method.load(run.adapter_dir)
+            log(f"decoding {', '.join(todo)} into {decoded.path} ({' '.join(overrides) or 'own settings'})")
+            results.update(session.decode_and_score(decoded, todo))
+    finally:
+        decoded.unlock()
+    return {split: results[split] for split in splits}
 
 
 def parameter_counts(config_path: str | Path, overrides: list[str]) -> dict[str, Any]:

@@ -9,10 +9,17 @@ RUN/
   checkpoints/last.pt    resume point (method state, optimizer, schedule, RNG, data position)
   checkpoints/best.pt    method state with the lowest dev loss
   adapter/               what is kept after training (safetensors + adapter.json)
-  predictions/SPLIT.txt, SPLIT.jsonl
-  metrics/SPLIT.json
+  predictions/SPLIT.txt, SPLIT.jsonl   one output per source; the .jsonl records also hold
+                         output_tokens (EOS excluded) and truncated (the token limit hit, no EOS)
+  metrics/SPLIT.json     scores, per-example scores, output_tokens_mean, truncated_pct
   DONE
   .lock                  held (flock) by the process training into the directory: pid and host
+  decodes/NAME/          `peftrun decode RUN decode.*=...`: the adapter decoded with other settings,
+    decode.yaml          kept apart from the run's own outputs: the overrides and the decode config
+    predictions/, metrics/   as the run's own (`Run.decoded(NAME)` reads and writes them)
+    .lock                held while decoding into it
+  rescores/STYLE/metrics/SPLIT.json   `peftrun eval RUN --reference-style STYLE`: the run's own
+                         predictions scored against STYLE (raw or tokenized) references
 
 Only this module spells these names (as the constants below); everything else asks a `Run` or
 imports them from here.
@@ -57,6 +64,9 @@ LAST_CHECKPOINT = "checkpoints/last.pt"
 BEST_CHECKPOINT = "checkpoints/best.pt"
 PREDICTIONS = "predictions"
 METRICS = "metrics"
+DECODES = "decodes"
+DECODE_SETTINGS = "decode.yaml"
+RESCORES = "rescores"
 ADAPTER_TMP, ADAPTER_OLD = ".adapter.tmp", ".adapter.old"
 
 
@@ -65,14 +75,128 @@ def is_run_dir(path: Path) -> bool:
     return (Path(path) / RESOLVED).is_file()
 
 
-class Run:
-    """A run directory opened for training (locked) or for reading."""
+class Outputs:
+    """A folder of predictions/SPLIT.{txt,jsonl} and metrics/SPLIT.json: a run directory's own
+    (`Run`), or one decode of its adapter with other settings kept apart (`Run.decoded(NAME)`)."""
 
     def __init__(self, path: Path, writer: bool = True) -> None:
         self.path = Path(path)
         self.writer = writer  # data-parallel processes other than the first only read
+
+    def _missing_predictions(self, path: Path, split: str) -> str:
+        return f"{path} not found"
+
+    def write_predictions(self, split: str, records: list[dict[str, Any]]) -> None:
+        if not self.writer:
+            return
+        text = "".join(record["output"].replace("\n", " ") + "\n" for record in records)
+        write_atomic(self.path / PREDICTIONS / f"{split}.txt", text)
+        lines = "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
+        write_atomic(self.path / PREDICTIONS / f"{split}.jsonl", lines)
+        self._partial(split).unlink(missing_ok=True)
+
+    def _partial(self, split: str) -> Path:
+        return self.path / PREDICTIONS / f".{split}.partial.jsonl"
+
+    def partial_predictions(self, split: str, sources: list[str]) -> dict[int, dict[str, Any]]:
+        """Outputs an interrupted decode of these sources saved, by source index: each what
+        `add_partial_predictions` was given ("output", and e.g. "output_tokens", "truncated")."""
+        done = {}
+        for record in read_json_lines(self._partial(split)):
+            index = record.get("index")
+            if isinstance(index, int) and index < len(sources) and sources[index] == record.get("source"):
+                done[index] = {k: v for k, v in record.items() if k not in ("index", "source")}
+        return done
+
+    def add_partial_predictions(
+        self, split: str, outputs: dict[int, dict[str, Any]], sources: list[str]
+    ) -> None:
+        """Save decoded outputs as they come (by source index; each a dict with "output")."""
+        if not self.writer:
+            return
+        make_dir(self._partial(split).parent)
+        for index, fields in sorted(outputs.items()):
+            record = {"index": index, "source": sources[index], **fields}
+            append_line(self._partial(split), json.dumps(record, ensure_ascii=False))
+
+    def read_predictions(self, split: str) -> list[dict[str, Any]]:
+        path = self.path / PREDICTIONS / f"{split}.jsonl"
+        if not path.is_file():
+            raise PeftrunError(self._missing_predictions(path, split))
+        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+
+    def prediction_splits(self) -> list[str]:
+        return sorted(p.stem for p in (self.path / PREDICTIONS).glob("*.jsonl"))
+
+    def write_metrics(self, split: str, payload: dict[str, Any]) -> None:
+        if not self.writer:
+            return
+        write_json(self.path / METRICS / f"{split}.json", payload)
+
+    def read_metrics(self) -> dict[str, dict[str, Any]]:
+        return {p.stem: read_json(p) for p in sorted((self.path / METRICS).glob("*.json"))}
+
+    def has_predictions(self, split: str) -> bool:
+        return (self.path / PREDICTIONS / f"{split}.jsonl").is_file()
+
+    def has_metrics(self, split: str) -> bool:
+        return (self.path / METRICS / f"{split}.json").is_file()
+
+
+class Decoded(Outputs):
+    """RUN/decodes/NAME: the run's adapter decoded with other decoding settings (`peftrun decode RUN
+    decode.num_beams=5`), its predictions and metrics laid out as the run's own, beside
+    decode.yaml (the overrides and the resulting decode config)."""
+
+    def __init__(self, run_path: Path, name: str, writer: bool = True) -> None:
+        super().__init__(Path(run_path) / DECODES / name, writer)
+        self.run_path, self.name = Path(run_path), name
+        self._lock = RunLock(self.path / LOCK, self.path)
+
+    def _missing_predictions(self, path: Path, split: str) -> str:
+        return f"{path} not found; {self.run_path} has no {split} predictions in its {self.name} decode"
+
+    @property
+    def exists(self) -> bool:
+        return (self.path / DECODE_SETTINGS).is_file()
+
+    def settings(self) -> dict[str, Any]:
+        """decode.yaml: {"overrides": [...], "decode": {...}} (empty before the first decode)."""
+        import yaml
+
+        path = self.path / DECODE_SETTINGS
+        return (yaml.safe_load(path.read_text(encoding="utf-8")) or {}) if path.is_file() else {}
+
+    def write_settings(self, overrides: list[str], decode: dict[str, Any]) -> None:
+        import yaml
+
+        if not self.writer:
+            return
+        values = {"overrides": list(overrides), "decode": decode}
+        text = yaml.safe_dump(values, sort_keys=False, allow_unicode=True)
+        write_atomic(self.path / DECODE_SETTINGS, text)
+
+    def lock(self) -> None:
+        """Hold this decode folder's lock (one process decodes into it at a time)."""
+        if self.writer:
+            make_dir(self.path)
+            self._lock.acquire()
+
+    def unlock(self) -> None:
+        if self.writer:
+            self._lock.release()
+
+
+class Run(Outputs):
+    """A run directory opened for training (locked) or for reading."""
+
+    def __init__(self, path: Path, writer: bool = True) -> None:
+        super().__init__(path, writer)
         self.on_log = None  # called with every train_log.jsonl record (experiment trackers)
         self._lock = RunLock(self.path / LOCK, self.path)
+
+    def _missing_predictions(self, path: Path, split: str) -> str:
+        return f"{path} not found; run `peftrun decode {self.path} --split {split}` first"
 
     # ----------------------------------------------------------------- opening
 
@@ -172,6 +296,26 @@ class Run:
     def has_adapter(self) -> bool:
         return (self.adapter_dir / ADAPTER_META).is_file()
 
+    def decode_dir(self, name: str) -> Path:
+        """RUN/decodes/NAME: where `peftrun decode RUN decode.*=... --name NAME` writes."""
+        return self.path / DECODES / name
+
+    def decoded(self, name: str) -> Decoded:
+        """The decode NAME of this run's adapter (its predictions and metrics, read or written)."""
+        return Decoded(self.path, name, self.writer)
+
+    def decode_names(self) -> list[str]:
+        """The names of this run's decodes with other settings (RUN/decodes/NAME)."""
+        folder = self.path / DECODES
+        if not folder.is_dir():
+            return []
+        return sorted(p.name for p in folder.iterdir() if (p / DECODE_SETTINGS).is_file())
+
+    def rescored(self, reference_style: str) -> Outputs:
+        """RUN/rescores/STYLE: the run's own predictions scored against other references (only
+        metrics/ is written there; predictions are read from the run itself)."""
+        return Outputs(self.path / RESCORES / reference_style, self.writer)
+
     def write_adapter_meta(self, folder: Path, payload: dict[str, Any]) -> None:
         write_json(folder / ADAPTER_META, payload)
 
@@ -260,52 +404,6 @@ class Run:
         import torch
 
         return torch.load(path, map_location=device, weights_only=True)
-
-    def write_predictions(self, split: str, records: list[dict[str, Any]]) -> None:
-        if not self.writer:
-            return
-        text = "".join(record["output"].replace("\n", " ") + "\n" for record in records)
-        write_atomic(self.path / PREDICTIONS / f"{split}.txt", text)
-        lines = "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
-        write_atomic(self.path / PREDICTIONS / f"{split}.jsonl", lines)
-        self._partial(split).unlink(missing_ok=True)
-
-    def _partial(self, split: str) -> Path:
-        return self.path / PREDICTIONS / f".{split}.partial.jsonl"
-
-    def partial_predictions(self, split: str, sources: list[str]) -> dict[int, str]:
-        """Outputs an interrupted decode of these sources saved, by source index."""
-        done = {}
-        for record in read_json_lines(self._partial(split)):
-            index = record.get("index")
-            if isinstance(index, int) and index < len(sources) and sources[index] == record.get("source"):
-                done[index] = record["output"]
-        return done
-
-    def add_partial_predictions(self, split: str, outputs: dict[int, str], sources: list[str]) -> None:
-        if not self.writer:
-            return
-        make_dir(self._partial(split).parent)
-        for index, output in sorted(outputs.items()):
-            record = {"index": index, "source": sources[index], "output": output}
-            append_line(self._partial(split), json.dumps(record, ensure_ascii=False))
-
-    def read_predictions(self, split: str) -> list[dict[str, Any]]:
-        path = self.path / PREDICTIONS / f"{split}.jsonl"
-        if not path.is_file():
-            raise PeftrunError(f"{path} not found; run `peftrun decode {self.path} --split {split}` first")
-        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
-
-    def prediction_splits(self) -> list[str]:
-        return sorted(p.stem for p in (self.path / PREDICTIONS).glob("*.jsonl"))
-
-    def write_metrics(self, split: str, payload: dict[str, Any]) -> None:
-        if not self.writer:
-            return
-        write_json(self.path / METRICS / f"{split}.json", payload)
-
-    def read_metrics(self) -> dict[str, dict[str, Any]]:
-        return {p.stem: read_json(p) for p in sorted((self.path / METRICS).glob("*.json"))}
 
     def finish(self) -> None:
         if not self.writer:

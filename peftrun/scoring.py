@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from peftrun.errors import PeftrunError
-from peftrun.runs import RESOLVED, Run
+from peftrun.runs import RESOLVED, Outputs, Run
 
 
 def log(message: str) -> None:
@@ -20,11 +20,21 @@ def log(message: str) -> None:
     typer.echo(message, err=True)
 
 
-def score_records(run: Run, split: str, dataset: str, reference_style: str) -> dict[str, Any]:
+def score_records(
+    run: Outputs,
+    split: str,
+    dataset: str,
+    reference_style: str,
+    references: list[list[str]] | None = None,
+    into: Outputs | None = None,
+) -> dict[str, Any]:
+    """Score `run`'s stored predictions of `split` (against their own references, or against
+    `references`, one list per record) and write metrics/SPLIT.json into `into` (default: `run`)."""
     from peftrun.metrics import score
 
     records = run.read_predictions(split)
-    report = score(dataset, [r["output"] for r in records], [r["references"] for r in records])
+    refs = [r["references"] for r in records] if references is None else references
+    report = score(dataset, [r["output"] for r in records], refs)
     for note in report.notes:
         log(f"note: {note}")
     payload = {
@@ -33,12 +43,29 @@ def score_records(run: Run, split: str, dataset: str, reference_style: str) -> d
         "reference_style": reference_style,
         "instances": len(records),
         "scores": report.scores,
+        **output_lengths(records),
         "scorers": report.scorers,
         "notes": report.notes,
         "per_example": report.per_example,
     }
-    run.write_metrics(split, payload)
+    (into or run).write_metrics(split, payload)
     return payload
+
+
+def output_lengths(records: list[dict[str, Any]]) -> dict[str, float]:
+    """output_tokens_mean (generated tokens, EOS excluded) and truncated_pct (% of outputs the token
+    limit cut before an EOS), when every record holds them (predictions written before they were
+    recorded do not: then nothing)."""
+    tokens = [r.get("output_tokens") for r in records]
+    cut = [r.get("truncated") for r in records]
+    if not records or not all(
+        isinstance(t, int) and isinstance(c, bool) for t, c in zip(tokens, cut, strict=True)
+    ):
+        return {}
+    return {
+        "output_tokens_mean": sum(tokens) / len(tokens),
+        "truncated_pct": 100.0 * sum(cut) / len(cut),
+    }
 
 
 def open_run(run_dir: str | Path):
@@ -51,12 +78,65 @@ def open_run(run_dir: str | Path):
     return run, config_module.load(run.resolved_config_path)
 
 
-def rescore(run_dir: str | Path) -> dict[str, dict[str, Any]]:
+BLEU_VARIANTS = {"perl": ("BLEU", "NIST"), "py": ("BLEU_py", "NIST_py")}
+
+
+def rescore(
+    run_dir: str | Path, reference_style: str | None = None, bleu: str | None = None
+) -> dict[str, dict[str, Any]]:
+    """Score a run's stored predictions again. Without `reference_style`: against the references
+    they were decoded with, into the run's own metrics/ (as its decode did). With it (E2E: raw or
+    tokenized): against that style's references, into RUN/rescores/STYLE/metrics/ (the run's own
+    metrics are never touched). `bleu` (perl or py) keeps only that BLEU/NIST variant in the
+    returned scores (the file keeps both)."""
+    if bleu is not None:
+        bleu_variant({"scores": {}}, bleu)  # an unknown variant fails before any scoring
     run, cfg = open_run(run_dir)
     splits = run.prediction_splits()
     if not splits:
         raise PeftrunError(f"{run.path} has no predictions yet; run `peftrun decode {run.path}`")
-    return {split: score_records(run, split, cfg.data.dataset, cfg.data.reference_style) for split in splits}
+    if reference_style is None:
+        results = {s: score_records(run, s, cfg.data.dataset, cfg.data.reference_style) for s in splits}
+    else:
+        results = {s: _rescore_against(run, cfg, s, reference_style) for s in splits}
+    return results if bleu is None else {s: bleu_variant(r, bleu) for s, r in results.items()}
+
+
+def _rescore_against(run: Run, cfg, split: str, style: str) -> dict[str, Any]:
+    """The run's `split` predictions scored against `style` references, written apart."""
+    from peftrun import data
+    from peftrun.data.e2e import REFERENCE_STYLES
+
+    if cfg.data.dataset != "e2e":
+        raise PeftrunError(f"--reference-style is for E2E runs; {run.path} is a {cfg.data.dataset} run")
+    if style not in REFERENCE_STYLES:
+        raise PeftrunError(f"--reference-style {style!r}: choose {' or '.join(REFERENCE_STYLES)}")
+    records = run.read_predictions(split)
+    instances = data.load_instances(cfg.data.model_copy(update={"reference_style": style}), split)
+    by_id: dict[Any, list[str] | None] = {}
+    for instance in instances:  # an id met twice cannot say which references are meant
+        by_id[instance.id] = None if instance.id in by_id else list(instance.references)
+    references = [by_id.get(r["id"]) for r in records]
+    if any(refs is None for refs in references):
+        missing = next(r["id"] for r, refs in zip(records, references, strict=True) if refs is None)
+        raise PeftrunError(
+            f"{run.path}: its {split} prediction {missing!r} matches no single {split} instance; "
+            "it cannot be scored against other references"
+        )
+    return score_records(run, split, "e2e", style, references, into=run.rescored(style))
+
+
+def bleu_variant(result: dict[str, Any], bleu: str) -> dict[str, Any]:
+    """A metrics payload whose scores keep only one BLEU/NIST variant (perl: BLEU, NIST; py:
+    BLEU_py, NIST_py), in the order BLEU, NIST, then the rest."""
+    if bleu not in BLEU_VARIANTS:
+        raise PeftrunError(f"--bleu {bleu!r}: choose perl (mteval, the default) or py (the -p variant)")
+    keep = BLEU_VARIANTS[bleu]
+    drop = {name for variant in BLEU_VARIANTS.values() for name in variant} - set(keep)
+    scores = result["scores"]
+    ordered = {k: scores[k] for k in keep if k in scores}
+    ordered.update({k: v for k, v in scores.items() if k not in drop and k not in ordered})
+    return {**result, "scores": ordered, "bleu": bleu}
 
 
 def read_outputs(path: Path) -> list[str]:
@@ -123,9 +203,9 @@ def score_file(
 def compare_runs(
     run_a: str | Path, run_b: str | Path, split: str, samples: int, seed: int
 ) -> list[dict[str, Any]]:
-    """Paired bootstrap (Koehn 2004) of B − A over the instances both runs decoded (E2E)."""
-    from dataclasses import asdict
-
+    """Paired bootstrap (Koehn 2004) of B − A over the N instances both runs decoded (E2E), with a
+    two-sided p. One run against one run is one seed pair: the instance-level test, which says
+    nothing about seed variation (`seeds_resampled`: false; `peftrun report` resamples the seeds)."""
     from peftrun.metrics.bootstrap import paired_bootstrap
 
     records_a, records_b = Run(Path(run_a)).read_predictions(split), Run(Path(run_b)).read_predictions(split)
@@ -140,4 +220,4 @@ def compare_runs(
         samples=samples,
         seed=seed,
     )
-    return [asdict(result) for result in results.values()]
+    return [result.summary() for result in results.values()]

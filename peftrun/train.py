@@ -1,9 +1,10 @@
 """The training loop: one visible loop for every method and model family.
 
 AdamW, linear decay with optional warmup, gradient accumulation, clipping, fp32 or bf16
-autocast, dev loss every N updates (or each epoch), checkpoints that resume exactly (weights,
-optimizer, schedule, RNG, data position), and `last` or `best`-by-dev-loss selection with
-optional early stopping. Method-specific behaviour comes only through the Method protocol.
+autocast, dev loss every N updates (or each epoch), a dev curve (greedy decoding of a fixed dev
+subset, scored) every N updates, checkpoints that resume exactly (weights, optimizer, schedule,
+RNG, data position), and `last` or `best` selection with optional early stopping, both by dev loss
+or by a dev-curve metric. Method-specific behaviour comes only through the Method protocol.
 
 A loss is a sum over target tokens divided by a denominator (`forward_losses`): the number of
 sequences (`sequence_sum`, the paper's GPT-2 prefix runs) or of target tokens (`token_mean`).
@@ -18,7 +19,7 @@ import random
 import time
 import warnings
 from collections.abc import Callable, Generator, Sequence
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -49,6 +50,9 @@ class TrainProgress:
     train_tokens: int = 0  # real (unpadded) tokens trained on, over every session of the run
     train_seconds: float = 0.0  # time in training steps, over every session of the run
     log_lines: int = 0  # train_log.jsonl records written up to this point (a resume trims to it)
+    best_dev_score: float = -math.inf  # best value of train.early_stopping_metric (a curve metric)
+    best_step: int | None = None  # the update of the best evaluation of the watched value
+    stopped_at: int | None = None  # the update early stopping stopped the run at
 
 
 def sequence_losses(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -159,8 +163,11 @@ class Trainee:
         run: Run,
         device: torch.device,
         processes: Processes,
+        dev_curve=None,
     ) -> None:
+        """`dev_curve`: the run's `session.DevCurve` (train.decode_every), or None."""
         self.model, self.method, self.cfg, self.run, self.device = model, method, cfg, run, device
+        self.dev_curve = dev_curve
         self.train_examples, self.make_batch, self.processes = train_examples, make_batch, processes
         self.params = method.trainable_parameters()
         self.optimizer = torch.optim.AdamW(
@@ -272,6 +279,7 @@ class Trainee:
                 self.checkpoint()
                 return "interrupted"
         self.checkpoint()
+        self.record_stop()
         return "finished"
 
     def tokens_per_s(self) -> float:
@@ -304,6 +312,8 @@ class Trainee:
             )
         if cfg.eval_every and p.step % cfg.eval_every == 0:
             self.evaluate()
+        if cfg.decode_every and p.step % cfg.decode_every == 0:
+            self.decode_dev()
         if cfg.checkpoint_every and p.step % cfg.checkpoint_every == 0:
             self.checkpoint()
 
@@ -360,13 +370,73 @@ class Trainee:
         p = self.progress
         p.dev_losses.append({"step": p.step, "dev_loss": loss})
         self.log({"step": p.step, "epoch": p.epoch, "dev_loss": loss})
-        if loss < p.best_dev_loss:
-            p.best_dev_loss, p.evals_without_gain = loss, 0
+        gained = loss < p.best_dev_loss
+        if gained:
+            p.best_dev_loss = loss
+        if self.cfg.early_stopping_metric == "dev_loss":
+            self.judge(gained, p.best_dev_loss)
+
+    def decode_dev(self) -> None:
+        """One point of the dev curve (train.decode_every): the fixed dev subset decoded greedily
+        with the current weights and scored; a train_log.jsonl line
+        {"step", "epoch", "dev_scores": {metric: value}, "dev_decode_size"}. Training goes on as
+        if it had not happened: the RNG state is restored and the method put back in training
+        mode; a signal that asks to stop meanwhile stops the loop after this update, as always."""
+        curve = self.dev_curve
+        if curve is None:
+            return
+        p, state = self.progress, _get_rng()
+        try:
+            with _stop_requests_held():
+                scores = curve.scores()
+        finally:
+            _set_rng(state)
+            self.method.set_training(True)
+        self.log({"step": p.step, "epoch": p.epoch, "dev_scores": scores, "dev_decode_size": len(curve)})
+        metric = self.cfg.early_stopping_metric
+        if metric in scores:  # a curve metric: higher is better
+            gained = scores[metric] > p.best_dev_score
+            if gained:
+                p.best_dev_score = scores[metric]
+            self.judge(gained, p.best_dev_score)
+
+    def judge(self, gained: bool, best: float) -> None:
+        """One evaluation of the watched value (train.early_stopping_metric: dev loss or a curve
+        metric), `best` its best so far: a gain keeps the method's state as the best
+        (checkpoints/best.pt, what select=best decodes); `early_stopping_patience` evaluations in a
+        row without one stop the run (a train_log.jsonl line says so, at the update it stopped)."""
+        cfg, p = self.cfg, self.progress
+        if gained:
+            p.evals_without_gain, p.best_step = 0, p.step
             self.run.save_best(self.method.training_state())
-        else:
-            p.evals_without_gain += 1
-            patience = self.cfg.early_stopping_patience
-            p.stopped_early = patience is not None and p.evals_without_gain >= patience
+            return
+        p.evals_without_gain += 1
+        patience = cfg.early_stopping_patience
+        if patience is not None and p.evals_without_gain >= patience:
+            p.stopped_early, p.stopped_at = True, p.step
+            self.log(
+                {
+                    "step": p.step,
+                    "epoch": p.epoch,
+                    "stopped_early": True,
+                    "early_stopping_metric": cfg.early_stopping_metric,
+                    "best": best,
+                    "best_step": p.best_step,
+                    "evaluations_without_gain": p.evals_without_gain,
+                }
+            )
+
+    def record_stop(self) -> None:
+        """meta.json: where early stopping stopped the run (`stopped_at`, None when it did not)
+        and, when a curve metric was watched, its best value (`best_dev_score`)."""
+        if self.run is None:
+            return
+        p, metric = self.progress, self.cfg.early_stopping_metric
+        extra = {}
+        if metric != "dev_loss":
+            best = p.best_dev_score if math.isfinite(p.best_dev_score) else None
+            extra["best_dev_score"] = {"metric": metric, "value": best, "step": p.best_step}
+        self.run.update_meta(stopped_at=p.stopped_at, **extra)
 
     def dev_loss(self) -> float:
         """The configured loss over the whole dev set (its numerators over its denominators)."""
@@ -497,6 +567,20 @@ def to_device(batch: dict, device: torch.device) -> dict:
         key: to_device(value, device) if isinstance(value, dict) else value.to(device)
         for key, value in batch.items()
     }
+
+
+@contextmanager
+def _stop_requests_held():
+    """Within: a signal's request to stop waits (peftrun.interrupts; `decode.decode_rows` checks
+    for one after every batch). The dev curve is decoded inside an update, and an update is
+    finished before the loop stops (after a checkpoint), so a stop never leaves half a curve point."""
+    held = interrupts._requested
+    interrupts._requested = None
+    try:
+        yield
+    finally:
+        if held is not None:
+            interrupts._requested = held
 
 
 def _get_rng() -> dict:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from peftrun import config as config_module
 from peftrun.config import Config
+from peftrun.data.chat import chat_turns, needs_decoder_only
 from peftrun.errors import PeftrunError
 
 
@@ -18,14 +19,32 @@ def check_against_model(cfg: Config):
 
     arch = models.arch_summary(models.hf_config(cfg.model.name))
     cfg.method.check(arch)
-    if cfg.method.needs_tokenizer_check():
+    chat = cfg.data.format == "chat"
+    if chat:
+        check_chat_layout(cfg, arch)
+    if cfg.method.needs_tokenizer_check() or chat:
         try:
             tokenizer = models.cached_tokenizer(cfg.model.name)
         except PeftrunError:
             tokenizer = None  # not available here (a hub model offline): the run checks it later
         if tokenizer is not None:
-            cfg.method.check_tokens(tokenizer)
+            if cfg.method.needs_tokenizer_check():
+                cfg.method.check_tokens(tokenizer)
+            if chat:
+                chat_turns(tokenizer, cfg.model.name)
     return arch
+
+
+def check_chat_layout(cfg: Config, arch) -> None:
+    """`data.format: chat` is one conversation in one sequence: a decoder-only model, no infix
+    (which sits between the plain layout's source and separator)."""
+    if arch.is_encoder_decoder:
+        raise needs_decoder_only(cfg.model.name)
+    if getattr(cfg.method, "variant", None) == "infix":
+        raise PeftrunError(
+            "config error: method.variant=infix sits between the source and the separator of the plain "
+            "layout; use data.format=plain"
+        )
 
 
 def resolve(config_path: str | Path, overrides: list[str], run_dir: str | None) -> Config:

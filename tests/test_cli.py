@@ -31,7 +31,7 @@ def commands() -> dict:
 # The options each command offers (besides --help).
 OPTIONS = {
     "train": {"--run-dir", "--overwrite", "--resume-from-last-good", "--gpus"},
-    "decode": {"--split"},
+    "decode": {"--split", "--name", "--overwrite"},
     "export": {"--to", "--out"},
     "eval": {
         "--predictions",
@@ -39,6 +39,7 @@ OPTIONS = {
         "--split",
         "--references",
         "--reference-style",
+        "--bleu",
         "--compare",
         "--samples",
         "--json",
@@ -57,6 +58,7 @@ OPTIONS = {
         "--time",
         "--mem",
         "--pack",
+        "--reselect",
         "--json",
     },
     "train-packed": set(),
@@ -73,7 +75,7 @@ OPTIONS = {
         "--no-mixing",
         "--device",
     },  # fmt: skip
-    "report": {"--split", "--by", "--format", "--out", "--plots", "--bleu", "--samples"},
+    "report": {"--split", "--by", "--format", "--out", "--plots", "--bleu", "--samples", "--decode"},
 }
 
 

@@ -131,3 +131,43 @@ def test_banned_strings_are_never_generated(model_name, banned, first, then):
     )
     assert not any(b in out for out in outputs for b in banned), outputs  # ... unless it is banned
     assert outputs != unbanned
+
+
+# --------------------------------------------------------------------------- output lengths
+
+
+@pytest.mark.parametrize("model_name", MODELS)
+@pytest.mark.parametrize("beams", [1, 3])
+def test_output_tokens_and_truncation_follow_the_token_limit(model_name, beams):
+    """A model pushed to write one word and then its EOS: with room for both, every output is one
+    token and not truncated; with max_new_tokens=1 it is cut before its EOS (truncated). A model
+    that never ends fills the limit: truncated. BART forces its EOS as the last token at the limit
+    (bart-large's forced_eos_token_id, set here as there): that EOS is not counted, and the output
+    is still truncated."""
+    from peftrun.decode import generations
+
+    loaded, method, fmt = setup(model_name)
+    tok, eos = loaded.tokenizer, loaded.tokenizer.eos_token_id
+    forced = loaded.arch.is_encoder_decoder
+    if forced:
+        loaded.model.generation_config.forced_eos_token_id = eos
+    (word,) = ids(tok, " restaurant")
+    hook = push_towards(loaded.model, word, eos, bias=80.0)  # word, then EOS
+    cfg = DecodeConfig(num_beams=beams, max_new_tokens=8, batch_size=2, banned_strings=())
+    sources = [*SOURCES, "name : Wildwood | food : Indian"]
+
+    def decoded(**settings) -> list[tuple[str, int | None, bool | None]]:
+        outputs = generations(loaded.model, method, fmt, sources, cfg.model_copy(update=settings), CPU)
+        return [(g.text, g.tokens, g.truncated) for g in outputs]
+
+    assert decoded() == [("restaurant", 1, False)] * 3
+    assert decoded(max_new_tokens=1) == [("", 0, True) if forced else ("restaurant", 1, True)] * 3
+    # `generate` gives the same texts (what every older caller reads).
+    assert generate(loaded.model, method, fmt, sources, cfg, CPU) == ["restaurant"] * 3
+    hook.remove()
+    (other,) = ids(tok, " food")
+    push_towards(loaded.model, word, other, bias=80.0)  # never an EOS
+    endless = decoded(max_new_tokens=3)
+    assert [(tokens, cut) for _, tokens, cut in endless] == [(2 if forced else 3, True)] * 3
+    if forced:  # a total length (BART: with the start token) is a limit too
+        assert [row[1:] for row in decoded(max_new_tokens=None, max_length=4)] == [(2, True)] * 3

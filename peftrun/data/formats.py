@@ -21,6 +21,28 @@ the separator whose keys/values it replaces (infix, decoder-only):
 
     decoder-only   [lead × n] " source" " " [infix × m] EOS " target" " " EOS
     encoder        [lead × n] <s> source </s>
+
+`data.source_prefix` is plain text before the source, one space between, in every layout (so in
+training, dev loss, decoding and in-context demonstrations alike); its tokens do not count in
+`data.max_source_tokens`, which truncates the source's own:
+
+    GPT-2          " table-to-text: name : Aromi | ..." " " EOS " target" " " EOS
+    Llama-style    (BOS) "table-to-text: name : Aromi | ..." ...  (no leading space where the
+                   tokenizer marks the first word itself; SmolLM2: as GPT-2)
+    BART encoder   <s> "table-to-text: name : Aromi | ..." </s>
+
+`data.format: chat` (decoder-only instruct models, `ChatFormat`): the source as the user message
+(`data.instruction`, a blank line, the source) and the target as the assistant's reply, through
+the tokenizer's own chat template (peftrun.data.chat), with no system message of ours: a template
+that adds a default system line keeps it (SmolLM2's "You are a helpful AI assistant named SmolLM,
+trained by Hugging Face"), as every user of the model gets it from `apply_chat_template`:
+
+    prompt    [lead × n] <|im_start|>system\n…<|im_end|>\n
+              <|im_start|>user\n{instruction}\n\n{source}<|im_end|>\n<|im_start|>assistant\n
+    target    {target}<|im_end|>   (the template's end of turn, the EOS: loss on these only)
+
+In-context demonstrations become earlier turns of the conversation (after the head, the template's
+system line): <|im_start|>user\n…<|im_end|>\n<|im_start|>assistant\n{target}<|im_end|>\n.
 """
 
 from __future__ import annotations
@@ -30,7 +52,17 @@ from dataclasses import dataclass
 
 import torch
 
+from peftrun.data.chat import INSTRUCTIONS, chat_turns, needs_decoder_only, render, user_content
+from peftrun.errors import PeftrunError
+
 IGNORE = -100
+
+
+def prefixed(prefix: str | None, source: str) -> str:
+    """`source` after `data.source_prefix` and one space (the prefix alone for an empty source)."""
+    if not prefix:
+        return source
+    return f"{prefix} {source}" if source else prefix
 
 
 @dataclass(frozen=True)
@@ -65,10 +97,12 @@ class DecoderOnlyFormat:
         max_source: int | None,
         max_target: int | None,
         room: Room = Room(),
+        source_prefix: str | None = None,
     ):
         self.tokenizer = tokenizer
         self.eos = tokenizer.eos_token_id
         self.max_positions = max_positions - room.reserved_positions  # what real tokens can use
+        self.source_prefix = source_prefix
         self.max_source = max_source
         self.max_target = max_target
         self.room = room
@@ -84,16 +118,18 @@ class DecoderOnlyFormat:
         # Fillers only hold places (a method replaces their embeddings or keys/values); the infix
         # filler must not be the EOS, which marks where the infix ends (`infix_positions`).
         self.filler = space[-1] if space else self.eos
+        # The source prefix's tokens, which max_source_tokens does not count.
+        self.prefix_length = len(self._ids(self.space + source_prefix)) if source_prefix else 0
 
     def _ids(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     def prompt_ids(self, source: str) -> list[int]:
-        ids = self._ids(self.space + source)
+        ids = self._ids(self.space + prefixed(self.source_prefix, source))
         lead, infix = [self.filler] * self.room.leading, [self.filler] * self.room.infix
         # Keep room for the EOS and at least some target within the model's positions.
         room = self.max_positions - len(lead) - len(self.bos) - len(infix)
-        limit = min(self.max_source or len(ids), room // 2)
+        limit = min(self.prefix_length + self.max_source if self.max_source else len(ids), room // 2)
         return lead + self.bos + ids[:limit] + self._ids(" ") + infix + [self.eos]
 
     def target_ids(self, target: str) -> list[int]:
@@ -160,14 +196,18 @@ class Seq2SeqFormat:
         max_target: int | None,
         decoder_start: int,
         room: Room = Room(),
+        source_prefix: str | None = None,
     ):
         if room.infix:
             raise ValueError("an infix needs the source and target in one sequence (decoder-only models)")
         self.tokenizer = tokenizer
         self.eos = tokenizer.eos_token_id
         self.pad = tokenizer.pad_token_id
+        self.source_prefix = source_prefix
         positions = max_positions - room.reserved_positions
-        self.max_source = min(max_source or positions, positions - room.leading)
+        # max_source_tokens counts the source's own tokens, not the prefix's.
+        prefix = len(tokenizer(source_prefix, add_special_tokens=False)["input_ids"]) if source_prefix else 0
+        self.max_source = min(max_source + prefix if max_source else positions, positions - room.leading)
         self.max_target = min(max_target or positions, positions)
         self.decoder_start = decoder_start
         self.room = room
@@ -179,7 +219,8 @@ class Seq2SeqFormat:
         return ids if len(ids) <= limit else ids[: limit - 1] + [self.eos]
 
     def prompt_ids(self, source: str) -> list[int]:
-        return [self.filler] * self.room.leading + self._encode(source, self.max_source)
+        lead = [self.filler] * self.room.leading
+        return lead + self._encode(prefixed(self.source_prefix, source), self.max_source)
 
     def training_batch(self, pairs) -> dict[str, torch.Tensor | dict]:
         sources = [self.prompt_ids(pair.source) for pair in pairs]
@@ -204,7 +245,8 @@ class Seq2SeqFormat:
     def demonstration_ids(self, pair) -> list[int]:
         """A solved example for in-context prompts: source </s> target </s>."""
         plain = {"add_special_tokens": False}
-        source, target = self.tokenizer(pair.source, **plain), self.tokenizer(pair.target, **plain)
+        source = self.tokenizer(prefixed(self.source_prefix, pair.source), **plain)
+        target = self.tokenizer(pair.target, **plain)
         return source["input_ids"] + [self.eos] + target["input_ids"] + [self.eos]
 
     def with_context(self, context: list[int], prompt: list[int]) -> list[int]:
@@ -224,17 +266,85 @@ def _until_eos(ids: list[int], eos: int) -> list[int]:
     return ids[: ids.index(eos)] if eos in ids else ids
 
 
+class ChatFormat(DecoderOnlyFormat):
+    """Decoder-only instruct models: the source as a user message, the target as the assistant's
+    reply, through the tokenizer's own chat template (see the module docstring)."""
+
+    def __init__(
+        self,
+        tokenizer,
+        max_positions: int,
+        max_source: int | None,
+        max_target: int | None,
+        room: Room = Room(),
+        source_prefix: str | None = None,
+        instruction: str = "",
+        name: str = "this model",
+    ):
+        if room.infix:
+            raise PeftrunError(
+                "config error: an infix sits between the source and the separator of the plain layout; "
+                "use data.format=plain"
+            )
+        self.turns = chat_turns(tokenizer, name)
+        super().__init__(tokenizer, max_positions, max_source, max_target, room, source_prefix)
+        self.bos = []  # a template that wants a BOS writes it itself
+        self.instruction = instruction
+        self.head = self._ids(self.turns.head)  # the system line: demonstrations go after it
+        # Prompt tokens besides the source's (turns, system line, instruction, prefix): the source
+        # gets at most half the positions less these, as the plain layout's source gets half.
+        empty = {"role": "user", "content": user_content(instruction, prefixed(source_prefix, ""))}
+        overhead = len(self._ids(render(tokenizer, [empty], True)))
+        self.source_room = max(0, (self.max_positions - room.leading) // 2 - overhead)
+
+    def _message(self, source: str) -> dict[str, str]:
+        """The user message of `source`, truncated to max_source_tokens and the positions."""
+        limit = min(self.max_source or self.source_room, self.source_room)
+        ids = self._ids(source)
+        if len(ids) > limit:
+            source = self.tokenizer.decode(ids[:limit])
+        return {
+            "role": "user",
+            "content": user_content(self.instruction, prefixed(self.source_prefix, source)),
+        }
+
+    def prompt_ids(self, source: str) -> list[int]:
+        """The template's rendering of the user message, with its generation prompt."""
+        text = render(self.tokenizer, [self._message(source)], True)
+        return [self.filler] * self.room.leading + self._ids(text)
+
+    def target_ids(self, target: str) -> list[int]:
+        """The reply and the template's end of turn (the EOS)."""
+        ids = self._ids(target)
+        return (ids[: self.max_target] if self.max_target else ids) + self._ids(self.turns.reply_close)
+
+    def demonstration_ids(self, pair) -> list[int]:
+        """A solved example as an earlier user turn and assistant reply."""
+        turns = self.turns
+        question = turns.user_open + self._message(pair.source)["content"] + turns.reply_open
+        return self._ids(question) + self.target_ids(pair.target)[:-1] + self._ids(turns.reply_close)
+
+    def with_context(self, context: list[int], prompt: list[int]) -> list[int]:
+        """`prompt` with earlier turns (demonstration_ids) after the template's head."""
+        start = self.room.leading + len(self.head)
+        return prompt[:start] + context + prompt[start:]
+
+
 def text_format(loaded, data_cfg, room: Room = Room()):
-    """The format for this model family, with the room a method asked for."""
+    """The format for this model family and `data.format`, with the room a method asked for."""
     positions = loaded.arch.max_positions
+    sizes = (data_cfg.max_source_tokens, data_cfg.max_target_tokens)
+    if data_cfg.format == "chat":
+        if loaded.arch.is_encoder_decoder:
+            raise needs_decoder_only(loaded.name)
+        instruction = data_cfg.instruction or INSTRUCTIONS[data_cfg.dataset]
+        return ChatFormat(
+            loaded.tokenizer, positions, *sizes, room, data_cfg.source_prefix, instruction, loaded.name
+        )
     if loaded.arch.is_encoder_decoder:
         start = loaded.model.config.decoder_start_token_id
-        return Seq2SeqFormat(
-            loaded.tokenizer, positions, data_cfg.max_source_tokens, data_cfg.max_target_tokens, start, room
-        )
-    return DecoderOnlyFormat(
-        loaded.tokenizer, positions, data_cfg.max_source_tokens, data_cfg.max_target_tokens, room
-    )
+        return Seq2SeqFormat(loaded.tokenizer, positions, *sizes, start, room, data_cfg.source_prefix)
+    return DecoderOnlyFormat(loaded.tokenizer, positions, *sizes, room, data_cfg.source_prefix)
 
 
 def first_visible(attention_mask: torch.Tensor | None, rows: int, device) -> torch.Tensor:

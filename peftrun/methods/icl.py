@@ -1,12 +1,16 @@
 """In-context learning (Brown et al. 2020): a few solved training examples before each input.
 
-Nothing is trained. k demonstrations are drawn once, with `method.seed`, from the training pairs
-the run hands to `initialize` (the method never loads data itself), and put, in that order,
-before every input at decoding time, each written as the model's own token format writes a
-training example (GPT-2: " table <|endoftext|> text <|endoftext|>"; BART's encoder: "<s> source
-</s> target </s> … input </s>"). When they do not fit the model's positions (GPT-2: leaving room
-for the output; BART: the encoder's source limit), the first ones that fit are used (in draw
-order, skipping any too long), and the run log says how many for how many inputs. The drawn
+Nothing is trained. k demonstrations are drawn once from the training pairs the run hands to
+`initialize` (the method never loads data itself), with `method.seed` (`method.draw: fixed`, the
+default: every train.seed of a row sees the same draw) or with train.seed (`method.draw:
+per-seed`: each seed its own draw; the seed is the one the run gives torch before attaching its
+method, `Session`: train.seed), and put, in that order, before every input at decoding time, each
+written as the model's own token format writes a training example (GPT-2: " table <|endoftext|>
+text <|endoftext|>"; BART's encoder: "<s> source </s> target </s> … input </s>"; `data.format:
+chat`: earlier user turns and assistant replies of the conversation, few-shot chat). When they do
+not fit the model's positions (GPT-2: leaving room for the output; BART: the encoder's source
+limit), the first ones that fit are used (in draw order, skipping any too long), and the run log
+says how many for how many inputs. The drawn
 demonstrations are written to the adapter folder (`icl.json`), so a later `peftrun decode` uses
 the same ones.
 """
@@ -37,6 +41,8 @@ class InContext(MethodBase):
         self.model = loaded.model
         self.model.requires_grad_(False)
         self.options = options
+        # The run's train.seed (Session seeds torch with it right before attaching the method).
+        self.draw_seed = options.draw_seed(torch.initial_seed())
         self._demonstrations: list[Pair] | None = None
         self.used: Counter[int] = Counter()  # demonstrations used → inputs, since the last notes
 
@@ -45,7 +51,7 @@ class InContext(MethodBase):
     def initialize(self, train_pairs: Sequence[Pair]) -> None:
         """Draw the k demonstrations from the training pairs."""
         k = min(self.options.k, len(train_pairs))
-        chosen = random.Random(self.options.seed).sample(range(len(train_pairs)), k)
+        chosen = random.Random(self.draw_seed).sample(range(len(train_pairs)), k)
         self._demonstrations = [train_pairs[i] for i in chosen]
 
     @property
@@ -89,7 +95,9 @@ class InContext(MethodBase):
 
     def save(self, directory: Path) -> None:
         records = [{"source": d.source, "target": d.target} for d in self.demonstrations]
-        payload = {"k": self.options.k, "seed": self.options.seed, "demonstrations": records}
+        payload = {"k": self.options.k, "seed": self.draw_seed, "demonstrations": records}
+        if self.options.draw != "fixed":
+            payload["draw"] = self.options.draw
         (directory / FILE).write_text(json.dumps(payload, indent=2, ensure_ascii=False), encoding="utf-8")
 
     def load(self, directory: Path) -> None:

@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from peftrun.later_keys import later_field
 from peftrun.methods.options import MethodOptions
 
 
@@ -15,3 +16,12 @@ class ICLOptions(MethodOptions):
     kind: Literal["icl"] = "icl"
     k: int = Field(5, ge=0, description="demonstrations per input (fewer when they do not fit the positions)")
     seed: int = Field(0, description="seed of the draw of demonstrations from the training set")
+    draw: Literal["fixed", "per-seed"] = later_field(
+        "fixed",
+        "fixed: every train.seed gets the draw of method.seed; per-seed: the draw's seed is train.seed "
+        "(method.seed unused), so the seeds of a row see different demonstrations",
+    )
+
+    def draw_seed(self, train_seed: int) -> int:
+        """The seed of the demonstrations' draw in a run with `train_seed`."""
+        return train_seed if self.draw == "per-seed" else self.seed

@@ -2,6 +2,10 @@
 
 - `loss.{png,pdf}`: training loss and dev loss against the update step, one colour per row (group),
   one line per run;
+- `dev-curves.{png,pdf}` (only when runs logged a dev curve, `train.decode_every`): each key metric
+  of the dev curve against the update step, one panel per metric (the primary one, BLEU for E2E,
+  first), one line per row: the mean over the row's seeds at each step, in a band of ± their sample
+  std;
 - `<metric-keys>-vs-<key>.{png,pdf}`: for each numeric key that varies (data.train_size → the
   paper's low-data figure, method.prefix_len → its prefix-length figure), each key metric against it,
   mean with error bars of the sample std over seeds, one line per combination of the other keys.
@@ -12,6 +16,7 @@ matplotlib is imported here only, when figures are asked for.
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +59,8 @@ def write(report: Report, folder: Path) -> list[Path]:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     written = _save(plt, loss_figure(plt, report), folder / "loss")
+    if curve_columns(report):
+        written += _save(plt, curve_figure(plt, report), folder / "dev-curves")
     for key in numeric_keys(report):
         written += _save(plt, metric_figure(plt, report, key), folder / f"metrics-vs-{key}")
     return written
@@ -144,4 +151,54 @@ def metric_figure(plt, report: Report, key: str):
         )
         figure.subplots_adjust(bottom=0.28 + 0.06 * ((len(labels) - 1) // 3), wspace=0.35)
     figure.suptitle(f"{report.dataset} {report.split}: key metrics vs {key} (mean ± std over seeds)", y=1.04)
+    return figure
+
+
+def dev_curve(row: Row, metric: str) -> dict[int, list[float]]:
+    """The row's dev-curve values of one metric (train_log.jsonl's `dev_scores` lines), by update
+    step: one value per run that logged that step."""
+    by_step: dict[int, list[float]] = {}
+    for record in row.runs:
+        for line in Run(record.path).read_log():
+            value = (line.get("dev_scores") or {}).get(metric)
+            if isinstance(value, (int, float)):
+                by_step.setdefault(line["step"], []).append(float(value))
+    return by_step
+
+
+def curve_columns(report: Report) -> list:
+    """The report's key metrics that some run's dev curve holds (in the report's column order)."""
+    quality = [c for c in report.columns if c.quality and c.where == "scores"]
+    return [c for c in quality if any(dev_curve(row, c.source) for row in report.rows)]
+
+
+def curve_figure(plt, report: Report):
+    columns = curve_columns(report)
+    figure, axes = plt.subplots(1, len(columns), figsize=(3.6 * len(columns), 3.4), squeeze=False)
+    colours = _colours(plt, len(report.rows))
+    for ax, col in zip(axes[0], columns, strict=True):
+        for row, colour in zip(report.rows, colours, strict=True):
+            points = sorted(dev_curve(row, col.source).items())
+            if not points:
+                continue
+            steps = [step for step, _ in points]
+            means = [col.scale * statistics.fmean(values) for _, values in points]
+            stds = [col.scale * statistics.stdev(values) if len(values) > 1 else 0.0 for _, values in points]
+            n = max(len(values) for _, values in points)
+            name = f"{label(row.group, report.keys)} (n={n})"
+            marker = "o" if len(steps) <= 30 else None
+            ax.plot(steps, means, color=colour, lw=1.4, marker=marker, ms=3, label=name)
+            if n > 1:
+                low = [m - s for m, s in zip(means, stds, strict=True)]
+                high = [m + s for m, s in zip(means, stds, strict=True)]
+                ax.fill_between(steps, low, high, color=colour, alpha=0.2, lw=0)
+        ax.set(title=col.label, xlabel="update step", ylabel=f"dev {col.label}")
+        ax.grid(alpha=0.3)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    if labels:
+        figure.legend(
+            handles, labels, loc="lower center", ncol=min(3, len(labels)), fontsize=8, frameon=False
+        )
+        figure.subplots_adjust(bottom=0.28 + 0.06 * ((len(labels) - 1) // 3), wspace=0.35)
+    figure.suptitle(f"{report.dataset}: dev curves (greedy, mean ± std over seeds)", y=1.04)
     return figure

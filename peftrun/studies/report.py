@@ -55,8 +55,15 @@ def columns(dataset: str, bleu: str = "perl") -> list[Column]:
         Column("stored_pct", "stored %", "parameters", "stored_pct", digits=3, quality=False),
         Column("train_seconds", "train s", "meta", "train_seconds", digits=0, quality=False),
         Column("tokens_per_s", "tokens/s", "meta", "tokens_per_s", digits=0, quality=False),
+        # Output lengths from metrics/SPLIT.json (read_run lays them beside the scores); runs
+        # scored before they were recorded have none ("—").
+        Column("output_tokens_mean", "out tokens", "scores", "output_tokens_mean", digits=1, quality=False),
+        Column("truncated_pct", "truncated %", "scores", "truncated_pct", digits=1, quality=False),
     ]
     return quality + costs
+
+
+OUTPUT_LENGTHS = ("output_tokens_mean", "truncated_pct")  # metrics/SPLIT.json keys beside "scores"
 
 
 def build(
@@ -65,15 +72,23 @@ def build(
     by: list[str] | None = None,
     bleu: str = "perl",
     samples: int = 1000,
+    decode: str | None = None,
 ) -> Report:
-    """Collect, group, aggregate and test; raises when nothing finished."""
-    records = collect(directories, split)
+    """Collect, group, aggregate and test; raises when nothing finished. `decode`: read each run's
+    RUN/decodes/NAME metrics and predictions instead of its own (a run without it is unfinished)."""
+    from peftrun.studies import claims, selection
+
+    records = collect(directories, split, decode)
+    selections = selection.find_records(directories)
+    if split == "test":  # a setting that did not win on dev has no test, by design: not "missing"
+        records = [r for r in records if not selection.is_unselected(r.path, selections)]
     finished = [r for r in records if r.finished]
     if not finished:
         counts = Counter(r.state for r in records)
         found = ", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "no run directories"
         where = " ".join(str(d) for d in directories)
-        raise PeftrunError(f"no finished runs with {split} metrics under {where} ({found})")
+        what = f"{split} metrics" + (f" in a {decode} decode" if decode else "")
+        raise PeftrunError(f"no finished runs with {what} under {where} ({found})")
     datasets = sorted({str(r.flat.get("data.dataset")) for r in finished})
     if len(datasets) > 1:
         raise PeftrunError(
@@ -87,14 +102,17 @@ def build(
     report = Report(datasets[0], split, bleu, samples, keys, columns(datasets[0], bleu), [])
     report.rows = aggregate(records, keys, report.columns)
     mark_significance(report)
+    report.selection = selections
+    report.claims = claims.evaluate(report, claims.declared(directories, split))
     return report
 
 
 # --------------------------------------------------------------------------- collect
 
 
-def collect(directories: list[Path], split: str) -> list[RunRecord]:
-    """Every run directory under the given folders, and every sweep point listed in a sweep.json there."""
+def collect(directories: list[Path], split: str, decode: str | None = None) -> list[RunRecord]:
+    """Every run directory under the given folders, and every sweep point listed in a sweep.json there
+    (`decode`: each run's numbers from RUN/decodes/NAME, see read_run)."""
     records: dict[Path, RunRecord] = {}
     manifests: list[Path] = []
     for top in map(Path, directories):
@@ -103,7 +121,7 @@ def collect(directories: list[Path], split: str) -> list[RunRecord]:
         for here, subdirs, files in os.walk(top):
             here_path = Path(here)
             if is_run_dir(here_path):
-                records.setdefault(here_path.resolve(), read_run(here_path, split))
+                records.setdefault(here_path.resolve(), read_run(here_path, split, decode))
                 subdirs.clear()  # checkpoints, adapter, ...: nothing of ours below a run
                 continue
             if MANIFEST in files:
@@ -115,23 +133,37 @@ def collect(directories: list[Path], split: str) -> list[RunRecord]:
     return list(records.values())
 
 
-def read_run(path: Path, split: str) -> RunRecord:
+def read_run(path: Path, split: str, decode: str | None = None) -> RunRecord:
+    """A run directory as the report sees it: its config, status, meta and its `split` metrics
+    (with `decode`, those of RUN/decodes/NAME: a finished run without them is "no NAME decode").
+    The output lengths stored beside the scores (output_tokens_mean, truncated_pct) are read
+    with them."""
     import yaml
 
-    run = Run(path)
+    run = Run(path, writer=False)
     config = yaml.safe_load(run.resolved_config_path.read_text(encoding="utf-8"))
     meta, state = run.meta(), run.status()
-    metrics = run.read_metrics().get(split) if state == RunState.DONE else None
+    outputs = run if decode is None else run.decoded(decode)
+    metrics = outputs.read_metrics().get(split) if state == RunState.DONE else None
     if state == RunState.DONE and metrics is None:
-        state = f"no {split} metrics"
+        if decode is None:
+            state = f"no {split} metrics"
+        elif not outputs.path.is_dir():
+            state = f"no {decode} decode"
+        else:
+            state = f"no {split} metrics in {decode} decode"
+    scores = (metrics or {}).get("scores")
+    if scores is not None:
+        scores = {**scores, **{k: metrics[k] for k in OUTPUT_LENGTHS if k in metrics}}
     return RunRecord(
         path,
         state,
         flatten(config if isinstance(config, dict) else {}),
         meta.get("error"),
-        (metrics or {}).get("scores") if metrics else None,
+        scores,
         (metrics or {}).get("per_example") or {},
         meta,
+        outputs_dir=None if decode is None else outputs.path,
     )
 
 
@@ -262,6 +294,27 @@ def aggregate(records: list[RunRecord], keys: list[str], cols: list[Column]) -> 
         (row.runs if record.finished else row.missing).append(record)
     for row in rows.values():
         row.runs.sort(key=lambda r: (tuple(sort_key(v) for v in r.seed_key), str(r.path)))
+        if identical_runs(row.runs):  # one run under several seeds: counted once
+            row.runs, row.identical = row.runs[:1], row.runs[1:]
         for col in cols:
             row.values[col.name] = [v for v in (col.value(r) for r in row.runs) if v is not None]
     return sorted(rows.values(), key=lambda row: tuple(sort_key(v) for v in row.group.values()))
+
+
+def identical_runs(runs: list[RunRecord]) -> bool:
+    """Whether two or more finished runs are the same run (nothing trained and greedy decoding
+    give it under every seed): the same stored scores and per-instance scores, and the same
+    predictions (ids and outputs) on every split they decoded."""
+    first = runs[0] if len(runs) > 1 else None
+    if first is None or any(r.scores != first.scores or r.per_example != first.per_example for r in runs):
+        return False
+    try:
+        splits = Run(first.path).prediction_splits()
+        outputs = [
+            [[(p.get("id"), p.get("output")) for p in Run(r.path).read_predictions(s)] for s in splits]
+            for r in runs
+        ]
+    except (PeftrunError, OSError, ValueError):
+        return False
+    same_splits = all(Run(r.path).prediction_splits() == splits for r in runs)
+    return bool(splits) and same_splits and all(o == outputs[0] for o in outputs)

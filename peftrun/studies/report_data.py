@@ -49,6 +49,21 @@ class RunRecord:
     per_example: dict[str, list[float]] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
     partial: bool = False  # a sweep point's config rebuilt from its values only (see point_config)
+    # The folder whose predictions/ and metrics/ the record's numbers come from: the run directory
+    # itself (None), or one of its decodes (RUN/decodes/NAME, `peftrun report --decode NAME`).
+    outputs_dir: Path | None = None
+
+    def read_predictions(self, split: str) -> list[dict[str, Any]]:
+        """The prediction records behind this record's scores (the run's own, or its decode's);
+        a one-line PeftrunError when there are none."""
+        from peftrun.runs import Outputs
+
+        return Outputs(self.outputs_dir or self.path, writer=False).read_predictions(split)
+
+    def prediction_splits(self) -> list[str]:
+        from peftrun.runs import Outputs
+
+        return Outputs(self.outputs_dir or self.path, writer=False).prediction_splits()
 
     @property
     def finished(self) -> bool:
@@ -63,6 +78,9 @@ class RunRecord:
 class Row:
     group: dict[str, Any]
     runs: list[RunRecord] = field(default_factory=list)  # finished: the cells' values
+    # Finished runs identical to runs[0] (same scores and predictions: nothing trained, greedy
+    # decoding): the row is one run (n = 1), and runs[0] is paired with every run of another row.
+    identical: list[RunRecord] = field(default_factory=list)
     missing: list[RunRecord] = field(default_factory=list)  # shown, never averaged
     values: dict[str, list[float]] = field(default_factory=dict)
     best: list[str] = field(default_factory=list)  # metrics where this row has the best mean
@@ -84,6 +102,9 @@ class Report:
     keys: list[str]
     columns: list[Column]
     rows: list[Row]
+    cache: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)  # significance.py's
+    selection: dict[Any, Any] = field(default_factory=dict)  # sweep folder → its selection.json
+    claims: list[Any] = field(default_factory=list)  # claims.ClaimResult of the declared claims
 
     @property
     def scale(self) -> dict[str, float]:

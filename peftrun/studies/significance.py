@@ -1,33 +1,95 @@
 """Significance in a report: is the best row better than each other row, beyond chance?
 
-Per metric, the row with the best mean (B) is compared with every other row (A) by a one-sided paired
-bootstrap over test instances (Koehn 2004; `metrics/bootstrap.py`). Runs of the two rows are paired
-by (train.seed, data.subset_seed); the paired runs' instances (outputs and references) are pooled
-into one paired sample, so every seed both rows ran counts. B is significantly better than A when
-B − A > 0 in at least THRESHOLD of the resamples (one-sided p = 1 − that fraction ≤ 0.05).
+Per metric, the row with the best mean (B) is compared with every other row (A) by a two-level
+paired cluster bootstrap (`metrics/bootstrap.py`, :func:`~peftrun.metrics.bootstrap.two_level`;
+the procedure and its references: docs/design.md#significance):
 
-E2E: BLEU, NIST, ROUGE-L, CIDEr are re-scored on the pooled sample by `paired_bootstrap`; METEOR
-uses the segment scores stored in metrics/SPLIT.json (the bootstrap's METEOR statistic is their
-mean, so the result is the same without starting Java). XSum: ROUGE-1/2/L are means of stored
-per-instance scores (`paired_bootstrap_means`).
+- pairing: runs of the two rows are paired by (train.seed, data.subset_seed) (:func:`pairs_by_seed`);
+  a row whose runs are identical (nothing trained, greedy decoding: `Row.identical`) is one run,
+  paired with every run of the other row;
+- two levels: each resample draws the test instances with replacement (clusters: a drawn instance
+  keeps every seed's output for it, for both rows) and the S seed pairs with replacement; its
+  statistic is mean_s score(B_s) − mean_s score(A_s) on the drawn instances and seed pairs;
+- two-sided p; the resampled instances depend only on (N, samples, seed 0), so every comparison
+  over the same N instances shares them;
+- one PRIMARY metric per dataset (:data:`PRIMARY_METRIC`: BLEU for E2E, ROUGE-2 for XSum) is
+  tested at 0.05 as is; a row's other metrics are Holm-adjusted among themselves (:func:`holm`);
+  † (`best_better`) at adjusted two-sided p ≤ :data:`ALPHA` with the best row ahead;
+- least seeds: with S = 1 the seed level has nothing to resample (the instance-level test,
+  `seeds_resampled` false). With S seed pairs of which one disagrees with the others (say B ≪ A on
+  it), the resamples that draw only that pair, a share (1/S)^S, fall on the wrong side of 0, so
+  two-sided p ≥ 2 (1/S)^S: 0.5 at S = 2, 0.074 at S = 3, 0.0078 at S = 4. Seeds that disagree can
+  be significant from :data:`LEAST_SEED_PAIRS` = 4 seed pairs on.
+
+E2E: BLEU and NIST (either variant) are re-scored from each run's predictions (the corpus formula
+on resampled sufficient statistics); METEOR, ROUGE-L and CIDEr are means of the per-instance scores
+stored in metrics/SPLIT.json (ROUGE-L and CIDEr re-scored when a run has none stored), so no Java
+is needed. XSum: ROUGE-1/2/L are means of stored per-instance scores.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from peftrun.errors import PeftrunError
 from peftrun.runs import Run
 from peftrun.studies.report_data import Report, Row, RunRecord
 from peftrun.studies.values import sort_key
 
-THRESHOLD = 0.95  # best − row > 0 in at least this fraction of resamples: one-sided p ≤ 0.05
+ALPHA = 0.05  # † at (Holm-adjusted where it applies) two-sided p ≤ ALPHA
+PRIMARY_METRIC = {"e2e": "BLEU", "xsum": "ROUGE-2"}  # dataset → its primary column, tested as is
+PRIMARY = PRIMARY_METRIC
+INSTANCE_SEED = 0  # the seed of the instance draws: comparisons over the same instances share them
+LEAST_SEED_PAIRS = 4  # from here on, one disagreeing seed pair no longer bounds p above ALPHA
+
+
+@dataclass
+class Comparison:
+    """Row B against row A on one report column, on the report's print scale."""
+
+    metric: str  # the report's column name
+    mean_a: float  # mean over the seed pairs of A's score (the paired runs' mean)
+    mean_b: float
+    delta: float  # mean_b − mean_a
+    ci_low: float  # 95% percentile interval of the resampled deltas
+    ci_high: float
+    p: float  # two-sided, unadjusted
+    instances: int  # N
+    seed_pairs: int  # S
+    samples: int
+    deltas: np.ndarray = field(repr=False, compare=False)  # resampled B − A, print scale
+
+    @property
+    def seeds_resampled(self) -> bool:
+        """False with one seed pair: the instance-level test only."""
+        return self.seed_pairs > 1
+
+
+def holm(pvalues: list[float]) -> list[float]:
+    """Holm (1979) step-down adjusted p-values, in the given order: the k-th smallest (k from 0)
+    is multiplied by m − k, made monotone (never below the one before it) and capped at 1."""
+    order = sorted(range(len(pvalues)), key=lambda i: pvalues[i])
+    adjusted = [1.0] * len(pvalues)
+    running = 0.0
+    for rank, index in enumerate(order):
+        running = max(running, min(1.0, (len(pvalues) - rank) * pvalues[index]))
+        adjusted[index] = running
+    return adjusted
+
+
+def primary_metric(report: Report) -> str | None:
+    return PRIMARY_METRIC.get(report.dataset)
 
 
 def mark_significance(report: Report) -> None:
-    """Per metric: the best row (highest mean) against each other row; fills `best` and `significance`."""
-    cache: dict[tuple[int, int], tuple[dict[str, Any], int]] = {}
+    """Per metric: the best row (highest mean) against each other row; fills `best` and
+    `significance` (p of the non-primary metrics Holm-adjusted per row)."""
+    cache: dict[tuple[int, int], dict[str, Comparison]] = {}
+    tested: dict[int, dict[str, Comparison | None]] = {}
     for col in (c for c in report.columns if c.quality):
         rows = [row for row in report.rows if row.values.get(col.name)]
         if not rows:
@@ -38,15 +100,36 @@ def mark_significance(report: Report) -> None:
         for row in rows:
             if row is best:
                 continue
-            if (id(best), id(row)) not in cache:
-                cache[id(best), id(row)] = compare(best, row, report)
-            results, pairs = cache[id(best), id(row)]
-            result = results.get(col.source)
-            row.significance[col.name] = {
-                "best_better": bool(result is not None and result.b_better >= THRESHOLD),
-                "p": None if result is None else 1.0 - result.b_better,
-                "pairs": pairs,
-            }
+            if (id(row), id(best)) not in cache:
+                cache[id(row), id(best)] = compare_rows(row, best, report)
+            tested.setdefault(id(row), {})[col.name] = cache[id(row), id(best)].get(col.name)
+    primary = primary_metric(report)
+    for row in report.rows:
+        results = tested.get(id(row), {})
+        others = [name for name, c in results.items() if c is not None and name != primary]
+        adjusted = dict(zip(others, holm([results[name].p for name in others]), strict=True))
+        for name, comparison in results.items():
+            row.significance[name] = significance_entry(comparison, adjusted.get(name))
+
+
+def significance_entry(comparison: Comparison | None, adjusted: float | None) -> dict[str, Any]:
+    """A row's JSON `significance` for one metric (see tables.py)."""
+    if comparison is None:
+        empty = dict.fromkeys(("p", "p_raw", "delta", "ci"))
+        return {"best_better": False, **empty, "instances": 0, "seed_pairs": 0, "pairs": 0,
+                "seeds_resampled": False}  # fmt: skip
+    p = comparison.p if adjusted is None else adjusted
+    return {
+        "best_better": bool(p <= ALPHA and comparison.delta > 0),
+        "p": p,
+        "p_raw": comparison.p,
+        "delta": comparison.delta,
+        "ci": [comparison.ci_low, comparison.ci_high],
+        "instances": comparison.instances,
+        "seed_pairs": comparison.seed_pairs,
+        "pairs": comparison.seed_pairs,  # the name before seed_pairs
+        "seeds_resampled": comparison.seeds_resampled,
+    }
 
 
 def pairs_by_seed(runs_a: list[RunRecord], runs_b: list[RunRecord]) -> list[tuple[RunRecord, RunRecord]]:
@@ -64,44 +147,92 @@ def pairs_by_seed(runs_a: list[RunRecord], runs_b: list[RunRecord]) -> list[tupl
     return [(a[k], b[k]) for k in sorted(a.keys() & b.keys(), key=lambda k: tuple(sort_key(v) for v in k))]
 
 
-def compare(best: Row, row: Row, report: Report) -> tuple[dict[str, Any], int]:
-    """Bootstrap results (by stored metric name) of best (B) against row (A), and pairs pooled."""
-    from peftrun.metrics.bootstrap import paired_bootstrap, paired_bootstrap_means
+def run_pairs(row_a: Row, row_b: Row) -> list[tuple[RunRecord, RunRecord]]:
+    """The seed pairs of two rows: by seed, except that a row of identical runs (one run) is paired
+    with every run of the other row."""
+    if row_a.identical or row_b.identical:
+        return [(a, b) for a in row_a.runs for b in row_b.runs]  # one side has a single run
+    return pairs_by_seed(row_a.runs, row_b.runs)
 
-    hyps_a: list[str] = []
-    hyps_b: list[str] = []
-    refs: list[list[str]] = []
-    means_a: dict[str, list[float]] = {}
-    means_b: dict[str, list[float]] = {}
-    e2e = report.dataset == "e2e"
-    mean_metrics = ["METEOR"] if e2e else [c.source for c in report.columns if c.quality]
-    used = 0
-    for run_b, run_a in pairs_by_seed(best.runs, row.runs):
-        if e2e:
-            try:
-                rec_a, rec_b = (Run(r.path).read_predictions(report.split) for r in (run_a, run_b))
-            except PeftrunError:
+
+Statistics = tuple[tuple[Any, ...] | None, dict[str, np.ndarray]]
+
+
+def _run_statistics(record: RunRecord, report: Report) -> Statistics:
+    """A run's instance ids (E2E; None for XSum) and per-instance statistics by stored metric
+    name, cached on the report (a run enters many comparisons)."""
+    key = ("statistics", str(record.path), report.split)
+    if key in report.cache:
+        return report.cache[key]
+    sources = [c.source for c in report.columns if c.quality]
+    stored = {
+        m: np.asarray(v, dtype=np.float64)
+        for m, v in record.per_example.items()
+        if m in sources and isinstance(v, list)
+    }
+    ids: tuple[Any, ...] | None = None
+    stats: dict[str, np.ndarray] = {}
+    if report.dataset == "e2e":
+        from peftrun.metrics.bootstrap import CORPUS_METRICS, instance_statistics
+
+        try:
+            records = Run(record.path).read_predictions(report.split)
+        except PeftrunError:
+            records = None
+        if records:
+            ids = tuple(r["id"] for r in records)
+            stats = {m: v for m, v in stored.items() if m not in CORPUS_METRICS and len(v) == len(ids)}
+            rescored = [m for m in sources if m != "METEOR" and m not in stats]
+            stats.update(
+                instance_statistics(
+                    [r["output"] for r in records], [r["references"] for r in records], rescored
+                )
+            )
+    else:
+        stats = stored
+    report.cache[key] = ids, stats
+    return ids, stats
+
+
+def compare_rows(row_a: Row, row_b: Row, report: Report) -> dict[str, Comparison]:
+    """Row B against row A on every quality column both can be tested on, keyed by column name,
+    on the report's print scale (see the module docstring). A column is tested on the seed pairs
+    whose runs both have its per-instance statistics over the same instances."""
+    from peftrun.metrics.bootstrap import two_level
+
+    pairs = [(_run_statistics(a, report), _run_statistics(b, report)) for a, b in run_pairs(row_a, row_b)]
+    out: dict[str, Comparison] = {}
+    for col in (c for c in report.columns if c.quality):
+        stats_a: list[np.ndarray] = []
+        stats_b: list[np.ndarray] = []
+        instances: tuple[Any, ...] | int | None = None
+        for (ids_a, a), (ids_b, b) in pairs:
+            if col.source not in a or col.source not in b or ids_a != ids_b:
+                continue  # not a paired sample of this metric
+            if len(a[col.source]) != len(b[col.source]):
                 continue
-            if [r["id"] for r in rec_a] != [r["id"] for r in rec_b]:
-                continue  # different instances (e.g. another decode.limit): not a paired sample
-            hyps_a += [r["output"] for r in rec_a]
-            hyps_b += [r["output"] for r in rec_b]
-            refs += [r["references"] for r in rec_b]
-        for metric in mean_metrics:
-            a, b = run_a.per_example.get(metric), run_b.per_example.get(metric)
-            if a is None or b is None or len(a) != len(b) or (e2e and len(a) != len(rec_a)):
-                means_a[metric] = means_b[metric] = None  # one pair lacks it: no test for it
-            elif means_a.get(metric, []) is not None:
-                means_a.setdefault(metric, []).extend(a)
-                means_b.setdefault(metric, []).extend(b)
-        used += 1
-    results: dict[str, Any] = {}
-    options = {"samples": report.samples, "seed": 0}
-    if e2e and refs:
-        corpus = tuple(c.source for c in report.columns if c.quality and c.source != "METEOR")
-        results.update(paired_bootstrap(hyps_a, hyps_b, refs, metrics=corpus, **options))
-    means_a = {m: v for m, v in means_a.items() if v}
-    means_b = {m: v for m, v in means_b.items() if v}
-    if means_a:
-        results.update(paired_bootstrap_means(means_a, means_b, **options))
-    return results, used
+            here = ids_a if ids_a is not None else len(a[col.source])
+            if instances is None:
+                instances = here
+            if here != instances:
+                continue  # other instances than the first pair's (another decode.limit)
+            stats_a.append(a[col.source])
+            stats_b.append(b[col.source])
+        if not stats_a:
+            continue
+        result = two_level(stats_a, stats_b, col.source, samples=report.samples, seed=INSTANCE_SEED)
+        scale = col.scale
+        out[col.name] = Comparison(
+            metric=col.name,
+            mean_a=result.score_a * scale,
+            mean_b=result.score_b * scale,
+            delta=result.delta * scale,
+            ci_low=result.ci_low * scale,
+            ci_high=result.ci_high * scale,
+            p=result.p,
+            instances=result.instances,
+            seed_pairs=result.seed_pairs,
+            samples=result.samples,
+            deltas=result.deltas * scale,
+        )
+    return out

@@ -12,6 +12,7 @@ itself); a failing run does not stop the others unless `fail_fast`.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -149,10 +150,12 @@ def run(
     echo=None,
     cluster: str | None = None,
     pack: int = 1,
+    reselect: bool = False,
 ) -> dict[str, Any]:
     """Expand, validate, and (unless `dry_run`) execute a sweep (`pack` > 1: up to that many
     compatible runs train packed in one process, peftrun.packing). Returns the summary `--json`
-    prints: the sweep's name and folder, every run with its state, and counts."""
+    prints: the sweep's name and folder, every run with its state, and counts. A sweep with
+    `select:` tunes on dev and decodes test for the winners only (studies/selection.py)."""
     check_options(workers, executor, pack)
     echo = echo or executors.echo_err
     sweep = sweep_file.load(path, root, overrides)
@@ -168,25 +171,147 @@ def run(
             f"{clashes[0].run_dir} holds a different run than sweep point {clashes[0].name} "
             f"({len(clashes)} such); use another --root or remove them"
         )
-    pending = [p for p in sweep.points if states[p.name] != RunState.DONE]
-    jobs = plan_jobs(sweep, pending, configs, pack)
-    packed = {p.name: [q.name for q in job.points] for job in jobs if job.pack_file for p in job.points}
+    options = Execution(workers, executor, fail_fast, echo, cluster, pack)
+    if sweep.spec.select is not None:
+        return run_selection(sweep, configs, states, options, dry_run, reselect)
     if dry_run:
-        return _summary(sweep, [PointResult(p, states[p.name]) for p in sweep.points], packed, dry_run=True)
-    manifest = Manifest(sweep, dict(states), packed=packed)
+        return _summary(sweep, [PointResult(p, states[p.name]) for p in sweep.points], {}, dry_run=True)
+    results, packed = execute(sweep, sweep.points, configs, states, options)
+    return _summary(sweep, results, packed)
+
+
+@dataclass
+class Execution:
+    """How a sweep's pending runs are executed (the command line's options)."""
+
+    workers: int | None
+    executor: str
+    fail_fast: bool
+    echo: Any
+    cluster: str | None
+    pack: int
+
+
+def execute(
+    sweep: Sweep,
+    points: list[Point],
+    configs: dict[str, Any],
+    states: dict[str, RunState],
+    options: Execution,
+    listed: list[Point] | None = None,
+) -> tuple[list[PointResult], dict[str, list[str]]]:
+    """Run the points that are not DONE (sweep.json lists `listed`, by default `points`); their results."""
+    echo = options.echo
+    sweep.points = listed or points
+    pending = [p for p in points if states[p.name] != RunState.DONE]
+    jobs = plan_jobs(sweep, pending, configs, options.pack)
+    packed = {p.name: [q.name for q in job.points] for job in jobs if job.pack_file for p in job.points}
+    manifest = Manifest(sweep, {p.name: states[p.name] for p in sweep.points}, packed=packed)
     manifest.write()
     write_pack_files(jobs)
-    skipped = [PointResult(p, RunState.SKIPPED) for p in sweep.points if states[p.name] == RunState.DONE]
-    echo(
-        f"[sweep] {sweep.name}: {len(sweep.points)} runs, {len(skipped)} already done, {len(pending)} to run"
-    )
+    skipped = [PointResult(p, RunState.SKIPPED) for p in points if states[p.name] == RunState.DONE]
+    echo(f"[sweep] {sweep.name}: {len(points)} runs, {len(skipped)} already done, {len(pending)} to run")
     if packed:
         processes = sum(1 for job in jobs if job.pack_file)
-        echo(f"[sweep] {len(packed)} runs packed into {processes} processes (--pack {pack})")
-    workers = workers or executors.default_workers()
-    run_jobs = executors.EXECUTORS[executor]
-    results = run_jobs(sweep, jobs, manifest, workers, fail_fast, echo, cluster=cluster)
-    return _summary(sweep, skipped + results, packed)
+        echo(f"[sweep] {len(packed)} runs packed into {processes} processes (--pack {options.pack})")
+    if not jobs:
+        return skipped, packed
+    workers = options.workers or executors.default_workers()
+    run_jobs = executors.EXECUTORS[options.executor]
+    results = run_jobs(sweep, jobs, manifest, workers, options.fail_fast, echo, cluster=options.cluster)
+    return skipped + results, packed
+
+
+def run_selection(
+    sweep: Sweep,
+    configs: dict[str, Any],
+    states: dict[str, RunState],
+    options: Execution,
+    dry_run: bool,
+    reselect: bool,
+) -> dict[str, Any]:
+    """Tune on dev, test once: the grid (dev only), each group's winner, the winners' other seeds,
+    then test decoded for the winners' runs alone."""
+    from peftrun.studies import selection
+
+    spec = sweep.spec.select
+    datasets = {cfg.data.dataset for cfg in configs.values()}
+    for dataset in datasets:
+        selection.check_metric(spec, dataset)
+    candidates = list(sweep.points)
+    grid_points = [p for p in candidates if not p.selected_seed]
+    groups = settings_by_group(grid_points, configs, spec.within)
+    extra = {p.setting: [] for p in grid_points}
+    for point in candidates:
+        if point.selected_seed:
+            extra[point.setting].append(point)
+    plan = {
+        "rule": spec.rule(),
+        "groups": {g: [s.key for s in settings] for g, settings in groups.items()},
+        "grid_runs": len(grid_points),
+        "winner_runs": sum(len(extra[settings[0].key]) for settings in groups.values()),
+        "test_decodes": sum(
+            len(settings[0].points) + len(extra[settings[0].key]) for settings in groups.values()
+        ),
+    }
+    if dry_run:
+        results = [PointResult(p, states[p.name]) for p in grid_points]
+        sweep.points = grid_points
+        return {**_summary(sweep, results, {}, dry_run=True), "selection": plan}
+    results, packed = execute(sweep, grid_points, configs, states, options)
+    selection.score_settings(groups, spec.metric)
+    winners, undecided = selection.choose(groups, spec.metric)
+    record = selection.Record(sweep.folder)
+    changed = record.check_changes(winners, reselect)
+    record.save(spec, groups, winners, undecided, changed)
+    options.echo(f"[select] {spec.rule()}")
+    for group, why in undecided.items():
+        options.echo(f"[select] {group}: not decided: {why}")
+    for group, key in winners.items():
+        options.echo(f"[select] {group}: {key} wins on dev")
+    winning = set(winners.values())
+    more = [p for key in winning for p in extra[key]]
+    if more:
+        states.update({p.name: state(p, configs[p.name].to_yaml()) for p in more})
+        for result in results:  # the grid's runs as they ended, in the manifest that now lists more
+            states[result.point.name] = result.manifest_state if result.state != RunState.SKIPPED else RunState.DONE
+        more_results, more_packed = execute(sweep, more, configs, states, options, listed=grid_points + more)
+        results += more_results
+        packed.update(more_packed)
+    decoded = decode_test(sweep, [p for p in grid_points + more if p.setting in winning], record, options.echo)
+    summary = _summary(sweep, results, packed)
+    return {**summary, "selection": {**plan, "winners": winners, "undecided": undecided, "test_decoded": decoded}}
+
+
+def settings_by_group(points: list[Point], configs: dict[str, Any], within: list[str]) -> dict[str, list]:
+    """The grid's settings (points of one setting, one per grid seed), by group, in sweep order."""
+    from peftrun.studies import selection
+    from peftrun.studies.report import flatten
+
+    groups: dict[str, dict[str, selection.Setting]] = {}
+    for point in points:
+        group = selection.group_of(flatten(configs[point.name].dump()), within)
+        settings = groups.setdefault(group, {})
+        values = {k: v for k, v in point.values.items() if k not in ("train.seed", "decode.splits")}
+        settings.setdefault(point.setting, selection.Setting(point.setting, values, [])).points.append(point)
+    return {group: list(settings.values()) for group, settings in groups.items()}
+
+
+def decode_test(sweep: Sweep, points: list[Point], record, echo) -> list[str]:
+    """Decode and score test for the winners' finished runs that have not yet (their own settings)."""
+    from peftrun import experiment
+
+    decoded = []
+    for point in points:
+        run = Run(point.run_dir, writer=False)
+        if not run.done:
+            continue
+        if "test" not in run.read_metrics():
+            echo(f"[select] decoding test for {point.name}")
+            experiment.decode(point.run_dir, ["test"])
+        record.add_test_decoded(point.name)
+        decoded.append(point.name)
+    return decoded
 
 
 def _summary(

@@ -9,6 +9,8 @@
       - {method: {kind: prefix, prefix_len: 10}, train.lr: 5e-5}
       - {base: ../e2e/gpt2-medium/full.yaml}   # a case may name its own base config
     seeds: [101, 102]                       # each point once per seed (sets train.seed)
+    select: {grid: {train.lr: [1e-4, 1e-3]}, metric: BLEU, seeds: [103]}   # tune on dev (selection.py)
+    claims: [{better: {method.kind: prefix}, worse: {method.kind: full}}]  # declared claims (claims.py)
     name: lowdata-e2e                       # the sweep's folder under --root (default: file stem)
     slurm: {partition: gpu, gpus_per_task: 1, time: 240, mem: 32G}
 
@@ -36,6 +38,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from peftrun.config import read_yaml, unknown_key
 from peftrun.errors import PeftrunError
+from peftrun.studies.claims import ClaimSpec
+from peftrun.studies.selection import SelectSpec
 
 MAX_NAME = 200  # bytes of a run folder's name before it is shortened with a hash
 
@@ -86,6 +90,8 @@ class SweepFile(BaseModel):
     seeds: list[int] = Field(default_factory=list)
     name: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     slurm: SlurmOptions = Field(default_factory=SlurmOptions)
+    select: SelectSpec | None = None
+    claims: list[ClaimSpec] = Field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -97,6 +103,9 @@ class Point:
     overrides: tuple[str, ...]
     values: dict[str, Any]  # the dotted keys this point sets → values (names and reports)
     run_dir: Path
+    setting: str = ""  # the name less its seed suffix: the runs of one setting share it
+    seed: int | None = None
+    selected_seed: bool = False  # a seed of `select.seeds`: trained only for a winning setting
 
 
 @dataclass
@@ -132,8 +141,16 @@ def load(path: str | Path, root: str | Path = "runs", cli_overrides: list[str] |
     return sweep
 
 
+def _product(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    return [dict(zip(grid, combo, strict=True)) for combo in itertools.product(*grid.values())]
+
+
 def expand(sweep: Sweep) -> list[Point]:
-    """grid × cases × seeds → points, in that nesting (cases outermost, seeds innermost)."""
+    """grid × cases × seeds → points, in that nesting (cases outermost, seeds innermost).
+
+    With `select:`, every case (but those with `select: false`) also takes every setting of
+    `select.grid`, each point decodes dev only, and each setting gets `select.seeds` as extra points
+    (trained only if the setting wins: sweep.py decides)."""
     spec, here = sweep.spec, sweep.path.parent
     cases = spec.cases or [{}]
     if spec.base is None and not all("base" in case for case in cases):
@@ -141,24 +158,42 @@ def expand(sweep: Sweep) -> list[Point]:
     for key, values in spec.grid.items():
         if not values:
             raise PeftrunError(f"sweep file {sweep.path}: grid key {key!r} has no values")
-    grid = [dict(zip(spec.grid, combo, strict=True)) for combo in itertools.product(*spec.grid.values())]
-    raw: list[tuple[Path, dict[str, Any], int | None]] = []
+    select = spec.select
+    if select is not None:
+        repeated = sorted(set(select.seeds) & set(spec.seeds))
+        if repeated:
+            raise PeftrunError(f"sweep file {sweep.path}: seed {repeated[0]} is in both seeds and select.seeds")
+    grid = _product(spec.grid)
+    raw: list[tuple[Path, dict[str, Any], int | None, bool]] = []
     for case in cases:
         case = dict(case)
         base = here / str(case.pop("base", spec.base))
+        if select is None and "select" in case:
+            raise PeftrunError(f"sweep file {sweep.path}: a case sets select: but the sweep has no select:")
+        tuned = case.pop("select", True)
+        if tuned not in (True, False):
+            raise PeftrunError(f"sweep file {sweep.path}: a case's select: is true or false (got {tuned!r})")
+        settings = _product(select.grid) if select is not None and tuned else [{}]
+        fixed = {"decode.splits": ["dev"]} if select is not None else {}
         for point in grid:
-            values = {**_dotted(spec.set), **_dotted(case), **point}
-            for seed in spec.seeds or [None]:
-                raw.append((base, values if seed is None else {**values, "train.seed": seed}, seed))
-    names = _names([(base, values) for base, values, _ in raw], len({b for b, _, _ in raw}) > 1)
+            for setting in settings:
+                values = {**_dotted(spec.set), **_dotted(case), **point, **setting, **fixed}
+                extra = select.seeds if select is not None else []
+                for seed in [*(spec.seeds or [None]), *extra]:
+                    seeded = values if seed is None else {**values, "train.seed": seed}
+                    raw.append((base, seeded, seed, seed in extra))
+    names = _names([(base, values) for base, values, _, _ in raw], len({b for b, _, _, _ in raw}) > 1)
     points = []
-    for (base, values, seed), name in zip(raw, names, strict=True):
+    for (base, values, seed, selected_seed), name in zip(raw, names, strict=True):
         overrides = tuple(f"{key}={json.dumps(value)}" for key, value in values.items()) + tuple(
             sweep.cli_overrides
         )
         suffix = f"seed{seed}" if seed is not None else None
         folder = "-".join(part for part in (name, suffix) if part) or "run"
-        points.append(Point(folder, base, overrides, values, sweep.folder / folder))
+        setting = name or "run"
+        points.append(
+            Point(folder, base, overrides, values, sweep.folder / folder, setting, seed, selected_seed)
+        )
     return points
 
 

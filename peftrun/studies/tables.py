@@ -5,12 +5,24 @@ NIST, CIDEr raw; XSum ROUGE as stored). Markdown and LaTeX state the scale, the 
 the significance test in a caption; JSON gives each row its `scale` (the factor applied to the
 stored score) and `split`; CSV has one column per number.
 
-JSON: a list of rows, each
+JSON: {"rows": [row, ...], "claims": [claim, ...], "selection": {sweep folder: selection.json}}, each row
     {"group": {key: value}, "n": int, "runs": [run dirs],
      "metrics": {name: {"mean": float|null, "std": float|null, "values": [float]}},
      "best": [metrics where this row has the best mean],
-     "significance": {metric: null (the best row) | {"best_better": bool, "p": float|null, "pairs": int}},
+     "significance": {metric: null (the best row) | {
+         "best_better": bool (the best row ahead at the reported two-sided p ≤ 0.05),
+         "p": float|null (two-sided; Holm-adjusted over the row's non-primary metrics),
+         "p_raw": float|null (two-sided, unadjusted), "delta": float|null (best − row, print scale),
+         "ci": [low, high]|null (95% percentile interval of best − row), "instances": int (N),
+         "seed_pairs": int (S; 0: no test), "pairs": int (= seed_pairs, its former name),
+         "seeds_resampled": bool (false: one seed pair, the instance-level test only)}},
+     "identical_runs": [run dirs identical to the row's one run: counted once],
      "missing": [{"run_dir", "state", "error"}], "split": str, "scale": {name: factor}}
+and each claim (studies/claims.py, one per claim and metric)
+    {"claim", "kind": better|parity|trend, "metric", "mean_a", "mean_b", "estimate", "ci": [low, high],
+     "p" (Holm-adjusted over the claim's metrics; null for parity), "p_raw", "verdict":
+     held|reversed|inconclusive, "instances", "seed_pairs": [S per comparison], "detail"}.
+Markdown prints the claims and each selection sweep's dev grid under the table.
 """
 
 from __future__ import annotations
@@ -23,7 +35,7 @@ from typing import Any
 
 from peftrun.errors import PeftrunError
 from peftrun.studies.report_data import Column, Report, Row
-from peftrun.studies.significance import THRESHOLD
+from peftrun.studies.significance import ALPHA, LEAST_SEED_PAIRS, primary_metric
 
 FORMATS = ("md", "csv", "latex", "json")
 DAGGER = "†"
@@ -46,13 +58,46 @@ def caption(report: Report) -> str:
         )
     else:
         scale, variant = "ROUGE F1 ×100", ""
+    primary = primary_metric(report) or "none"
     return (
-        f"Mean ± sample std (n runs) over train.seed and data.subset_seed, {report.split} split. "
-        f"Scale: {scale}. {variant}Bold: best mean. {DAGGER}: the best row is significantly better "
-        f"than this row: one-sided paired bootstrap over {report.split} instances (Koehn 2004), pooled over "
-        f"the seeds both rows ran, {report.samples} resamples, seed 0; best − row > 0 in ≥ {THRESHOLD:.0%} "
-        "of resamples (p ≤ 0.05). Costs: trainable and stored parameters in % of the base model; "
-        "training time (s); training tokens/s."
+        f"Mean ± sample std (n runs) over train.seed and data.subset_seed, {report.split} split; a row "
+        f"whose runs are identical (nothing trained, greedy decoding) is one run. Scale: {scale}. "
+        f"{variant}Bold: best mean. p: the best row against this row, two-sided, by a two-level paired "
+        f"bootstrap (Koehn 2004; Davison & Hinkley 1997 §3.8): each of {report.samples} resamples "
+        f"(seed 0) draws the {report.split} instances with replacement, keeping every seed's output of "
+        "an instance together, and draws the seed pairs (runs paired by train.seed and "
+        "data.subset_seed) with replacement. "
+        f"{DAGGER}: p ≤ {ALPHA} with the best row ahead; p of the primary metric ({primary}) as is, of "
+        "the other metrics Holm-adjusted within the row. With one seed pair only instances are "
+        "resampled (the instance-level test); when one seed pair of S disagrees, p ≥ 2/S^S, so seeds "
+        f"that disagree are never significant below {LEAST_SEED_PAIRS} seed pairs. Costs: trainable "
+        "and stored parameters in % of the base model; training time (s); training tokens/s."
+    )
+
+
+def p_text(p: float) -> str:
+    """p as a cell shows it: p<0.001, p=0.004, p=0.030, p=0.45."""
+    return "p<0.001" if p < 0.001 else f"p={p:.3f}" if p < 0.1 else f"p={p:.2f}"
+
+
+def _p_of(row: Row, col: Column) -> float | None:
+    sig = row.significance.get(col.name)
+    return sig["p"] if sig else None
+
+
+def instance_level_note(report: Report) -> str | None:
+    """A note under the table on the comparisons that rest on one seed pair."""
+    cells = [
+        (row, name)
+        for row in report.rows
+        for name, sig in row.significance.items()
+        if sig and sig["seed_pairs"] == 1
+    ]
+    if not cells:
+        return None
+    return (
+        f"Note: {len(cells)} comparison(s) rest on one seed pair: the instance-level test (seed "
+        "variation not resampled; JSON `seeds_resampled`: false)."
     )
 
 
@@ -93,12 +138,22 @@ def markdown(report: Report) -> str:
                 continue
             text = _number(mean, col.digits) + (f" ± {_number(std, col.digits)}" if std is not None else "")
             text = f"**{text}**" if col.name in row.best else text
-            cells.append(f"{text} ({n})" + (f" {DAGGER}" if _dagger(row, col) else ""))
+            p = _p_of(row, col)
+            mark = "" if p is None else f" {p_text(p)}" + (DAGGER if _dagger(row, col) else "")
+            cells.append(f"{text} ({n}){mark}")
         lines.append("| " + " | ".join([*group, *cells, _missing(row)]) + " |")
+    note = instance_level_note(report)
+    if note:
+        lines += ["", note]
     missing = [r for row in report.rows for r in row.missing]
     if missing:
         lines += ["", "Not finished (shown, never averaged):"]
         lines += [f"- {r.state}: `{r.path}`" + (f" ({r.error})" if r.error else "") for r in missing]
+    from peftrun.studies import claims, selection
+
+    lines += selection.markdown(report.selection)
+    claim_lines = claims.markdown(report.claims, report.split)
+    lines += ["", *claim_lines] if claim_lines else []
     return "\n".join(lines) + "\n"
 
 
@@ -108,7 +163,8 @@ def to_csv(report: Report) -> str:
     header = [*report.keys, "n"]
     for col in report.columns:
         header += [col.name, f"{col.name}_std", f"{col.name}_n"]
-        header += [f"{col.name}_best_better", f"{col.name}_p"] if col.quality else []
+        header += [f"{col.name}_best_better", f"{col.name}_p", f"{col.name}_instances"] if col.quality else []
+        header += [f"{col.name}_seed_pairs"] if col.quality else []
     writer.writerow([*header, "not_finished", "runs"])
     for row in report.rows:
         cells: list[Any] = [_value_text(row.group[k]) for k in report.keys] + [len(row.runs)]
@@ -121,6 +177,8 @@ def to_csv(report: Report) -> str:
                 cells += [
                     "" if sig is None else str(sig["best_better"]).lower(),
                     "" if p is None else f"{p:.4g}",
+                    "" if sig is None else sig["instances"],
+                    "" if sig is None else sig["seed_pairs"],
                 ]
         writer.writerow([*cells, _missing(row), ";".join(str(r.path) for r in row.runs)])
     return buffer.getvalue()
@@ -161,7 +219,9 @@ def latex(report: Report) -> str:
             number = rf"\textbf{{{number}}}" if col.name in row.best else number
             spread = rf"$\pm$\,{_number(std, col.digits)}\," if std is not None else ""
             mark = r"$^\dagger$" if _dagger(row, col) else ""
-            cells.append(rf"{number}{mark}\,{{\scriptsize {spread}({n})}}")
+            p = _p_of(row, col)
+            p_small = "" if p is None else r"\," + _tex(p_text(p)).replace("<", r"$<$")
+            cells.append(rf"{number}{mark}\,{{\scriptsize {spread}({n}){p_small}}}")
         cells += [_tex(_missing(row))] if any_missing else []
         lines.append(" & ".join(cells) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}", r"\label{tab:report}", r"\end{table}"]
@@ -183,6 +243,7 @@ def rows_json(report: Report) -> list[dict[str, Any]]:
                 "metrics": metrics,
                 "best": row.best,
                 "significance": row.significance,
+                "identical_runs": [str(r.path) for r in row.identical],
                 "missing": [
                     {"run_dir": str(r.path), "state": r.state, "error": r.error} for r in row.missing
                 ],
@@ -194,4 +255,9 @@ def rows_json(report: Report) -> list[dict[str, Any]]:
 
 
 def to_json(report: Report) -> str:
-    return json.dumps(rows_json(report), indent=2, ensure_ascii=False) + "\n"
+    payload = {
+        "rows": rows_json(report),
+        "claims": [result.as_json() for result in report.claims],
+        "selection": {str(folder): record for folder, record in report.selection.items()},
+    }
+    return json.dumps(payload, indent=2, ensure_ascii=False) + "\n"

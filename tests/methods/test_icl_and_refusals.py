@@ -71,6 +71,25 @@ def test_icl_saved_demonstrations_are_reused(tmp_path):
     assert fresh.demonstrations == method.demonstrations
 
 
+def test_icl_draws_per_seed_only_when_asked():
+    """draw: fixed (the default) gives every train.seed method.seed's draw; draw: per-seed draws
+    with train.seed, through a run's Session (it seeds torch with train.seed before attaching)."""
+    from peftrun.config import build
+
+    pairs = load_pairs(DataConfig(dataset="e2e", train_size=200), "train")
+
+    def drawn(draw: str, seed: int):
+        method = Session(
+            build({"method": {"kind": "icl", "k": 3, "draw": draw}, "train": {"seed": seed}})
+        ).method
+        method.initialize(pairs)
+        return method.demonstrations
+
+    assert drawn("fixed", 1) == drawn("fixed", 2)
+    per_seed = [drawn("per-seed", seed) for seed in (1, 2)]
+    assert per_seed[0] != per_seed[1] and per_seed[0] == drawn("per-seed", 1)
+
+
 RUN = """
 model: {name: MODEL}
 data: {dataset: e2e, train_size: 24, dev_loss_size: 4}

@@ -8,7 +8,16 @@ from _e2e_testdata import require
 
 from peftrun.errors import PeftrunError
 from peftrun.metrics import coco
-from peftrun.metrics.bootstrap import _resample_weights, paired_bootstrap, paired_bootstrap_means
+from peftrun.metrics.bootstrap import (
+    _resample_weights,
+    corpus_formulas,
+    instance_statistics,
+    paired_bootstrap,
+    paired_bootstrap_means,
+    seed_counts,
+    two_level,
+    two_sided_p,
+)
 from peftrun.metrics.e2e import score_e2e
 
 FAST = ("BLEU", "NIST", "BLEU_py", "NIST_py", "ROUGE_L", "CIDEr")
@@ -101,3 +110,95 @@ def test_bootstrap_of_means_matches_the_instance_metrics_of_paired_bootstrap() -
     assert means == corpus  # same resamples, same statistic
     with pytest.raises(PeftrunError, match="same number"):
         paired_bootstrap_means({"R": [1.0, 2.0]}, {"R": [1.0]})
+
+
+# --------------------------------------------------------------------------- two levels
+
+
+def test_two_level_matches_a_hand_computation() -> None:
+    # 2 seed pairs × 3 instances, a mean metric; two resamples given by hand.
+    a = [[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]]
+    b = [[2.0, 2.0, 5.0], [1.0, 4.0, 1.0]]
+    weights = np.array([[2, 1, 0], [0, 0, 3]])  # draw 1: instances 0, 0, 1; draw 2: 2, 2, 2
+    draws = np.array([[1, 1], [0, 2]])  # draw 1: both seed pairs; draw 2: seed pair 2 twice
+    result = two_level(a, b, "R", weights=weights, draws=draws)
+    # draw 1: A = (4/3 + 0)/2, B = (6/3 + 6/3)/2 → 2 − 2/3; draw 2: A = 0, B = 1 → 1
+    assert result.deltas == pytest.approx([4 / 3, 1.0])
+    assert result.score_a == pytest.approx(1.0) and result.score_b == pytest.approx(2.5)
+    assert result.delta == pytest.approx(1.5)  # mean_s B_s − mean_s A_s on the full set
+    assert result.p == pytest.approx(2 / 3)  # 2 (0 + 1) / (2 + 1): no resample at or below 0
+    assert (result.instances, result.seed_pairs, result.samples) == (3, 2, 2)
+    assert result.seeds_resampled
+
+
+def test_two_level_corpus_formula_on_resampled_sums_per_seed_pair() -> None:
+    # BLEU/NIST: the corpus formula on each drawn seed pair's weighted statistics, then averaged.
+    good, bad, refs = synthetic_set(10)
+    half = [g if i % 2 else b for i, (g, b) in enumerate(zip(good, bad, strict=True))]
+    rng = np.random.default_rng(1)
+    weights = rng.integers(0, 3, size=(5, 10))
+    draws = np.array([[2, 0], [1, 1], [0, 2], [1, 1], [2, 0]])
+    for metric in ("BLEU", "NIST", "BLEU_py", "NIST_py"):
+        a = [instance_statistics(h, refs, [metric])[metric] for h in (bad, half)]
+        b = [instance_statistics(h, refs, [metric])[metric] for h in (good, good)]
+        result = two_level(a, b, metric, weights=weights, draws=draws)
+        scalar = corpus_formulas(10)[metric][0]
+        by_hand = [
+            sum(d[s] * (scalar(list(w @ b[s])) - scalar(list(w @ a[s]))) for s in range(2)) / 2
+            for w, d in zip(weights, draws, strict=True)
+        ]
+        assert result.deltas == pytest.approx(by_hand, rel=1e-9, abs=1e-12), metric
+        full = [score_e2e(h, refs, metrics=(metric,)).scores[metric] for h in (bad, half)]
+        assert result.score_a == pytest.approx(np.mean(full), rel=1e-12), metric
+
+
+def test_vectorised_corpus_formulas_equal_mteval_on_edge_rows() -> None:
+    # Rows with empty orders (BLEU's smoothing doubles per empty order), no output, short output.
+    good, bad, refs = synthetic_set(12)
+    hyps = ["", "x", *bad[2:6], *good[6:]]
+    for metric in ("BLEU", "NIST", "BLEU_py", "NIST_py"):
+        table = instance_statistics(hyps, refs, [metric])[metric]
+        scalar, vector = corpus_formulas(12)[metric]
+        rows = np.vstack([table, table[:3] * 12, np.add.accumulate(table)])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            got = vector(rows)
+        for row, value in zip(rows, got, strict=True):
+            try:
+                expected = scalar(list(row))
+            except (ZeroDivisionError, ValueError):
+                continue
+            assert value == pytest.approx(expected, rel=1e-12, abs=1e-15), (metric, row)
+
+
+def test_one_seed_pair_is_the_instance_level_test() -> None:
+    a, b = [1.0, 2.0, 3.0, 4.0], [2.0, 2.0, 5.0, 3.0]
+    result = two_level([a], [b], "R", samples=300, seed=2)
+    assert result.seed_pairs == 1 and not result.seeds_resampled
+    weights = _resample_weights(4, 300, seed=2)
+    assert result.deltas == pytest.approx(weights @ (np.array(b) - np.array(a)) / 4)
+    assert np.array_equal(seed_counts(1, 300, 2), np.ones((300, 1)))
+    counts = seed_counts(3, 300, 2)
+    assert counts.shape == (300, 3) and np.all(counts.sum(axis=1) == 3)
+    assert np.array_equal(counts, seed_counts(3, 300, 2))
+
+
+def test_p_is_two_sided() -> None:
+    deltas = np.array([-1.0] * 3 + [0.0] + [1.0] * 96)  # 4 of 100 at or below 0
+    assert two_sided_p(deltas) == pytest.approx(2 * 5 / 101)
+    assert two_sided_p(-deltas) == pytest.approx(2 * 5 / 101)  # either direction
+    assert two_sided_p(np.zeros(50)) == 1.0  # identical systems
+    assert two_sided_p(np.ones(999)) == pytest.approx(2 / 1000)  # never 0
+
+
+@pytest.mark.parametrize("pairs", [2, 3, 4, 5])
+def test_one_disagreeing_seed_pair_bounds_p_from_below(pairs: int) -> None:
+    # B is 10 ahead on every seed pair but the last, where it is 1 behind. The resamples drawing
+    # only the last pair, a share (1/S)^S, fall below 0: p >= 2 (1/S)^S (0.5, 0.074, 0.0078, ...),
+    # so seeds that disagree cannot be significant at 0.05 below 4 seed pairs.
+    a = [[30.0 + (i * 3) % 7 for i in range(50)] for _ in range(pairs)]
+    b = [[x + 10 for x in a[s]] for s in range(pairs - 1)] + [[x - 1 for x in a[-1]]]
+    result = two_level(a, b, "R", samples=20000, seed=0)
+    share = (1 / pairs) ** pairs
+    assert np.mean(result.deltas <= 0) == pytest.approx(share, rel=0.15, abs=2e-4)
+    assert result.p == pytest.approx(2 * share, rel=0.15, abs=3e-4)
+    assert (result.p > 0.05) == (pairs < 4)

@@ -145,3 +145,71 @@ def test_a_key_absent_from_some_rows_draws_them_as_reference_lines(tmp_path: Pat
         series = error_bars(ax)
         assert set(series) == {"kind=prefix"}, title  # full is not a point
         assert series["kind=prefix"][0] == [1, 5, 10]
+
+
+def curve_study(root: Path) -> Path:
+    """Two rows with a dev curve (train.decode_every) over three seeds each, one row without."""
+    for kind, lift in [("prefix", 0.1), ("full", 0.0)]:
+        method = {"kind": "prefix", "prefix_len": 5} if kind == "prefix" else {"kind": "full"}
+        for seed in (1, 2, 3):
+            log = [{"step": s, "loss": 3.0, "lr": 1e-4} for s in (10, 20, 30)]
+            log += [
+                {
+                    "step": s,
+                    "epoch": 0,
+                    "dev_scores": {
+                        "BLEU": curve_bleu(s, lift, seed),
+                        "NIST": 2.0 + s / 10,
+                        "ROUGE_L": 0.4,
+                        "CIDEr": 1.0,
+                    },
+                    "dev_decode_size": 64,
+                }
+                for s in (10, 20, 30)
+            ]
+            make_run(
+                root / f"{kind}-{seed}",
+                method=method,
+                seed=seed,
+                scores=e2e_scores(0.6 + 0.01 * seed),
+                log=log,
+            )
+    make_run(root / "lora", method={"kind": "lora", "rank": 2}, scores=e2e_scores(0.5))  # no curve
+    return root
+
+
+def curve_bleu(step: int, lift: float, seed: int) -> float:
+    return 0.2 + step / 100 + lift + 0.01 * seed
+
+
+def test_dev_curves_are_the_mean_and_std_band_over_seeds_per_row(tmp_path: Path):
+    study = curve_study(tmp_path / "runs")
+    plt = plots.pyplot()
+    figure = plots.curve_figure(plt, reports.build([study], samples=20))
+    axes = {ax.get_title(): ax for ax in figure.axes}
+    plt.close(figure)
+    assert list(axes) == ["BLEU", "NIST", "ROUGE-L", "CIDEr"]  # the report's key metrics; no METEOR curve
+    bleu = axes["BLEU"]
+    lines = {line.get_label(): line for line in bleu.get_lines()}
+    assert set(lines) == {"kind=prefix (n=3)", "kind=full (n=3)"}  # the row without a curve draws none
+    bands = bleu.collections
+    assert len(bands) == 2
+    for kind, lift in [("prefix", 0.1), ("full", 0.0)]:
+        line = lines[f"kind={kind} (n=3)"]
+        assert list(line.get_xdata()) == [10, 20, 30]
+        for step, mean in zip([10, 20, 30], line.get_ydata(), strict=True):
+            values = [
+                100 * curve_bleu(step, lift, seed) for seed in (1, 2, 3)
+            ]  # BLEU on the report's x100 scale
+            assert mean == pytest.approx(statistics.fmean(values), rel=1e-9)
+            std = statistics.stdev(values)
+            band = [b for b in bands if b.get_facecolor()[0][:3].tolist() == list(line.get_color()[:3])]
+            (vertices,) = [p.vertices for p in band[0].get_paths()]
+            at = sorted(float(y) for x, y in vertices if x == step)
+            assert at[0] == pytest.approx(mean - std, rel=1e-9) and at[-1] == pytest.approx(
+                mean + std, rel=1e-9
+            )
+    out = tmp_path / "figures"
+    written = plots.write(reports.build([study], samples=20), out)
+    assert {p.name for p in written} >= {"dev-curves.png", "dev-curves.pdf"}
+    assert (out / "dev-curves.png").stat().st_size > 5000

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from report_helpers import BAD, GOOD, INSTANCES, e2e_scores, make_run, meteor, write_manifest
 from typer.testing import CliRunner
@@ -70,7 +71,7 @@ def study(tmp_path: Path) -> Path:
 def rows_of(*args) -> list[dict]:
     result = invoke(*args, "--format", "json", "--samples", "200")
     assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)
+    return json.loads(result.stdout)["rows"]
 
 
 def test_groups_by_what_varies_and_collapses_seeds(study: Path):
@@ -153,7 +154,9 @@ def test_markdown_cells_are_mean_std_n_with_best_bold(study: Path):
     prefix = next(line for line in text.splitlines() if line.startswith("| prefix"))
     assert "**62.0 ± 2.0** (3)" in prefix
     full = next(line for line in text.splitlines() if line.startswith("| full"))
-    assert "32.0 ± 2.8 (2) †" in full
+    assert "32.0 ± 2.8 (2) p=0.010†" in full  # two-sided p shown: 2 (0 + 1) / (200 + 1)
+    assert "two-level paired bootstrap" in text and "two-sided" in text and "Holm" in text
+    assert "primary metric (BLEU)" in text and "below 4 seed pairs" in text
 
 
 def test_csv_parses_and_has_the_numbers(study: Path, tmp_path: Path):
@@ -165,6 +168,8 @@ def test_csv_parses_and_has_the_numbers(study: Path, tmp_path: Path):
     assert float(rows[1]["BLEU"]) == pytest.approx(62.0) and float(rows[1]["BLEU_std"]) == pytest.approx(2.0)
     assert rows[1]["BLEU_n"] == "3" and rows[1]["n"] == "3"
     assert rows[0]["BLEU_best_better"] == "true" and rows[1]["BLEU_best_better"] == ""
+    assert rows[0]["BLEU_instances"] == "12" and rows[0]["BLEU_seed_pairs"] == "2"
+    assert rows[1]["BLEU_instances"] == "" and rows[1]["BLEU_seed_pairs"] == ""  # the best row
     assert rows[0]["not_finished"] == "1 failed, 1 missing"
 
 
@@ -176,6 +181,7 @@ def test_latex_is_booktabs_with_best_bold_and_small_spread(study: Path):
     assert r"\textbf{62.0}\,{\scriptsize $\pm$\,2.0\,(3)}" in prefix
     full = next(line for line in text.splitlines() if line.startswith("full"))
     assert r"32.0$^\dagger$" in full and r"\textbf" not in full.split("&")[1]
+    assert r"(2)\,p=0.010}" in full
     assert r"trainable \%" in text and r"$\geq$" in text  # escaped, no raw unicode in the caption
 
 
@@ -188,17 +194,25 @@ def test_json_rows_have_the_documented_shape(study: Path):
             "metrics",
             "best",
             "significance",
+            "identical_runs",
             "missing",
             "split",
             "scale",
         }
+        for sig in row["significance"].values():
+            assert sig is None or set(sig) == {
+                *("best_better", "p", "p_raw", "delta", "ci", "instances", "seed_pairs", "pairs"),
+                "seeds_resampled",
+            }
         assert isinstance(row["n"], int) and len(row["runs"]) == row["n"]
-        assert set(row["metrics"]) == {
+        known = {
             *("BLEU", "NIST", "METEOR", "ROUGE-L", "CIDEr"),
             *("trainable_pct", "stored_pct", "train_seconds", "tokens_per_s"),
         }
-        for cell in row["metrics"].values():
-            assert set(cell) == {"mean", "std", "values"} and len(cell["values"]) == row["n"]
+        assert set(row["metrics"]) >= known
+        for name, cell in row["metrics"].items():
+            assert set(cell) == {"mean", "std", "values"}
+            assert name not in known or len(cell["values"]) == row["n"]
 
 
 def test_bleu_py_reports_the_python_variant(study: Path):
@@ -206,42 +220,6 @@ def test_bleu_py_reports_the_python_variant(study: Path):
     assert prefix["metrics"]["BLEU"]["mean"] == pytest.approx(63.0)
     assert prefix["metrics"]["NIST"]["mean"] == pytest.approx(8.72)
     assert "-p variant" in invoke(study, "--bleu", "py", "--samples", "50").stdout
-
-
-def test_significance_marks_a_large_difference_and_not_identical_outputs(tmp_path: Path):
-    for lr, outputs, bleu in [(1e-4, GOOD, 0.50), (2e-4, GOOD, 0.49), (3e-4, BAD, 0.20)]:
-        for seed in (101, 102):
-            make_run(
-                tmp_path / f"lr{lr}-s{seed}",
-                seed=seed,
-                train={"lr": lr},
-                outputs=outputs,
-                scores=e2e_scores(bleu),
-                per_example=meteor(0.9 if outputs is GOOD else 0.1),
-            )
-    best, twin, bad = rows_of(tmp_path)
-    assert [r["group"]["train.lr"] for r in (best, twin, bad)] == [1e-4, 2e-4, 3e-4]
-    assert best["best"] == ["BLEU", "NIST", "METEOR", "ROUGE-L", "CIDEr"]
-    assert all(value is None for value in best["significance"].values())
-    for metric in ("BLEU", "NIST", "METEOR", "ROUGE-L", "CIDEr"):
-        assert bad["significance"][metric] == {"best_better": True, "p": 0.0, "pairs": 2}, metric
-        assert twin["significance"][metric]["best_better"] is False, metric  # identical outputs
-        assert twin["significance"][metric]["p"] == 1.0
-    text = invoke(tmp_path, "--samples", "200").stdout
-    assert "paired bootstrap" in text and "p ≤ 0.05" in text
-    twin_line = next(line for line in text.splitlines() if line.startswith("| 0.0002"))
-    assert "†" not in twin_line
-    assert next(line for line in text.splitlines() if line.startswith("| 0.0003")).count("†") == 5
-
-
-def test_pairs_only_the_seeds_both_rows_have(tmp_path: Path):
-    make_run(tmp_path / "a1", seed=1, scores=e2e_scores(0.5), per_example=meteor(0.9))
-    make_run(tmp_path / "a2", seed=2, scores=e2e_scores(0.5), per_example=meteor(0.9))
-    make_run(tmp_path / "b2", seed=2, train={"lr": 1.0}, outputs=BAD, scores=e2e_scores(0.1))
-    make_run(tmp_path / "b3", seed=3, train={"lr": 1.0}, outputs=BAD, scores=e2e_scores(0.1))
-    _, other = rows_of(tmp_path)
-    assert other["significance"]["BLEU"]["pairs"] == 1
-    assert other["significance"]["METEOR"] == {"best_better": False, "p": None, "pairs": 1}  # b has none
 
 
 def test_xsum_rouge_is_tested_on_stored_instance_scores(tmp_path: Path):
@@ -258,7 +236,8 @@ def test_xsum_rouge_is_tested_on_stored_instance_scores(tmp_path: Path):
     full, prefix = rows_of(tmp_path)
     assert set(prefix["metrics"]) >= {"ROUGE-1", "ROUGE-2", "ROUGE-L"} and "BLEU" not in prefix["metrics"]
     assert prefix["metrics"]["ROUGE-1"]["mean"] == pytest.approx(41.0)  # as stored, not ×100
-    assert full["significance"]["ROUGE-2"] == {"best_better": True, "p": 0.0, "pairs": 2}
+    sig = full["significance"]["ROUGE-2"]
+    assert sig["best_better"] and sig["delta"] == pytest.approx(20.0) and sig["instances"] == n
     assert "ROUGE F1 ×100" in invoke(tmp_path, "--samples", "50").stdout
 
 
@@ -321,7 +300,8 @@ def test_a_run_that_stopped_after_writing_scores_is_never_averaged(tmp_path: Pat
         status=status, error="stopped while decoding dev", scored=True,
     )  # fmt: skip
     for seed in (1, 2, 3):
-        make_run(tmp_path / f"b{seed}", seed=seed, train={"lr": 1.0}, scores=e2e_scores(0.3), outputs=BAD)
+        make_run(tmp_path / f"b{seed}", seed=seed, train={"lr": 1.0}, scores=e2e_scores(0.3 + seed / 100),
+                 outputs=BAD)  # fmt: skip
     stopped, other = rows_of(tmp_path)
     assert stopped["group"] == {"train.lr": 5e-05} and other["group"] == {"train.lr": 1.0}
     assert stopped["n"] == 2 and [Path(r).name for r in stopped["runs"]] == ["a1", "a2"]
@@ -334,9 +314,11 @@ def test_a_run_that_stopped_after_writing_scores_is_never_averaged(tmp_path: Pat
 
 # --------------------------------------------------------------------------- significance
 #
-# README: runs of two rows are paired by (train.seed, data.subset_seed), the pairs' instances
-# pooled into one sample; † when best − row > 0 in ≥ 95% of the resamples (p ≤ 0.05).
-# XSum rows are tested on stored per-instance scores, so the scores are chosen freely here.
+# README / docs/design.md#significance: runs of two rows are paired by (train.seed,
+# data.subset_seed); a two-level paired bootstrap resamples instances (clusters: every seed's output
+# of an instance together) and seed pairs; p is two-sided; the primary metric's p as is, the other
+# metrics' Holm-adjusted per row; † at p <= 0.05. XSum rows are tested on stored per-instance
+# scores, so the scores are chosen freely here.
 
 ROUGE = ("ROUGE-1", "ROUGE-2", "ROUGE-L")
 
@@ -348,49 +330,99 @@ def xsum_run(path: Path, scores: list[float], **kwargs) -> Path:
                     **kwargs)  # fmt: skip
 
 
-def xsum_pooled_p(a: list[float], b: list[float], samples: int) -> float:
-    """One-sided p of B > A on a hand-pooled sample: the bootstrap the README names."""
-    from peftrun.metrics.bootstrap import paired_bootstrap_means
+def test_holm_on_known_values():
+    from peftrun.studies.significance import holm
 
-    return 1.0 - paired_bootstrap_means({"R": a}, {"R": b}, samples=samples, seed=0)["R"].b_better
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert holm([0.5, 0.01]) == pytest.approx([0.5, 0.02])
+    assert holm([0.4, 0.9, 0.5]) == pytest.approx([1.0, 1.0, 1.0])  # capped at 1, monotone
+    assert holm([0.02]) == [0.02] and holm([]) == []
 
 
-def test_dagger_threshold_is_p_at_most_0_05_with_p_strictly_between_0_and_1(tmp_path: Path):
-    # The best row against four worse rows whose per-instance gaps are the same noise pattern
-    # shifted by 1.5, 1.25, 1.2 and 0.6: p lands at 0.01, exactly 0.05 (190 of 200 resamples
-    # better), 0.06 and 0.265 (200 resamples, seed 0).
+def test_two_sided_p_doubles_the_one_sided_one(tmp_path: Path):
+    # One seed pair; the best row's per-instance gap is a noise pattern shifted by 1.35: B − A <= 0
+    # in 3.0% of 1000 resamples (one-sided p 0.030, which the old test marked †), two-sided p 0.062.
     n = 24
     best = [40.0 + i % 5 for i in range(n)]
-    noise = [(i * 7) % 11 - 5 for i in range(n)]
+    worse = [b - 1.35 - ((i * 7) % 11 - 5) for i, b in enumerate(best)]
     xsum_run(tmp_path / "best", best, seed=1, train={"lr": 1e-4})
-    shifts = {2e-4: 1.5, 3e-4: 1.25, 4e-4: 1.2, 5e-4: 0.6}
+    xsum_run(tmp_path / "worse", worse, seed=1, train={"lr": 2e-4})
+    from peftrun.metrics.bootstrap import paired_bootstrap_means
 
-    def worse_by(shift: float) -> list[float]:
-        return [b - shift - e for b, e in zip(best, noise, strict=True)]
+    one = paired_bootstrap_means({"R": worse}, {"R": best}, samples=1000, seed=0)["R"]
+    assert 1.0 - one.b_better == pytest.approx(0.030)
+    result = invoke(tmp_path, "--format", "json", "--samples", "1000")
+    _, row = json.loads(result.stdout)["rows"]
+    sig = row["significance"]["ROUGE-2"]  # the primary metric: p as is
+    assert sig["p"] == sig["p_raw"] == pytest.approx(2 * 31 / 1001)
+    assert sig["best_better"] is False and sig["seed_pairs"] == 1 and sig["seeds_resampled"] is False
+    text = invoke(tmp_path, "--samples", "1000").stdout
+    line = next(line for line in text.splitlines() if line.startswith("| 0.0002"))
+    assert "p=0.062" in line and "†" not in line
+    assert "3 comparison(s) rest on one seed pair: the instance-level test" in text
 
-    for lr, shift in shifts.items():
-        xsum_run(tmp_path / f"lr{lr}", worse_by(shift), seed=1, train={"lr": lr})
-    rows = {row["group"]["train.lr"]: row for row in rows_of(tmp_path)}
-    assert rows[1e-4]["best"] == list(ROUGE)
-    for lr, shift in shifts.items():
-        expected = xsum_pooled_p(worse_by(shift), best, 200)
-        for metric in ROUGE:
-            sig = rows[lr]["significance"][metric]
-            assert sig["p"] == pytest.approx(expected, abs=1e-12) and sig["pairs"] == 1
-    p = {lr: rows[lr]["significance"]["ROUGE-1"]["p"] for lr in shifts}
-    assert 0 < p[2e-4] < 0.05 < p[4e-4] < p[5e-4] < 1  # the data spans the threshold
-    assert p[3e-4] == pytest.approx(0.05, abs=1e-12)  # on it: p <= 0.05 includes it
-    flags = [rows[lr]["significance"]["ROUGE-1"]["best_better"] for lr in shifts]
-    assert flags == [True, True, False, False]
+
+def test_seeds_that_disagree_are_not_significant(tmp_path: Path):
+    # Seed 1: the best row is 10-12 points ahead on every instance; seed 2: 8-10 behind. The old
+    # test pooled the 2 × 200 (seed, instance) items as independent: one-sided p 0.015, †. Two
+    # levels: half of the resamples draw seed 2 twice, p ~ 0.5.
+    n = 200
+    worse = {1: [30.0 + (i * 3) % 7 for i in range(n)], 2: [30.0 + (i * 5) % 7 for i in range(n)]}
+    best = {
+        1: [x + 10 + i % 3 for i, x in enumerate(worse[1])],
+        2: [x - 8 - i % 3 for i, x in enumerate(worse[2])],
+    }
+    for seed in (1, 2):
+        xsum_run(tmp_path / f"best{seed}", best[seed], seed=seed)
+        xsum_run(tmp_path / f"worse{seed}", worse[seed], seed=seed, method={"kind": "full"})
+    from peftrun.metrics.bootstrap import paired_bootstrap_means
+
+    pooled = paired_bootstrap_means({"R": worse[1] + worse[2]}, {"R": best[1] + best[2]}, samples=200, seed=0)
+    assert 1.0 - pooled["R"].b_better < 0.05  # significant under the old pooling
+    row, top = rows_of(tmp_path)
+    assert top["best"] == list(ROUGE)
+    for metric in ROUGE:
+        sig = row["significance"][metric]
+        assert sig["p_raw"] > 0.4 and sig["best_better"] is False, metric
+        assert sig["seed_pairs"] == 2 and sig["instances"] == n and sig["seeds_resampled"] is True
+        assert sig["delta"] == pytest.approx(1.0) and sig["ci"][0] < 0 < sig["ci"][1]
+
+
+def test_identical_runs_count_once_and_pair_with_every_seed(tmp_path: Path):
+    # The frozen base decoding greedily: the same run under three seeds. One run (n = 1, no
+    # "± 0.0 (3)"), entered once in the bootstrap and paired with each of the other row's seeds.
+    from peftrun.metrics.bootstrap import two_level
+    from peftrun.studies import significance
+
+    n = 12
+    base = [20.0 + i % 4 for i in range(n)]
+    trained = {seed: [30.0 + (i * seed) % 5 for i in range(n)] for seed in (1, 2, 3)}
+    for seed in (1, 2, 3):
+        xsum_run(tmp_path / f"base{seed}", base, seed=seed, method={"kind": "full"})
+        xsum_run(tmp_path / f"trained{seed}", trained[seed], seed=seed)
+    xsum_run(tmp_path / "trained9", trained[1][::-1], seed=9)  # a seed the base row never ran
+    rows = rows_of(tmp_path)
+    frozen, other = rows
+    assert frozen["group"]["method.kind"] == "full"
+    assert frozen["n"] == 1 and len(frozen["runs"]) == 1 and len(frozen["identical_runs"]) == 2
+    assert frozen["metrics"]["ROUGE-1"]["values"] == [pytest.approx(21.5)]
+    assert frozen["metrics"]["ROUGE-1"]["std"] is None
+    assert other["n"] == 4 and frozen["significance"]["ROUGE-1"]["seed_pairs"] == 4
+    expected = two_level([base] * 4, [*trained.values(), trained[1][::-1]], "ROUGE-1", samples=200, seed=0)
+    assert frozen["significance"]["ROUGE-2"]["p"] == pytest.approx(expected.p)
+    assert frozen["significance"]["ROUGE-2"]["delta"] == pytest.approx(expected.delta)
+    report = reports.build([tmp_path], samples=200)
+    result = significance.compare_rows(report.rows[0], report.rows[1], report)["ROUGE-1"]
+    assert np.array_equal(result.deltas, expected.deltas) and result.seed_pairs == 4
     text = invoke(tmp_path, "--samples", "200").stdout
-    daggers = {line.split(" | ")[0]: line.count("†") for line in text.splitlines() if line.startswith("| 0.")}
-    assert daggers == {"| 0.0001": 0, "| 0.0002": 3, "| 0.0003": 3, "| 0.0004": 0, "| 0.0005": 0}
+    line = next(line for line in text.splitlines() if line.startswith("| full"))
+    assert "21.50 (1) p=" in line and "± 0.00" not in line
 
 
 def test_runs_are_paired_on_train_seed_and_subset_seed(tmp_path: Path):
     # Same train.seed, two data subsets: on subset 1 both rows score near 80, on subset 2 near 10,
     # and the best row is 1 point better on every instance of both. Paired by subset, every
-    # difference is +1 (p = 0); paired across subsets they are ±70 (no significance).
+    # difference is +1; paired across subsets they are ±70 (no significance).
     n = 24
     high = [80.0 + (i * 5) % 7 for i in range(n)]
     low = [10.0 + (i * 3) % 5 for i in range(n)]
@@ -399,60 +431,78 @@ def test_runs_are_paired_on_train_seed_and_subset_seed(tmp_path: Path):
     # (k-th run with that seed, in path order) would pair subset 1 with subset 2.
     for name, subset_seed in [("best-x", 1), ("best-y", 2)]:
         xsum_run(tmp_path / name, [s + 1 for s in subset[subset_seed]], data={"subset_seed": subset_seed})
-    # A subset only the worse row ran (0, on its own: unpaired): pairing on train.seed alone would
-    # pair it, and shift every later pair, in either run order.
-    subset[0] = [45.0] * n
+    subset[0] = [45.0] * n  # a subset only the worse row ran: unpaired
     for name, subset_seed in [("worse-x", 2), ("worse-y", 1), ("worse-z", 0)]:
         xsum_run(tmp_path / name, subset[subset_seed], data={"subset_seed": subset_seed},
                  method={"kind": "full"})  # fmt: skip
     worse, best = rows_of(tmp_path)
     assert best["group"] == {"method.kind": "prefix"} and best["best"] == list(ROUGE)
     for metric in ROUGE:
-        assert worse["significance"][metric] == {"best_better": True, "p": 0.0, "pairs": 2}, metric
+        sig = worse["significance"][metric]
+        assert sig["best_better"] and sig["seed_pairs"] == 2 and sig["delta"] == pytest.approx(1.0)
+        assert sig["ci"] == pytest.approx([1.0, 1.0]) and sig["p_raw"] == pytest.approx(2 / 201)
 
 
-def test_every_seed_pair_is_pooled_xsum(tmp_path: Path):
-    # Seeds 1 and 2: the best row is 1 better on every instance; seed 3 (the last pair): equal.
-    # Pooled over the three pairs p = 0; the last pair alone would give p = 1.
-    n = 12
-    scores = {seed: [30.0 + (i * seed) % 7 for i in range(n)] for seed in (1, 2, 3)}
-    for seed, worse in scores.items():
-        xsum_run(tmp_path / f"best{seed}", [w + (seed != 3) for w in worse], seed=seed)
-        xsum_run(tmp_path / f"worse{seed}", worse, seed=seed, method={"kind": "full"})
-    pooled_a = [x for seed in (1, 2, 3) for x in scores[seed]]
-    pooled_b = [x + (seed != 3) for seed in (1, 2, 3) for x in scores[seed]]
-    expected = xsum_pooled_p(pooled_a, pooled_b, 200)
-    assert expected < 0.05 and xsum_pooled_p(scores[3], scores[3], 200) == 1.0
-    worse, _ = rows_of(tmp_path)
-    for metric in ROUGE:
-        assert worse["significance"][metric] == {"best_better": True, "p": expected, "pairs": 3}, metric
+def test_pairs_only_the_seeds_both_rows_have(tmp_path: Path):
+    make_run(tmp_path / "a1", seed=1, scores=e2e_scores(0.5), per_example=meteor(0.9))
+    make_run(tmp_path / "a2", seed=2, scores=e2e_scores(0.51), per_example=meteor(0.9))
+    make_run(tmp_path / "b2", seed=2, train={"lr": 1.0}, outputs=BAD, scores=e2e_scores(0.1))
+    make_run(tmp_path / "b3", seed=3, train={"lr": 1.0}, outputs=BAD, scores=e2e_scores(0.11))
+    _, other = rows_of(tmp_path)
+    assert other["significance"]["BLEU"]["seed_pairs"] == other["significance"]["BLEU"]["pairs"] == 1
+    assert other["significance"]["BLEU"]["instances"] == len(INSTANCES)
+    assert other["significance"]["METEOR"]["p"] is None  # b has no METEOR segments: no test
+    assert other["significance"]["METEOR"]["best_better"] is False
 
 
-def test_every_seed_pair_is_pooled_e2e(tmp_path: Path):
-    # E2E: outputs and references of all pairs are pooled and re-scored. Seeds 1 and 2: the best
-    # row's outputs are references, the other's are not; seed 3 (the last pair): identical outputs.
-    from peftrun.metrics.bootstrap import paired_bootstrap, paired_bootstrap_means
+def test_primary_metric_as_is_others_holm_adjusted(tmp_path: Path):
+    # XSum: ROUGE-2 is primary; ROUGE-1 and ROUGE-L of a row are Holm-adjusted between them.
+    from peftrun.studies.significance import PRIMARY_METRIC, holm
 
-    worse_outputs = {1: BAD, 2: BAD, 3: GOOD}
+    assert PRIMARY_METRIC == {"e2e": "BLEU", "xsum": "ROUGE-2"}
+    n = 24
+    best = [40.0 + i % 5 for i in range(n)]
+    gaps = {"ROUGE-1": 1.5, "ROUGE-2": 1.4, "ROUGE-L": 1.35}
+    noise = [(i * 7) % 11 - 5 for i in range(n)]
+    per = {m: [b - gap - e for b, e in zip(best, noise, strict=True)] for m, gap in gaps.items()}
+    make_run(tmp_path / "best", seed=1, data={"dataset": "xsum"}, per_example={m: best for m in ROUGE},
+             scores={m: statistics.fmean(best) for m in ROUGE})  # fmt: skip
+    make_run(tmp_path / "worse", seed=1, data={"dataset": "xsum"}, train={"lr": 1.0}, per_example=per,
+             scores={m: statistics.fmean(v) for m, v in per.items()})  # fmt: skip
+    result = invoke(tmp_path, "--format", "json", "--samples", "1000")
+    worse = next(row for row in json.loads(result.stdout)["rows"] if row["group"]["train.lr"] == 1.0)
+    sig = worse["significance"]
+    assert sig["ROUGE-2"]["p"] == sig["ROUGE-2"]["p_raw"] < 0.05 and sig["ROUGE-2"]["best_better"]
+    raw = [sig["ROUGE-1"]["p_raw"], sig["ROUGE-L"]["p_raw"]]
+    assert [sig["ROUGE-1"]["p"], sig["ROUGE-L"]["p"]] == pytest.approx(holm(raw))
+    assert raw[0] < 0.05 and raw[0] < sig["ROUGE-1"]["p"]  # adjusted upwards
+    assert sig["ROUGE-1"]["best_better"] == (sig["ROUGE-1"]["p"] <= 0.05)
+
+
+def test_e2e_corpus_metrics_are_re_scored_per_run_and_seed_pair(tmp_path: Path):
+    # E2E: BLEU/NIST from each run's predictions (the corpus formula per seed pair), METEOR from
+    # the stored segment scores; instances shared across seeds (clusters).
+    from peftrun.metrics.bootstrap import instance_statistics, two_level
+
+    worse_outputs = {1: BAD, 2: [g if i % 2 else b for i, (g, b) in enumerate(zip(GOOD, BAD, strict=True))]}
+    refs = [inst["references"] for inst in INSTANCES]
     for seed, outputs in worse_outputs.items():
-        better = e2e_scores(0.6, METEOR=0.5, ROUGE_L=0.8, CIDEr=2.6)  # the best row's means
+        better = e2e_scores(0.6 + seed / 100)
         make_run(tmp_path / f"best{seed}", seed=seed, scores=better, per_example=meteor(0.9))
         make_run(
-            tmp_path / f"worse{seed}", seed=seed, method={"kind": "full"}, scores=e2e_scores(0.4),
-            outputs=outputs, per_example=meteor(0.9 if outputs is GOOD else 0.1),
+            tmp_path / f"worse{seed}", seed=seed, method={"kind": "full"}, scores=e2e_scores(0.4, METEOR=0.3),
+            outputs=outputs, per_example=meteor(0.1 * seed),
         )  # fmt: skip
-    refs = [inst["references"] for inst in INSTANCES] * 3
-    hyps_a = [h for seed in (1, 2, 3) for h in worse_outputs[seed]]
-    corpus = ("BLEU", "NIST", "ROUGE_L", "CIDEr")
-    expected = {
-        m: 1.0 - r.b_better
-        for m, r in paired_bootstrap(hyps_a, GOOD * 3, refs, samples=200, seed=0, metrics=corpus).items()
-    }
-    meteor_a = [0.9 if worse_outputs[seed] is GOOD else 0.1 for seed in (1, 2, 3) for _ in INSTANCES]
-    met = paired_bootstrap_means({"M": meteor_a}, {"M": [0.9] * len(meteor_a)}, samples=200, seed=0)["M"]
-    expected["METEOR"] = 1.0 - met.b_better
     worse, _ = rows_of(tmp_path)
-    for name, source in [("BLEU", "BLEU"), ("NIST", "NIST"), ("ROUGE-L", "ROUGE_L"), ("CIDEr", "CIDEr"),
-                         ("METEOR", "METEOR")]:  # fmt: skip
-        assert expected[source] < 0.05, source
-        assert worse["significance"][name] == {"best_better": True, "p": expected[source], "pairs": 3}, name
+    for name, source in [("BLEU", "BLEU"), ("NIST", "NIST")]:
+        a = [instance_statistics(worse_outputs[s], refs, [source])[source] for s in (1, 2)]
+        b = [instance_statistics(GOOD, refs, [source])[source]] * 2
+        expected = two_level(a, b, source, samples=200, seed=0)
+        scale = 100.0 if name == "BLEU" else 1.0
+        sig = worse["significance"][name]
+        assert sig["p_raw"] == pytest.approx(expected.p)
+        assert sig["delta"] == pytest.approx(expected.delta * scale)
+        assert sig["instances"] == len(INSTANCES) and sig["seed_pairs"] == 2
+    expected = two_level([[0.1] * 12, [0.2] * 12], [[0.9] * 12] * 2, "METEOR", samples=200, seed=0)
+    assert worse["significance"]["METEOR"]["delta"] == pytest.approx(75.0)
+    assert worse["significance"]["METEOR"]["p_raw"] == pytest.approx(expected.p)

@@ -39,6 +39,7 @@ EXPECTED_RUNS = {
     "tiny/init-phrases-e2e.yaml": 5,
     "tiny/extrapolation-xsum.yaml": 4,
     "tiny/smoke.yaml": 8,
+    "tiny/select.yaml": 5,  # the grid: 2 methods x 2 lrs + the frozen base (winners' seeds come later)
     "smollm2/methods-e2e.yaml": 9 * 2,  # frozen, icl, prompt, EMB, prefix, LoRA, adapter, top-2, full x 2
     "smollm2/lowdata-e2e.yaml": 3 * 3 * 3,  # methods x sizes x subsets
     "smollm2/prefix-length-e2e.yaml": 3,  # L=1, 5, 20 (L=10: the methods study's prefix run)

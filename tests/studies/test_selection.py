@@ -1,0 +1,149 @@
+"""Tune on dev, test once (`select:` in a sweep): the rule picks each group's winner, only the
+winners' runs get test decoded, the winners' extra seeds are trained, a changed selection after
+test was decoded is refused without --reselect (and recorded with it), and the report shows the
+dev grid beside the test table. The end-to-end part runs the shipped tiny example once."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from peftrun.errors import PeftrunError
+from peftrun.runs import Run
+from peftrun.studies import selection
+from peftrun.studies import sweep as sweeps
+from peftrun.studies import sweep_file
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "configs" / "sweeps" / "tiny" / "select.yaml"
+
+
+def _settings(scores: dict[str, float | None]) -> list[selection.Setting]:
+    return [selection.Setting(key, {}, [], score=score) for key, score in scores.items()]
+
+
+def test_the_winner_is_the_best_dev_score_of_its_group_and_the_first_on_a_tie():
+    groups = {
+        "kind=prefix": _settings({"lr=1": 40.0, "lr=2": 55.0, "lr=3": 55.0}),
+        "kind=lora": _settings({"lr=1": 61.0, "lr=2": 12.0}),
+    }
+    winners, undecided = selection.choose(groups, "BLEU")
+    assert winners == {"kind=prefix": "lr=2", "kind=lora": "lr=1"}
+    assert undecided == {}
+    winners, _ = selection.choose(groups, "dev_loss")  # lower is better
+    assert winners == {"kind=prefix": "lr=1", "kind=lora": "lr=2"}
+
+
+def test_a_group_with_an_unfinished_setting_is_not_decided():
+    groups = {"kind=prefix": _settings({"lr=1": 40.0, "lr=2": None}), "kind=lora": _settings({"a": 1.0})}
+    winners, undecided = selection.choose(groups, "BLEU")
+    assert winners == {"kind=lora": "a"}
+    assert "lr=2" in undecided["kind=prefix"]
+
+
+def test_a_changed_winner_after_test_was_decoded_is_refused_unless_reselect(tmp_path):
+    record = selection.Record(tmp_path)
+    record.data = {"winners": {"g": "lr=1"}, "test_decoded": ["lr=1-seed101"]}
+    assert record.check_changes({"g": "lr=1"}, reselect=False) == []
+    with pytest.raises(PeftrunError, match="--reselect"):
+        record.check_changes({"g": "lr=2"}, reselect=False)
+    changed = record.check_changes({"g": "lr=2"}, reselect=True)
+    assert [(c["group"], c["from"], c["to"]) for c in changed] == [("g", "lr=1", "lr=2")]
+    # Before test was decoded, a new winner is simply the winner.
+    record.data["test_decoded"] = []
+    assert record.check_changes({"g": "lr=2"}, reselect=False) == []
+
+
+def test_a_setting_owns_its_seeded_runs_only():
+    assert selection.in_setting("kind=lora-lr=0.001-seed101", "kind=lora-lr=0.001")
+    assert selection.in_setting("kind=lora-lr=0.001", "kind=lora-lr=0.001")
+    assert not selection.in_setting("kind=lora-lr=0.0015-seed101", "kind=lora-lr=0.001")
+
+
+def test_dry_run_lists_the_grid_the_rule_and_the_run_counts(tmp_path):
+    summary = sweeps.run(EXAMPLE, root=tmp_path, dry_run=True)
+    plan = summary["selection"]
+    assert len(summary["runs"]) == plan["grid_runs"] == 5  # 2 methods x 2 lrs + the frozen base
+    assert plan["winner_runs"] == 3  # one more seed for each of the 3 groups' winners
+    assert plan["test_decodes"] == 6
+    assert "highest dev BLEU" in plan["rule"]
+    assert sorted(plan["groups"]) == ["method.kind=full", "method.kind=lora", "method.kind=prefix"]
+    assert all(json.loads(r["overrides"][-2].split("=", 1)[1]) == ["dev"] for r in summary["runs"])
+    assert not (tmp_path / "tiny-select").exists()
+
+
+def test_select_seeds_must_differ_from_the_grid_seeds(tmp_path):
+    text = EXAMPLE.read_text(encoding="utf-8").replace("seeds: [102]", "seeds: [101]")
+    path = tmp_path / "select.yaml"
+    path.write_text(text, encoding="utf-8")
+    shutil.copy(EXAMPLE.parent / "base-e2e.yaml", tmp_path / "base-e2e.yaml")
+    with pytest.raises(PeftrunError, match="seed 101 is in both"):
+        sweep_file.load(path, tmp_path / "runs")
+
+
+def test_an_unknown_selection_metric_is_one_line(tmp_path):
+    text = EXAMPLE.read_text(encoding="utf-8").replace("metric: BLEU", "metric: BLUE")
+    path = tmp_path / "select.yaml"
+    path.write_text(text, encoding="utf-8")
+    shutil.copy(EXAMPLE.parent / "base-e2e.yaml", tmp_path / "base-e2e.yaml")
+    with pytest.raises(PeftrunError, match="select.metric 'BLUE'"):
+        sweeps.run(path, root=tmp_path / "runs", dry_run=True)
+
+
+@pytest.fixture(scope="module")
+def selected(tmp_path_factory):
+    """The shipped tiny selection sweep, run once."""
+    root = tmp_path_factory.mktemp("select")
+    summary = sweeps.run(EXAMPLE, root=root, workers=1, echo=lambda line: None)
+    return root / "tiny-select", summary
+
+
+def test_test_is_decoded_for_the_winners_runs_only(selected):
+    folder, summary = selected
+    record = json.loads((folder / "selection.json").read_text(encoding="utf-8"))
+    winners = record["winners"]
+    assert sorted(winners) == ["method.kind=full", "method.kind=lora", "method.kind=prefix"]
+    for group, settings in record["groups"].items():
+        best = max(settings, key=lambda s: s["dev_score"])["dev_score"]
+        won = next(s for s in settings if s["setting"] == winners[group])
+        assert won["dev_score"] == best
+    runs = [p for p in folder.iterdir() if (p / "config.resolved.yaml").is_file()]
+    assert len(runs) == 5 + 3  # the grid, and one more seed per winner
+    for path in runs:
+        winner = any(selection.in_setting(path.name, key) for key in winners.values())
+        run = Run(path, writer=False)
+        assert run.done
+        assert ("test" in run.read_metrics()) == winner, path.name
+        assert run.has_predictions("test") == winner, path.name
+        assert ("dev" in run.read_metrics()), path.name
+    assert sorted(summary["selection"]["test_decoded"]) == sorted(record["test_decoded"])
+    assert len(record["test_decoded"]) == 6
+
+
+def test_rerunning_a_finished_selection_sweep_changes_nothing(selected):
+    folder, _ = selected
+    before = {p: p.stat().st_mtime_ns for p in folder.rglob("metrics/*.json")}
+    summary = sweeps.run(EXAMPLE, root=folder.parent, echo=lambda line: None)
+    assert {r["state"] for r in summary["runs"]} == {"skipped"}
+    assert {p: p.stat().st_mtime_ns for p in folder.rglob("metrics/*.json")} == before
+
+
+def test_a_changed_selection_is_refused_then_recorded_with_reselect(selected, tmp_path):
+    folder, _ = selected
+    copy = tmp_path / "tiny-select"
+    shutil.copytree(folder, copy)
+    # Pretend the record had picked the other prefix setting and decoded its test.
+    record = json.loads((copy / "selection.json").read_text(encoding="utf-8"))
+    group = "method.kind=prefix"
+    other = next(s["setting"] for s in record["groups"][group] if s["setting"] != record["winners"][group])
+    record["winners"][group] = other
+    record["test_decoded"].append(f"{other}-seed101")
+    (copy / "selection.json").write_text(json.dumps(record), encoding="utf-8")
+    with pytest.raises(PeftrunError, match="selection changed after test was decoded"):
+        sweeps.run(EXAMPLE, root=tmp_path, echo=lambda line: None)
+    sweeps.run(EXAMPLE, root=tmp_path, echo=lambda line: None, reselect=True)
+    record = json.loads((copy / "selection.json").read_text(encoding="utf-8"))
+    assert [(c["group"], c["from"]) for c in record["reselections"]] == [(group, other)]
