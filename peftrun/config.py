@@ -75,8 +75,8 @@ class DataConfig(_Section):
     dev_loss_size: int | None = Field(
         None,
         gt=0,
-        description="dev pairs used for dev loss (all if unset): a random draw seeded by subset_seed, "
-        "from the dev pairs whose source decode.sample does not decode",
+        description="dev pairs used for dev loss (all if unset), drawn at random with subset_seed + 1; "
+        "with decode.sample on dev, only from the dev pairs whose source it does not decode",
     )
     max_source_tokens: int | None = Field(
         None, gt=0, description="truncate sources (source_prefix and the chat instruction not counted)"

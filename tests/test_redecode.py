@@ -240,9 +240,14 @@ def test_output_lengths_reach_the_metrics_and_old_runs_report_a_dash(run_dir: Pa
     assert all(isinstance(r["output_tokens"], int) and isinstance(r["truncated"], bool) for r in records)
     assert metrics["output_tokens_mean"] == pytest.approx(sum(r["output_tokens"] for r in records) / 3)
     assert metrics["truncated_pct"] == pytest.approx(100 * sum(r["truncated"] for r in records) / 3)
-    text = tables.render(reports.build([run_dir.parent], "dev", samples=10), "md")
-    header = next(line for line in text.splitlines() if line.startswith("|"))
-    assert "out tokens" in header and "truncated %" in header
+    report = reports.build([run_dir.parent], "dev", samples=10)
+    (row,) = report.rows
+    assert row.values["output_tokens_mean"] == [metrics["output_tokens_mean"]]
+    assert row.values["truncated_pct"] == [metrics["truncated_pct"]]
+    text = tables.render(report, "md")
+    cells, labels = _row_cells(text), [c.label for c in report.columns]
+    assert cells[labels.index("out tokens")] == f"{metrics['output_tokens_mean']:.1f} (1)"
+    assert cells[labels.index("truncated %")] == f"{metrics['truncated_pct']:.1f} (1)"
     # An old run: no output_tokens/truncated in its records, no lengths in its metrics.
     for record in records:
         del record["output_tokens"], record["truncated"]
@@ -251,9 +256,7 @@ def test_output_lengths_reach_the_metrics_and_old_runs_report_a_dash(run_dir: Pa
         del metrics[key]
     (run_dir / "metrics" / "dev.json").write_text(json.dumps(metrics))
     report = reports.build([run_dir.parent], "dev", samples=10)
-    text = tables.render(report, "md")
-    cells = _row_cells(text)
-    labels = [c.label for c in report.columns]
+    cells = _row_cells(tables.render(report, "md"))
     assert cells[labels.index("out tokens")] == "—" and cells[labels.index("truncated %")] == "—"
     assert cells[labels.index("BLEU")] != "—"
     # Re-scoring the old run's predictions still works, without the lengths.

@@ -316,7 +316,7 @@ class ChatFormat(DecoderOnlyFormat):
     def target_ids(self, target: str) -> list[int]:
         """The reply and the template's end of turn (the EOS)."""
         ids = self._ids(target)
-        return (ids[: self.max_target] if self.max_target else ids) + self._ids(self.turns.reply_close)
+        return (ids[: self.max_target] if self.max_target else ids) + [self.eos]
 
     def demonstration_ids(self, pair) -> list[int]:
         """A solved example as an earlier user turn and assistant reply."""

@@ -118,20 +118,19 @@ def _text(selector: Selector | None) -> str:
     return ", ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in (selector or {}).items())
 
 
-def declared(directories: list, split: str) -> list[ClaimSpec]:
-    """The claims of every sweep under the folders about this split, as its sweep.json recorded the
-    sweep file when the sweep started (the claims were written before the runs)."""
+def declared(manifests: list[Path], split: str) -> list[ClaimSpec]:
+    """The claims about this split of the sweeps whose manifests (sweep.json) are given, as each
+    manifest recorded the sweep file when the sweep started (the claims were written before the runs)."""
     import yaml
 
     from peftrun.files import read_json
-    from peftrun.studies.jobs import MANIFEST
 
-    manifests = sorted({p.resolve() for top in map(Path, directories) for p in [top / MANIFEST, *top.rglob(MANIFEST)] if p.is_file()})
     specs = []
     for manifest in manifests:
         text = read_json(manifest).get("sweep")
         data = yaml.safe_load(text) if isinstance(text, str) else None
-        for item in (data or {}).get("claims") or [] if isinstance(data, dict) else []:
+        items = data.get("claims") if isinstance(data, dict) else None
+        for item in items or []:
             try:
                 spec = ClaimSpec.model_validate(item)
             except ValueError as err:
@@ -155,7 +154,11 @@ def _first_error(err: ValueError) -> str:
 
 def same_value(config_value: Any, wanted: Any) -> bool:
     """A selector's value against a resolved config's: numbers by value (YAML reads 5e-5 as text)."""
-    if isinstance(wanted, str) and isinstance(config_value, (int, float)) and not isinstance(config_value, bool):
+    if (
+        isinstance(wanted, str)
+        and isinstance(config_value, (int, float))
+        and not isinstance(config_value, bool)
+    ):
         try:
             wanted = float(wanted)
         except ValueError:
@@ -256,7 +259,8 @@ def evaluate(report, specs: list[ClaimSpec]) -> list[ClaimResult]:
         unknown = [m for m in metrics if m not in columns]
         if unknown:
             raise PeftrunError(
-                f"claim {label!r}: metric {unknown[0]!r} is not a report column; choose from {', '.join(columns)}"
+                f"claim {label!r}: metric {unknown[0]!r} is not a report column; "
+                f"choose from {', '.join(columns)}"
             )
         if spec.trend:
             out += _trend(report, spec, label, metrics)
@@ -292,8 +296,19 @@ def _better(report, spec: ClaimSpec, label: str, metrics: list[str]) -> list[Cla
         r = results[metric]
         out.append(
             ClaimResult(
-                label, "better", metric, r.mean_b, r.mean_a, r.delta, r.ci_low, r.ci_high, p, r.p,
-                directional(r.delta, p), r.instances, [r.seed_pairs],
+                label,
+                "better",
+                metric,
+                r.mean_b,
+                r.mean_a,
+                r.delta,
+                r.ci_low,
+                r.ci_high,
+                p,
+                r.p,
+                directional(r.delta, p),
+                r.instances,
+                [r.seed_pairs],
             )
         )
     return out
@@ -309,11 +324,24 @@ def _parity(report, spec: ClaimSpec, label: str, metrics: list[str]) -> list[Cla
     for metric in metrics:
         r = results[metric]
         low, high = (float(q) for q in np.quantile(r.deltas, [alpha / 2, 1 - alpha / 2]))
-        note = f"{1 - alpha:.1%} interval" + (" (Bonferroni over the claim's metrics)" if len(metrics) > 1 else "")
+        note = f"{1 - alpha:.1%} interval" + (
+            " (Bonferroni over the claim's metrics)" if len(metrics) > 1 else ""
+        )
         out.append(
             ClaimResult(
-                label, "parity", metric, r.mean_b, r.mean_a, r.delta, low, high, None, r.p,
-                parity_verdict(low, high, spec.delta), r.instances, [r.seed_pairs],
+                label,
+                "parity",
+                metric,
+                r.mean_b,
+                r.mean_a,
+                r.delta,
+                low,
+                high,
+                None,
+                r.p,
+                parity_verdict(low, high, spec.delta),
+                r.instances,
+                [r.seed_pairs],
                 f"margin ±{spec.delta:g}; {note}",
             )
         )
@@ -350,16 +378,29 @@ def _trend(report, spec: ClaimSpec, label: str, metrics: list[str]) -> list[Clai
         slopes[metric] = (point, low, high)
         raw.append(two_sided_p(resampled))
     adjusted = holm(raw)
+    unit = "step of the ordered values" if t.x == "rank" else f"unit of {t.x}({t.over})"
     out = []
     for metric, p, p_raw in zip(metrics, adjusted, raw, strict=True):
         point, low, high = slopes[metric]
-        gaps_text = ", ".join(f"{v}: {c[metric].delta:+.2f}" for v, c in zip(values, comparisons, strict=True))
+        gaps_text = ", ".join(
+            f"{v}: {c[metric].delta:+.2f}" for v, c in zip(values, comparisons, strict=True)
+        )
         out.append(
             ClaimResult(
-                label, "trend", metric, None, None, point, low, high, p, p_raw,
+                label,
+                "trend",
+                metric,
+                None,
+                None,
+                point,
+                low,
+                high,
+                p,
+                p_raw,
                 directional(point, p, claimed_positive=t.slope == "positive"),
-                comparisons[0][metric].instances, [c[metric].seed_pairs for c in comparisons],
-                f"gap (a − b) by {t.over}: {gaps_text}; slope per {'step' if t.x == 'rank' else t.x + ' unit'}",
+                comparisons[0][metric].instances,
+                [c[metric].seed_pairs for c in comparisons],
+                f"gap (a − b) by {t.over}: {gaps_text}; slope per {unit}",
             )
         )
     return out
@@ -379,7 +420,9 @@ def _ordered_values(report, key: str, label: str) -> list[Any]:
 
     if key not in report.keys:
         shown = ", ".join(report.keys) or "none"
-        raise PeftrunError(f"claim {label!r}: trend over {key}, which does not vary in this report (keys: {shown})")
+        raise PeftrunError(
+            f"claim {label!r}: trend over {key}, which does not vary in this report (keys: {shown})"
+        )
     seen = {}
     for row in report.rows:
         if row.runs:

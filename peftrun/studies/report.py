@@ -76,7 +76,8 @@ def build(
 ) -> Report:
     """Collect, group, aggregate and test; raises when nothing finished. `decode`: read each run's
     RUN/decodes/NAME metrics and predictions instead of its own (a run without it is unfinished)."""
-    from peftrun.studies import claims, selection
+    from peftrun.studies import claims
+    from peftrun.studies import selection_record as selection
 
     records = collect(directories, split, decode)
     selections = selection.find_records(directories)
@@ -103,7 +104,8 @@ def build(
     report.rows = aggregate(records, keys, report.columns)
     mark_significance(report)
     report.selection = selections
-    report.claims = claims.evaluate(report, claims.declared(directories, split))
+    manifests = sorted({p.resolve() for top in map(Path, directories) for p in Path(top).rglob(MANIFEST)})
+    report.claims = claims.evaluate(report, claims.declared(manifests, split))
     return report
 
 

@@ -274,13 +274,20 @@ def run_selection(
     if more:
         states.update({p.name: state(p, configs[p.name].to_yaml()) for p in more})
         for result in results:  # the grid's runs as they ended, in the manifest that now lists more
-            states[result.point.name] = result.manifest_state if result.state != RunState.SKIPPED else RunState.DONE
+            states[result.point.name] = (
+                result.manifest_state if result.state != RunState.SKIPPED else RunState.DONE
+            )
         more_results, more_packed = execute(sweep, more, configs, states, options, listed=grid_points + more)
         results += more_results
         packed.update(more_packed)
-    decoded = decode_test(sweep, [p for p in grid_points + more if p.setting in winning], record, options.echo)
+    decoded = decode_test(
+        sweep, [p for p in grid_points + more if p.setting in winning], record, options.echo
+    )
     summary = _summary(sweep, results, packed)
-    return {**summary, "selection": {**plan, "winners": winners, "undecided": undecided, "test_decoded": decoded}}
+    return {
+        **summary,
+        "selection": {**plan, "winners": winners, "undecided": undecided, "test_decoded": decoded},
+    }
 
 
 def settings_by_group(points: list[Point], configs: dict[str, Any], within: list[str]) -> dict[str, list]:

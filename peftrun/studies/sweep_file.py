@@ -39,7 +39,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from peftrun.config import read_yaml, unknown_key
 from peftrun.errors import PeftrunError
 from peftrun.studies.claims import ClaimSpec
-from peftrun.studies.selection import SelectSpec
 
 MAX_NAME = 200  # bytes of a run folder's name before it is shortened with a hash
 
@@ -76,6 +75,35 @@ def time_minutes(value: int | str) -> int:
         return numbers[0]
     hours, minutes, seconds = ([0] * (3 - len(numbers)) + numbers) if len(numbers) == 3 else (0, *numbers)
     return hours * 60 + minutes + (1 if seconds else 0)
+
+
+DEV_LOSS = "dev_loss"  # select.metric: the lowest dev loss a run logged
+
+
+class SelectSpec(BaseModel):
+    """A sweep's `select:` section (studies/selection.py runs it)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    grid: dict[str, list[Any]] = Field(default_factory=dict, description="settings to choose among")
+    within: list[str] = Field(
+        default_factory=lambda: ["method.kind", "method.variant"], description="keys of the groups"
+    )
+    metric: str = Field("BLEU", description="a dev report column (higher wins) or dev_loss (lower wins)")
+    seeds: list[int] = Field(default_factory=list, description="seeds trained for each winner")
+
+    @field_validator("grid")
+    @classmethod
+    def _values(cls, grid: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        for key, values in grid.items():
+            if not values:
+                raise ValueError(f"select.grid key {key!r} has no values")
+        return grid
+
+    def rule(self) -> str:
+        direction = "lowest dev loss" if self.metric == DEV_LOSS else f"highest dev {self.metric}"
+        grid = "; ".join(f"{k} in {v}" for k, v in self.grid.items()) or "no grid (cases only)"
+        return f"within {', '.join(self.within)}: {direction} (mean over the grid's seeds), among {grid}"
 
 
 class SweepFile(BaseModel):
@@ -162,7 +190,9 @@ def expand(sweep: Sweep) -> list[Point]:
     if select is not None:
         repeated = sorted(set(select.seeds) & set(spec.seeds))
         if repeated:
-            raise PeftrunError(f"sweep file {sweep.path}: seed {repeated[0]} is in both seeds and select.seeds")
+            raise PeftrunError(
+                f"sweep file {sweep.path}: seed {repeated[0]} is in both seeds and select.seeds"
+            )
     grid = _product(spec.grid)
     raw: list[tuple[Path, dict[str, Any], int | None, bool]] = []
     for case in cases:

@@ -149,7 +149,8 @@ def markdown(report: Report) -> str:
     if missing:
         lines += ["", "Not finished (shown, never averaged):"]
         lines += [f"- {r.state}: `{r.path}`" + (f" ({r.error})" if r.error else "") for r in missing]
-    from peftrun.studies import claims, selection
+    from peftrun.studies import claims
+    from peftrun.studies import selection_record as selection
 
     lines += selection.markdown(report.selection)
     claim_lines = claims.markdown(report.claims, report.split)

@@ -9,6 +9,7 @@ import zlib
 
 import numpy as np
 import pytest
+from report_helpers import INSTANCES, make_run, write_manifest
 from typer.testing import CliRunner
 
 from peftrun.cli import app
@@ -17,13 +18,13 @@ from peftrun.studies import claims
 from peftrun.studies import report as reports
 from peftrun.studies.claims import ClaimSpec
 
-from report_helpers import INSTANCES, make_run, write_manifest
-
 N = len(INSTANCES)
 XSUM = {"dataset": "xsum"}
 
 
-def _xsum_run(path, kind: str, seed: int, level: float, spread: float = 0.02, size: int | None = None, **method):
+def _xsum_run(
+    path, kind: str, seed: int, level: float, spread: float = 0.02, size: int | None = None, **method
+):
     """An XSum run whose per-instance ROUGE scores sit around `level` (seeded noise, fixed per run)."""
     rng = np.random.default_rng(zlib.crc32(f"{kind}-{seed}-{level}-{size}".encode()))
     # XSum's ROUGE is stored ×100 (the report prints it as stored)
@@ -33,7 +34,9 @@ def _xsum_run(path, kind: str, seed: int, level: float, spread: float = 0.02, si
     }
     scores = {name: float(np.mean(values)) for name, values in per.items()}
     data = {**XSUM, **({"train_size": size} if size else {})}
-    return make_run(path, method={"kind": kind, **method}, seed=seed, data=data, scores=scores, per_example=per)
+    return make_run(
+        path, method={"kind": kind, **method}, seed=seed, data=data, scores=scores, per_example=per
+    )
 
 
 @pytest.fixture
@@ -55,19 +58,29 @@ def _one(results, metric="ROUGE-2"):
 
 
 def test_a_directional_claim_held_reversed_and_inconclusive(study):
-    held = _one(claims.evaluate(study, [_spec(better={"method.kind": "prefix"}, worse={"method.kind": "lora"})]))
+    held = _one(
+        claims.evaluate(study, [_spec(better={"method.kind": "prefix"}, worse={"method.kind": "lora"})])
+    )
     assert held.verdict == "held" and held.estimate == pytest.approx(30.0, abs=3) and held.p < 0.05
     assert held.mean_a > held.mean_b  # a: the claimed better row
-    reversed_ = _one(claims.evaluate(study, [_spec(better={"method.kind": "lora"}, worse={"method.kind": "prefix"})]))
+    reversed_ = _one(
+        claims.evaluate(study, [_spec(better={"method.kind": "lora"}, worse={"method.kind": "prefix"})])
+    )
     assert reversed_.verdict == "reversed" and reversed_.estimate < 0
-    unclear = _one(claims.evaluate(study, [_spec(better={"method.kind": "adapter"}, worse={"method.kind": "lora"})]))
+    unclear = _one(
+        claims.evaluate(study, [_spec(better={"method.kind": "adapter"}, worse={"method.kind": "lora"})])
+    )
     assert unclear.verdict == "inconclusive" and unclear.p > 0.05
 
 
 def test_the_default_metric_is_the_datasets_primary_and_holm_adjusts_several(study):
     (only,) = claims.evaluate(study, [_spec(better={"method.kind": "prefix"}, worse={"method.kind": "lora"})])
     assert only.metric == "ROUGE-2"  # XSum's primary metric
-    spec = _spec(better={"method.kind": "adapter"}, worse={"method.kind": "lora"}, metrics=["ROUGE-L", "ROUGE-2", "ROUGE-1"])
+    spec = _spec(
+        better={"method.kind": "adapter"},
+        worse={"method.kind": "lora"},
+        metrics=["ROUGE-L", "ROUGE-2", "ROUGE-1"],
+    )
     results = claims.evaluate(study, [spec])
     assert [r.metric for r in results] == ["ROUGE-2", "ROUGE-L", "ROUGE-1"]  # primary first
     from peftrun.studies.significance import holm
@@ -77,11 +90,19 @@ def test_the_default_metric_is_the_datasets_primary_and_holm_adjusts_several(stu
 
 
 def test_near_parity_within_delta(study):
-    wide = _one(claims.evaluate(study, [_spec(parity=[{"method.kind": "adapter"}, {"method.kind": "lora"}], delta=5)]))
+    wide = _one(
+        claims.evaluate(study, [_spec(parity=[{"method.kind": "adapter"}, {"method.kind": "lora"}], delta=5)])
+    )
     assert wide.verdict == "held" and -5 <= wide.ci_low <= wide.ci_high <= 5
-    narrow = _one(claims.evaluate(study, [_spec(parity=[{"method.kind": "adapter"}, {"method.kind": "lora"}], delta=0.01)]))
+    narrow = _one(
+        claims.evaluate(
+            study, [_spec(parity=[{"method.kind": "adapter"}, {"method.kind": "lora"}], delta=0.01)]
+        )
+    )
     assert narrow.verdict == "inconclusive"
-    apart = _one(claims.evaluate(study, [_spec(parity=[{"method.kind": "prefix"}, {"method.kind": "lora"}], delta=1)]))
+    apart = _one(
+        claims.evaluate(study, [_spec(parity=[{"method.kind": "prefix"}, {"method.kind": "lora"}], delta=1)])
+    )
     assert apart.verdict == "reversed"
 
 
@@ -113,7 +134,9 @@ def test_a_side_matching_no_row_or_several_rows_is_one_line(study):
     with pytest.raises(PeftrunError, match="matches 3 rows"):
         claims.evaluate(study, [_spec(better={"data.dataset": "xsum"}, worse={"method.kind": "lora"})])
     with pytest.raises(PeftrunError, match="metric 'BLEU' is not a report column"):
-        claims.evaluate(study, [_spec(better={"method.kind": "prefix"}, worse={"method.kind": "lora"}, metric="BLEU")])
+        claims.evaluate(
+            study, [_spec(better={"method.kind": "prefix"}, worse={"method.kind": "lora"}, metric="BLEU")]
+        )
 
 
 @pytest.mark.parametrize(

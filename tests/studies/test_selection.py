@@ -10,12 +10,13 @@ import shutil
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from peftrun.cli import app
 from peftrun.errors import PeftrunError
 from peftrun.runs import Run
-from peftrun.studies import selection
+from peftrun.studies import selection, selection_record, sweep_file
 from peftrun.studies import sweep as sweeps
-from peftrun.studies import sweep_file
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "configs" / "sweeps" / "tiny" / "select.yaml"
@@ -45,7 +46,7 @@ def test_a_group_with_an_unfinished_setting_is_not_decided():
 
 
 def test_a_changed_winner_after_test_was_decoded_is_refused_unless_reselect(tmp_path):
-    record = selection.Record(tmp_path)
+    record = selection_record.Record(tmp_path)
     record.data = {"winners": {"g": "lr=1"}, "test_decoded": ["lr=1-seed101"]}
     assert record.check_changes({"g": "lr=1"}, reselect=False) == []
     with pytest.raises(PeftrunError, match="--reselect"):
@@ -58,9 +59,9 @@ def test_a_changed_winner_after_test_was_decoded_is_refused_unless_reselect(tmp_
 
 
 def test_a_setting_owns_its_seeded_runs_only():
-    assert selection.in_setting("kind=lora-lr=0.001-seed101", "kind=lora-lr=0.001")
-    assert selection.in_setting("kind=lora-lr=0.001", "kind=lora-lr=0.001")
-    assert not selection.in_setting("kind=lora-lr=0.0015-seed101", "kind=lora-lr=0.001")
+    assert selection_record.in_setting("kind=lora-lr=0.001-seed101", "kind=lora-lr=0.001")
+    assert selection_record.in_setting("kind=lora-lr=0.001", "kind=lora-lr=0.001")
+    assert not selection_record.in_setting("kind=lora-lr=0.0015-seed101", "kind=lora-lr=0.001")
 
 
 def test_dry_run_lists_the_grid_the_rule_and_the_run_counts(tmp_path):
@@ -113,12 +114,12 @@ def test_test_is_decoded_for_the_winners_runs_only(selected):
     runs = [p for p in folder.iterdir() if (p / "config.resolved.yaml").is_file()]
     assert len(runs) == 5 + 3  # the grid, and one more seed per winner
     for path in runs:
-        winner = any(selection.in_setting(path.name, key) for key in winners.values())
+        winner = any(selection_record.in_setting(path.name, key) for key in winners.values())
         run = Run(path, writer=False)
         assert run.done
         assert ("test" in run.read_metrics()) == winner, path.name
         assert run.has_predictions("test") == winner, path.name
-        assert ("dev" in run.read_metrics()), path.name
+        assert "dev" in run.read_metrics(), path.name
     assert sorted(summary["selection"]["test_decoded"]) == sorted(record["test_decoded"])
     assert len(record["test_decoded"]) == 6
 
@@ -131,19 +132,71 @@ def test_rerunning_a_finished_selection_sweep_changes_nothing(selected):
     assert {p: p.stat().st_mtime_ns for p in folder.rglob("metrics/*.json")} == before
 
 
-def test_a_changed_selection_is_refused_then_recorded_with_reselect(selected, tmp_path):
+def test_a_changed_selection_is_refused_then_recorded_with_reselect(selected):
     folder, _ = selected
-    copy = tmp_path / "tiny-select"
-    shutil.copytree(folder, copy)
-    # Pretend the record had picked the other prefix setting and decoded its test.
-    record = json.loads((copy / "selection.json").read_text(encoding="utf-8"))
-    group = "method.kind=prefix"
-    other = next(s["setting"] for s in record["groups"][group] if s["setting"] != record["winners"][group])
-    record["winners"][group] = other
-    record["test_decoded"].append(f"{other}-seed101")
-    (copy / "selection.json").write_text(json.dumps(record), encoding="utf-8")
-    with pytest.raises(PeftrunError, match="selection changed after test was decoded"):
-        sweeps.run(EXAMPLE, root=tmp_path, echo=lambda line: None)
-    sweeps.run(EXAMPLE, root=tmp_path, echo=lambda line: None, reselect=True)
-    record = json.loads((copy / "selection.json").read_text(encoding="utf-8"))
-    assert [(c["group"], c["from"]) for c in record["reselections"]] == [(group, other)]
+    path = folder / "selection.json"
+    original = path.read_text(encoding="utf-8")
+    try:
+        # Pretend the record had picked the other prefix setting and decoded its test.
+        record = json.loads(original)
+        group = "method.kind=prefix"
+        other = next(
+            s["setting"] for s in record["groups"][group] if s["setting"] != record["winners"][group]
+        )
+        record["winners"][group] = other
+        record["test_decoded"].append(f"{other}-seed101")
+        path.write_text(json.dumps(record), encoding="utf-8")
+        with pytest.raises(PeftrunError, match="selection changed after test was decoded"):
+            sweeps.run(EXAMPLE, root=folder.parent, echo=lambda line: None)
+        sweeps.run(EXAMPLE, root=folder.parent, echo=lambda line: None, reselect=True)
+        record = json.loads(path.read_text(encoding="utf-8"))
+        assert [(c["group"], c["from"]) for c in record["reselections"]] == [(group, other)]
+        report = CliRunner().invoke(app, ["report", str(folder), "--samples", "50"])
+        assert report.exit_code == 0, report.output
+        assert "Reselected after test was decoded" in report.output
+    finally:
+        path.write_text(original, encoding="utf-8")
+
+
+def test_the_report_shows_the_winners_on_test_and_the_dev_grid(selected):
+    folder, _ = selected
+    result = CliRunner().invoke(
+        app, ["report", str(folder), "--split", "test", "--format", "json", "--samples", "50"]
+    )
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert sorted(row["group"]["method.kind"] for row in data["rows"]) == ["full", "lora", "prefix"]
+    assert all(row["n"] == 2 or row["identical_runs"] for row in data["rows"])  # grid seed + winner seed
+    assert all(not row["missing"] for row in data["rows"])  # the losers are not "missing" on test
+    (record,) = data["selection"].values()
+    assert set(record["winners"]) == {"method.kind=full", "method.kind=lora", "method.kind=prefix"}
+    assert [c["claim"] for c in data["claims"]] == ["prefix ahead of the frozen base"] * 2
+    dev = CliRunner().invoke(
+        app, ["report", str(folder), "--split", "dev", "--format", "json", "--samples", "50"]
+    )
+    assert len(json.loads(dev.output)["rows"]) == 5  # every setting of the grid, on dev
+
+
+def test_an_archive_of_the_text_outputs_reports_the_same_tables(selected, tmp_path):
+    """scripts/archive_runs.py keeps what the report reads (no weights): the same rows, p-values,
+    selection and claims from the archive as from the runs themselves."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("archive_runs", ROOT / "scripts" / "archive_runs.py")
+    archive_runs = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(archive_runs)
+    folder, _ = selected
+    dest = tmp_path / "kept" / "tiny-select"
+    copied, _ = archive_runs.archive(folder, dest)
+    assert copied > 0 and not list(dest.rglob("*.pt")) and not list(dest.rglob("*.safetensors"))
+    assert archive_runs.archive(folder, dest)[0] == 0  # nothing changed: nothing copied
+
+    def tables(where):
+        result = CliRunner().invoke(app, ["report", str(where), "--format", "json", "--samples", "50"])
+        assert result.exit_code == 0, result.output
+        data = json.loads(result.output)
+        for row in data["rows"]:
+            row.pop("runs"), row.pop("identical_runs", None)
+        return data["rows"], data["claims"], list(data["selection"].values())
+
+    assert tables(dest) == tables(folder)
