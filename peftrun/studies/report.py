@@ -104,6 +104,7 @@ def build(
     report.rows = aggregate(records, keys, report.columns)
     mark_significance(report)
     report.selection = selections
+    report.decode = decode
     manifests = sorted({p.resolve() for top in map(Path, directories) for p in Path(top).rglob(MANIFEST)})
     report.claims = claims.evaluate(report, claims.declared(manifests, split))
     return report
@@ -311,12 +312,12 @@ def identical_runs(runs: list[RunRecord]) -> bool:
     if first is None or any(r.scores != first.scores or r.per_example != first.per_example for r in runs):
         return False
     try:
-        splits = Run(first.path).prediction_splits()
+        splits = first.prediction_splits()
         outputs = [
-            [[(p.get("id"), p.get("output")) for p in Run(r.path).read_predictions(s)] for s in splits]
+            [[(p.get("id"), p.get("output")) for p in r.read_predictions(s)] for s in splits]
             for r in runs
         ]
     except (PeftrunError, OSError, ValueError):
         return False
-    same_splits = all(Run(r.path).prediction_splits() == splits for r in runs)
+    same_splits = all(r.prediction_splits() == splits for r in runs)
     return bool(splits) and same_splits and all(o == outputs[0] for o in outputs)

@@ -36,7 +36,6 @@ from typing import Any
 import numpy as np
 
 from peftrun.errors import PeftrunError
-from peftrun.runs import Run
 from peftrun.studies.report_data import Report, Row, RunRecord
 from peftrun.studies.values import sort_key
 
@@ -176,7 +175,7 @@ def _run_statistics(record: RunRecord, report: Report) -> Statistics:
         from peftrun.metrics.bootstrap import CORPUS_METRICS, instance_statistics
 
         try:
-            records = Run(record.path).read_predictions(report.split)
+            records = record.read_predictions(report.split)
         except PeftrunError:
             records = None
         if records:

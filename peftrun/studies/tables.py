@@ -60,7 +60,9 @@ def caption(report: Report) -> str:
         scale, variant = "ROUGE F1 ×100", ""
     primary = primary_metric(report) or "none"
     return (
-        f"Mean ± sample std (n runs) over train.seed and data.subset_seed, {report.split} split; a row "
+        f"Mean ± sample std (n runs) over train.seed and data.subset_seed, {report.split} split"
+        + (f" as each run's re-decode `decodes/{report.decode}` scored it" if report.decode else "")
+        + "; a row "
         f"whose runs are identical (nothing trained, greedy decoding) is one run. Scale: {scale}. "
         f"{variant}Bold: best mean. p: the best row against this row, two-sided, by a two-level paired "
         f"bootstrap (Koehn 2004; Davison & Hinkley 1997 §3.8): each of {report.samples} resamples "
@@ -71,7 +73,9 @@ def caption(report: Report) -> str:
         "the other metrics Holm-adjusted within the row. With one seed pair only instances are "
         "resampled (the instance-level test); when one seed pair of S disagrees, p ≥ 2/S^S, so seeds "
         f"that disagree are never significant below {LEAST_SEED_PAIRS} seed pairs. Costs: trainable "
-        "and stored parameters in % of the base model; training time (s); training tokens/s."
+        "and stored parameters in % of the base model; training time (s); training tokens/s; out "
+        "tokens: mean generated tokens per output (EOS excluded); truncated %: outputs that hit the "
+        "token limit without an EOS."
     )
 
 
