@@ -82,7 +82,8 @@ def selection_plan(plan: dict[str, Any] | None) -> list[str]:
         return []
     lines = [f"selection: {plan['rule']}"]
     for group, settings in plan["groups"].items():
-        lines.append(f"  {group}: {len(settings)} settings ({', '.join(settings)})")
+        noun = "setting" if len(settings) == 1 else "settings"
+        lines.append(f"  {group}: {len(settings)} {noun} ({', '.join(settings)})")
     lines.append(
         f"runs: {plan['grid_runs']} on the grid (dev only), then {plan['winner_runs']} more for the winners' "
         f"seeds; test decoded for {plan['test_decodes']} runs (the winners' alone)"
