@@ -125,6 +125,7 @@ class Session:
             self.device,
             self.processes,
             dev_curve=self.dev_curve(),
+            group_by_length=self.cfg.data.group_by_length,
         )
 
     def save_adapter(self, run: Run) -> None:

@@ -93,12 +93,13 @@ def stack_batches(batches: Sequence[dict]) -> tuple[dict, list[slice]]:
 
 
 def forward_losses(
-    model, parts: Sequence[tuple[Method, dict, str]], autocast
+    model, parts: Sequence[tuple[Method, dict, str]], autocast, forward: Callable | None = None
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """One forward pass over one or several runs' batches ((method, batch, reduction) each): each
     run's loss as (numerator, denominator), the loss being their ratio. One run's batch runs in
     its method's own context; several share the frozen base, their rows stacked into one batch,
-    every row with its own run's additions (peftrun.methods.inject.rows)."""
+    every row with its own run's additions (peftrun.methods.inject.rows). `forward`: inputs →
+    logits in place of the model's own (`compiled_forward`, train.compile)."""
     if len(parts) == 1:
         method, batch, _ = parts[0]
         spans, context = [slice(None)], method.active(batch["labels"].shape[0])
@@ -111,7 +112,7 @@ def forward_losses(
             rows += [method.row_inputs()] * (span.stop - span.start)  # computed once per run
         context = active_rows(model, rows)
     with autocast, context:
-        logits = model(**batch["inputs"]).logits
+        logits = model(**batch["inputs"]).logits if forward is None else forward(**batch["inputs"])
     return [
         reduce_losses(*sequence_losses(logits[span], batch["labels"][span]), reduction)
         for (_, _, reduction), span in zip(parts, spans, strict=True)
@@ -123,6 +124,37 @@ def batch_loss(model, method: Method, batch: dict, reduction: str, autocast) -> 
     paper's GPT-2 prefix runs) or `token_mean` (mean over all target tokens)."""
     ((numerator, denominator),) = forward_losses(model, [(method, batch, reduction)], autocast)
     return numerator / denominator.clamp(min=1)
+
+
+# The torch.compile backend of train.compile (tests may swap in a cheaper one).
+COMPILE_BACKEND = "inductor"
+
+
+def compiled_forward(model) -> Callable:
+    """inputs → logits through `torch.compile` (train.compile), the method's additions traced with
+    the model (they hang off its modules). The model itself is not wrapped: state-dict keys,
+    adapters and checkpoints are those of an eager run. Lengths and batch sizes vary from batch to
+    batch: the first call compiles for its shapes, the first different one once more with dynamic
+    sizes (dynamo's automatic dynamic shapes), and no other length recompiles. Ops whose output
+    size depends on data (a soft prompt's per-row placement) are traced, not graph breaks."""
+    import torch._dynamo.config
+    import torch._functorch.config
+
+    def logits(**inputs):
+        return model(**inputs).logits
+
+    compiled = torch.compile(logits, backend=COMPILE_BACKEND)
+
+    def forward(**inputs):
+        # AOTAutograd's on-disk cache off: a second process that hit it (torch 2.13, a prefix)
+        # got logits without a grad_fn. Inductor's own kernel cache still serves later runs.
+        with (
+            torch._dynamo.config.patch(capture_dynamic_output_shape_ops=True, capture_scalar_outputs=True),
+            torch._functorch.config.patch(enable_autograd_cache=False),
+        ):
+            return compiled(**inputs)
+
+    return forward
 
 
 def linear_schedule(optimizer, warmup: int, total: int) -> torch.optim.lr_scheduler.LambdaLR:
@@ -139,6 +171,52 @@ def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
     order = list(range(n))
     random.Random(seed * 1_000_003 + epoch).shuffle(order)
     return order
+
+
+# Batches per mega-batch of `grouped_batches`: enough for ~1% padding on E2E, few enough that the
+# epoch's order still mixes lengths (each mega-batch holds a random 1/K of the data).
+MEGA_BATCHES = 50
+
+
+def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    """One epoch's micro-batches (example indices) in plain shuffled order: `epoch_order` cut
+    into batches of `batch_size` (the last may be shorter)."""
+    order = epoch_order(n, seed, epoch)
+    return [order[i : i + batch_size] for i in range(0, n, batch_size)]
+
+
+def grouped_batches(
+    lengths: Sequence[int], batch_size: int, seed: int, epoch: int, mega: int = MEGA_BATCHES
+) -> list[list[int]]:
+    """One epoch's micro-batches of similar length (`data.group_by_length`), a pure function of
+    (lengths, batch_size, seed, epoch) for resuming: the epoch's shuffled order (`epoch_order`)
+    cut into mega-batches of `mega` batches, each sorted by length (ties keep the shuffled order)
+    and cut into batches, then the batches shuffled (same seed stream). Every example once; as many
+    batches as `epoch_batches` (only the last mega-batch's last batch can be short)."""
+    n = len(lengths)
+    rng = random.Random(seed * 1_000_003 + epoch)
+    order = list(range(n))
+    rng.shuffle(order)  # = epoch_order(n, seed, epoch)
+    chunk = batch_size * mega
+    batches = []
+    for start in range(0, n, chunk):
+        block = sorted(order[start : start + chunk], key=lengths.__getitem__)
+        batches += [block[i : i + batch_size] for i in range(0, len(block), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def example_lengths(
+    make_batch: Callable[[Sequence], dict], examples: Sequence, chunk: int = 512
+) -> list[int]:
+    """Each example's tokens as `make_batch` lays them out: the sum of every attention mask of its
+    row (decoder-only: the sequence; encoder-decoder: source plus target)."""
+    lengths: list[int] = []
+    for start in range(0, len(examples), chunk):
+        inputs = make_batch(list(examples[start : start + chunk]))["inputs"]
+        masks = [value for key, value in inputs.items() if key.endswith("attention_mask")]
+        lengths += sum(mask.long().sum(dim=1) for mask in masks).tolist()
+    return lengths
 
 
 def total_updates(cfg: TrainConfig, n_examples: int) -> int:
@@ -164,10 +242,15 @@ class Trainee:
         device: torch.device,
         processes: Processes,
         dev_curve=None,
+        group_by_length: bool = False,
     ) -> None:
-        """`dev_curve`: the run's `session.DevCurve` (train.decode_every), or None."""
+        """`dev_curve`: the run's `session.DevCurve` (train.decode_every), or None.
+        `group_by_length`: micro-batches of similar length (`data.group_by_length`, `grouped_batches`)."""
         self.model, self.method, self.cfg, self.run, self.device = model, method, cfg, run, device
         self.dev_curve = dev_curve
+        self.group_by_length = group_by_length
+        self._lengths: list[int] | None = None  # the training examples' token counts, when grouping
+        self._batches: tuple[int, list[list[int]]] | None = None  # (epoch, its micro-batches)
         self.train_examples, self.make_batch, self.processes = train_examples, make_batch, processes
         self.params = method.trainable_parameters()
         self.optimizer = torch.optim.AdamW(
@@ -184,6 +267,8 @@ class Trainee:
             warnings.warn("train.precision=bf16: this GPU has no bf16; training in fp32", stacklevel=2)
             bf16 = False
         self.autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
+        # train.compile: the training forward (and so its backward) compiled; dev loss stays eager
+        self.forward = compiled_forward(model) if cfg.compile else None
         self.dev_chunks = [
             processes.shard(list(dev_examples[i : i + cfg.batch_size]))
             for i in range(0, len(dev_examples), cfg.batch_size)
@@ -231,12 +316,23 @@ class Trainee:
         p = self.progress
         if p.batch_in_epoch >= self.per_epoch:
             return None
-        order = epoch_order(len(self.train_examples), self.cfg.seed, p.epoch)
-        start = p.batch_in_epoch * self.cfg.batch_size
+        batch = self.epoch_batches(p.epoch)[p.batch_in_epoch]
         p.batch_in_epoch += 1
-        return self.processes.shard(
-            [self.train_examples[i] for i in order[start : start + self.cfg.batch_size]]
-        )
+        return self.processes.shard([self.train_examples[i] for i in batch])
+
+    def epoch_batches(self, epoch: int) -> list[list[int]]:
+        """The micro-batches (example indices) of `epoch`: a pure function of the config, the
+        examples and the epoch, so a resumed run continues at `batch_in_epoch` on the same batch."""
+        if self._batches is None or self._batches[0] != epoch:
+            n, cfg = len(self.train_examples), self.cfg
+            if self.group_by_length:
+                if self._lengths is None:
+                    self._lengths = example_lengths(self.make_batch, self.train_examples)
+                batches = grouped_batches(self._lengths, cfg.batch_size, cfg.seed, epoch)
+            else:
+                batches = epoch_batches(n, cfg.batch_size, cfg.seed, epoch)
+            self._batches = (epoch, batches)
+        return self._batches[1]
 
     def batch(self, examples: list) -> dict:
         return to_device(self.make_batch(examples), self.device)
@@ -528,10 +624,11 @@ def step_together(parts: Sequence[tuple[Trainee, list]]) -> list[float]:
     """One forward and backward over the runs' micro-batches ((trainee, examples) each); each
     run's micro-batch loss value. Each run's loss is divided by its own grad_accum."""
     model, autocast = parts[0][0].model, parts[0][0].autocast
+    forward = parts[0][0].forward if len(parts) == 1 else None  # packed runs run eager
     try:
         members = [(t, t.batch(examples)) for t, examples in parts if examples]
         runs = [(t.method, batch, t.cfg.loss_reduction) for t, batch in members]
-        losses = forward_losses(model, runs, autocast) if members else []
+        losses = forward_losses(model, runs, autocast, forward) if members else []
         terms = {
             id(t): (n, d, int(batch["inputs"]["attention_mask"].sum()))
             for (t, batch), (n, d) in zip(members, losses, strict=True)

@@ -19,6 +19,7 @@ def check_against_model(cfg: Config):
 
     arch = models.arch_summary(models.hf_config(cfg.model.name))
     cfg.method.check(arch)
+    check_compile(cfg)
     chat = cfg.data.format == "chat"
     if chat:
         check_chat_layout(cfg, arch)
@@ -33,6 +34,24 @@ def check_against_model(cfg: Config):
             if chat:
                 chat_turns(tokenizer, cfg.model.name)
     return arch
+
+
+# train.compile: methods whose training forward dynamo cannot trace as one graph, and why. LoRA
+# branches on how many of the batch's rows its gate selects (a data-dependent size): every LoRA
+# layer breaks the graph, and the breaks recompile per layer until dynamo gives up on them.
+NOT_COMPILED = {
+    "lora": "its layers branch on how many rows their gate selects (a graph break in every LoRA layer)",
+}
+
+
+def check_compile(cfg: Config) -> None:
+    """`train.compile` only for methods whose training forward compiles whole (`NOT_COMPILED`)."""
+    why = NOT_COMPILED.get(cfg.method.kind)
+    if cfg.train.compile and why is not None:
+        raise PeftrunError(
+            f"config error: train.compile cannot compile method.kind={cfg.method.kind}: {why}; "
+            "set train.compile=false"
+        )
 
 
 def check_chat_layout(cfg: Config, arch) -> None:

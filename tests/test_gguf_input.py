@@ -171,6 +171,38 @@ def test_the_content_hash_is_computed_once_per_file_state(tmp_path, monkeypatch)
     assert files.digest(gguf) == first and files._digest.cache_info().hits == 1
 
 
+def test_another_gguf_never_reuses_the_smollm2_folder_of_the_first(tmp_path, cache, conversions):
+    """The SmolLM2 folder (`smollm2-135m`'s) serves only the GGUF it was converted from (its sha256,
+    in peftrun-source.json): with GGUF A converted there, GGUF B gets a conversion of its own."""
+    first = write_gguf(tmp_path / "a.gguf", "gpt2")
+    second = write_gguf(tmp_path / "b.gguf", "gpt2", values=64)
+    shared = cache / smollm2.FOLDER
+    smollm2.convert_gguf(first, shared, digest=files.digest(first))  # (the stand-in's folder)
+    assert gguf_input.converted_folder(first, models.FAMILIES) == shared
+    own = gguf_input.converted_folder(second, models.FAMILIES)
+    assert own != shared and gguf_input.source_digest(own) == files.digest(second)
+    assert conversions == [shared, own]
+
+
+def test_a_gguf_rewritten_at_the_same_size_is_hashed_and_converted_again(tmp_path, cache, conversions):
+    """The hash is kept per (path, size, mtime): new bytes of the same size, written later, are
+    another file, with another hash and another conversion."""
+    import hashlib
+    import os
+
+    gguf = write_gguf(tmp_path / "same.gguf", "gpt2")
+    first = gguf_input.converted_folder(gguf, models.FAMILIES)
+    before = gguf.stat()
+    changed = bytearray(gguf.read_bytes())
+    changed[-1] ^= 0xFF  # the last byte of the tensor data
+    gguf.write_bytes(bytes(changed))
+    os.utime(gguf, ns=(before.st_atime_ns, before.st_mtime_ns + 10**9))  # later, on any clock
+    assert gguf.stat().st_size == before.st_size
+    assert files.digest(gguf) == hashlib.sha256(changed).hexdigest()
+    second = gguf_input.converted_folder(gguf, models.FAMILIES)
+    assert second != first and conversions == [first, second]
+
+
 # ------------------------------------------------------------------------ smollm2-135m by name
 
 

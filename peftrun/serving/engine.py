@@ -245,18 +245,23 @@ class Engine:
 
     def _take_batch(self) -> list[_Row]:
         """The oldest row and the waiting rows that can share its batch (lock held). A decoder-only
-        batch pads every prompt to the longest and runs to the longest limit: a row joins only if
-        that still fits the positions, so no row's new tokens are ever cut short by its batch."""
+        batch pads every prompt to the longest and runs to the longest limit, within the positions
+        of its row with the least room (a prefix or soft prompt holds some: `decode_batch` caps
+        every row's new tokens by that row's): a row joins only if all of that still fits its own
+        room and every row's already in, so no row's new tokens are ever cut short by its batch."""
         first = self._rows[0]
-        room = self.room(first.request.adapter)
         decoder_only = not self.adapters.shared.arch.is_encoder_decoder
         batch, rest = [], deque()
         width = limit = 0
+        room = 1 << 30  # the least room of the rows taken so far
         for row in self._rows:
-            fits = not decoder_only or max(width, row.width) + max(limit, row.request.max_tokens) <= room
+            own = self.room(row.request.adapter)
+            needs = max(width, row.width) + max(limit, row.request.max_tokens)
+            fits = not decoder_only or needs <= min(room, own)
             if len(batch) < self.max_rows and row.key == first.key and (fits or not batch):
                 batch.append(row)
                 width, limit = max(width, row.width), max(limit, row.request.max_tokens)
+                room = min(room, own)
             else:
                 rest.append(row)
         self._rows = rest

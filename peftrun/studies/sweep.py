@@ -175,7 +175,14 @@ def run(
     if sweep.spec.select is not None:
         return run_selection(sweep, configs, states, options, dry_run, reselect)
     if dry_run:
-        return _summary(sweep, [PointResult(p, states[p.name]) for p in sweep.points], {}, dry_run=True)
+        pending = [p for p in sweep.points if states[p.name] != RunState.DONE]
+        packed = {
+            p.name: [q.name for q in job.points]
+            for job in plan_jobs(sweep, pending, configs, pack)
+            if job.pack_file
+            for p in job.points
+        }
+        return _summary(sweep, [PointResult(p, states[p.name]) for p in sweep.points], packed, dry_run=True)
     results, packed = execute(sweep, sweep.points, configs, states, options)
     return _summary(sweep, results, packed)
 

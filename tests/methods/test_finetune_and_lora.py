@@ -141,6 +141,31 @@ def test_lora_zero_b_is_identity_and_merge_matches(model_name, tmp_path):
     torch.testing.assert_close(logits_of(merged, inputs), unmerged, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("model_name", MODELS)
+def test_a_lora_on_a_bf16_base_gives_bf16_outputs_outside_active_too(model_name):
+    """A and B are fp32 beside a bf16 frozen base (`train.precision: bf16-frozen`): the update is
+    cast back to the layer's output dtype both inside `active()` (its rows only) and outside it
+    (every row: a plain forward of the model), which then give the same logits."""
+    loaded = models.load(model_name, seed=0)
+    loaded.model.to(torch.bfloat16).eval()
+    inputs = batch(loaded)
+    with torch.no_grad():
+        base = loaded.model(**inputs).logits
+    method = attach(loaded, LoRAOptions(rank=2))
+    generator = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for name, p in method.model.named_parameters():
+            if ".lora_B." in name:
+                assert p.dtype == torch.float32
+                p.copy_(torch.randn(p.shape, generator=generator) * 0.5)
+    inside = logits_of(method, inputs)
+    with torch.no_grad():
+        outside = method.model(**inputs).logits
+    assert outside.dtype == inside.dtype == torch.bfloat16
+    torch.testing.assert_close(outside, inside)
+    assert not torch.equal(outside, base)  # the LoRA applied
+
+
 def test_gpt2_lora_leaves_k_slice_unchanged():
     loaded = models.load("tiny-gpt2", seed=0)
     d = loaded.arch.hidden

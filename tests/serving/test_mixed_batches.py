@@ -150,3 +150,38 @@ def test_one_generate_call_equals_each_row_alone(setup, settings):
         expected = generate(model.model, method, fmt, [sources[r]], cfg, torch.device("cpu"))
         assert mixed[r] == expected[0], (r, ADAPTERS[name][r])
     assert len(set(mixed)) > 1
+
+
+def test_beam_search_rows_are_hfs_own_beam_search(setup):
+    """`num_beams` reaches generate() for every family, encoder-decoders too: each row of a mixed
+    beam batch is what HF's generate(num_beams=3) gives for that row alone, called here directly
+    (the batch-vs-alone test above decodes both sides with peftrun's own settings)."""
+    from contextlib import nullcontext
+
+    from transformers import GenerationConfig
+
+    from peftrun.decode import output_text
+
+    name, shared, rows, alone = setup
+    cfg = DecodeConfig(num_beams=3, max_new_tokens=6, batch_size=64, banned_strings=[])
+    sources = [SOURCES[i % len(SOURCES)] for i in range(len(rows))]
+    inputs = [row_inputs for row_inputs, _ in rows]
+
+    def decoded(settings: DecodeConfig) -> list[str]:
+        context = lambda chunk: active_rows(shared.model, [inputs[i] for i in chunk])  # noqa: E731
+        return decode_rows(
+            shared.model, [fmt for _, fmt in rows], sources, context, settings, torch.device("cpu")
+        )
+
+    beams = decoded(cfg)
+    for r, (model, method, fmt) in enumerate(alone):
+        prompt = fmt.prompt_batch([sources[r]])
+        hf = GenerationConfig(
+            num_beams=3, do_sample=False, max_new_tokens=6, eos_token_id=fmt.tokenizer.eos_token_id,
+            pad_token_id=fmt.tokenizer.pad_token_id,
+            decoder_start_token_id=getattr(model.model.config, "decoder_start_token_id", None),
+        )  # fmt: skip
+        with torch.no_grad(), method.active(1) if method is not None else nullcontext():
+            output = model.model.generate(**prompt, generation_config=hf)
+        assert beams[r] == output_text(fmt.tokenizer, fmt.generated_ids(output, prompt)[0]), r
+    assert beams != decoded(cfg.model_copy(update={"num_beams": 1})), "beams found other outputs than greedy"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
@@ -585,6 +586,129 @@ def test_a_short_prompt_with_a_long_limit_is_never_cut_by_a_long_prompt_beside_i
     assert answers[2].usage.completion_tokens == 480
     assert answers[2].choices[0].text == expected
     assert answers[1].usage.prompt_tokens > 200
+
+
+LONG_MR = f"name[{' '.join(['word'] * 120)}]"  # ~360 tokens, cut to half the positions
+
+
+def _post(server, body: dict) -> dict:
+    response = httpx.post(f"{server.v1}/completions", json=body, timeout=120)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def _behind_a_blocker(server, bodies: list[dict], apart: float = 0.0) -> list[dict]:
+    """The answers to `bodies`, sent in order (`apart` seconds between them) while another request
+    decodes, so that they wait, and can share a batch, together."""
+    with ThreadPoolExecutor(len(bodies) + 1) as pool:
+        blocker = pool.submit(_post, server, {"model": "lora", "prompt": SOURCES[1], "max_tokens": 150})
+        threading.Event().wait(0.3)
+        answers = []
+        for body in bodies:
+            answers.append(pool.submit(_post, server, body))
+            threading.Event().wait(apart)
+        blocker.result()
+        return [answer.result() for answer in answers]
+
+
+def test_a_row_gets_every_token_it_asked_for_whatever_prefix_waits_beside_it(server):
+    """A prefix holds 3 of tiny-gpt2's 512 positions (509 are left for its prompt and output): a
+    base row asking for every position but its prompt's must not share a batch with a prefix row
+    that would take 3 of its tokens; it gets them all, cut by its own max_tokens ("length")."""
+    width = _post(server, {"model": BASE, "prompt": LONG_MR, "max_tokens": 1})["usage"]["prompt_tokens"]
+    full = {"model": BASE, "prompt": LONG_MR, "max_tokens": 512 - width}  # every position of the base
+    base, prefix = _behind_a_blocker(
+        server, [full, {"model": "prefix", "prompt": SOURCES[0], "max_tokens": 5}], apart=0.2
+    )
+    ends = [(a["usage"]["completion_tokens"], a["choices"][0]["finish_reason"]) for a in (base, prefix)]
+    assert ends == [(512 - width, "length"), (5, "length")]
+
+
+def test_sampled_rows_waiting_together_each_decode_with_their_own_temperature_and_top_p(server):
+    """Rows of sampled requests that differ only in temperature (or top_p) wait together: each
+    row is decoded with its own. Near-greedy settings (temperature 1e-6, or top_p 1e-6: the top
+    token alone) give the greedy text; temperature 2 on tiny-gpt2's flat logits never does."""
+    prompt = {"model": BASE, "prompt": SOURCES[2], "max_tokens": 8}
+    greedy = _post(server, {**prompt, "temperature": 0})["choices"][0]["text"]
+    settings = [{"temperature": 1e-6}, {"temperature": 2.0}, {"top_p": 1e-6}, {"top_p": 1.0}]
+    answers = _behind_a_blocker(server, [{**prompt, **s, "n": 2} for s in settings])
+    texts = [[choice["text"] for choice in answer["choices"]] for answer in answers]
+    assert texts[0] == texts[2] == [greedy, greedy], texts
+    assert all(text != greedy for text in texts[1] + texts[3]), texts
+
+
+def test_a_prompt_and_max_tokens_that_fill_every_position_are_served_and_one_more_is_refused(server):
+    """The prefix leaves 509 of tiny-gpt2's positions: prompt + max_tokens = 509 is served to its
+    last token; 510 is refused (400)."""
+    body = {"model": "prefix", "prompt": LONG_MR}
+    width = _post(server, {**body, "max_tokens": 1})["usage"]["prompt_tokens"]
+    exact = _post(server, {**body, "max_tokens": 509 - width})
+    assert exact["usage"]["completion_tokens"] == 509 - width
+    over = httpx.post(f"{server.v1}/completions", json={**body, "max_tokens": 510 - width}, timeout=60)
+    assert over.status_code == 400, over.text
+    assert "need 510 positions; tiny-gpt2 holds 509 here" in over.json()["error"]["message"]
+
+
+def test_the_queue_limit_counts_rows_a_request_with_n_4_is_4(runs):
+    """--max-queue is rows (a request's prompts x n), not requests. The engine is not started, so
+    every row submitted waits."""
+    import peftrun
+    from peftrun.serving.engine import Completion, Engine, QueueFull
+    from peftrun.serving.metrics import ServeMetrics
+
+    lm = peftrun.load(f"lora={runs['lora']}")
+    decode = lm.adapters.adapters["lora"].cfg.decode
+
+    def request(n: int, prompts: int = 1) -> Completion:
+        return Completion("lora", [SOURCES[0]] * prompts, n, decode, (), None, False, lambda event: None, 10,
+                          widths=[15] * prompts)  # fmt: skip
+
+    engine = Engine(lm.adapters, ServeMetrics(), max_queue=4)
+    engine.submit(request(4))  # one request, 4 rows: the queue is full
+    for refused in (request(1), request(1, prompts=2)):
+        with pytest.raises(QueueFull, match="4 rows wait, at most 4"):
+            engine.submit(refused)
+    engine = Engine(lm.adapters, ServeMetrics(), max_queue=4)
+    engine.submit(request(2, prompts=1))
+    engine.submit(request(1, prompts=2))  # 2 + 2 rows: taken
+    with pytest.raises(QueueFull):
+        engine.submit(request(1))
+
+
+def test_a_stream_never_sends_the_start_of_a_stop_string_that_then_completes(server, client):
+    """A stop string whose all-but-last characters end the text at one token and whose last
+    character starts the next: the stream holds those characters back, and its pieces add up to
+    the non-streamed text, cut before the stop."""
+    prompt = {"model": BASE, "prompt": SOURCES[0]}
+    whole = _post(server, prompt)["choices"][0]["text"]  # 10 tokens
+    stop = None
+    for tokens in range(1, 10):
+        start = _post(server, {**prompt, "max_tokens": tokens})["choices"][0]["text"]
+        if len(start) >= 4 and start[-1].isalnum() and whole.startswith(start) and len(whole) > len(start):
+            candidate = start[-3:] + whole[len(start)]
+            if whole.find(candidate) == len(start) - 3:
+                stop = candidate
+                break
+    assert stop is not None, f"no token boundary to put a stop string across in {whole!r}"
+    body = {**prompt, "stop": [stop]}
+    expected = client.completions.create(**body).choices[0]
+    assert (expected.text, expected.finish_reason) == (whole[: whole.find(stop)], "stop")
+    pieces = [c.choices[0].text for c in client.completions.create(**body, stream=True) if c.choices]
+    assert "".join(pieces) == expected.text, pieces
+
+
+def test_a_folder_beside_the_root_whose_name_starts_with_the_roots_is_outside_it(server, runs):
+    """`ROOT-evil` is not under `ROOT` although its path starts with ROOT's: the path itself is
+    refused (403, before anything is read: a missing folder there is not told apart), not only
+    the files a run there would read (`test_an_api_key_guards_every_endpoint_but_health`)."""
+    root = runs["root"]
+    evil = root.parent / f"{root.name}-evil"
+    shutil.copytree(runs["lora"], evil / "run", dirs_exist_ok=True)  # a whole run: it would load
+    for path in (str(evil / "run"), f"../{evil.name}/run", str(evil / "nowhere")):
+        response = httpx.post(f"{server.v1}/adapters", json={"name": "evil", "path": path}, timeout=60)
+        assert response.status_code == 403, response.text
+        assert "is outside --adapter-root" in response.json()["error"]["message"]
+    assert [m["id"] for m in httpx.get(f"{server.v1}/models").json()["data"]] == [BASE, *KINDS]
 
 
 def test_unloading_a_lora_gives_back_the_modules_it_wrapped(runs):

@@ -98,7 +98,7 @@ def test_an_unknown_selection_metric_is_one_line(tmp_path):
 def selected(tmp_path_factory):
     """The shipped tiny selection sweep, run once."""
     root = tmp_path_factory.mktemp("select")
-    summary = sweeps.run(EXAMPLE, root=root, workers=1, echo=lambda line: None)
+    summary = sweeps.run(EXAMPLE, root=root, workers=2, echo=lambda line: None)
     return root / "tiny-select", summary
 
 
