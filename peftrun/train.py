@@ -28,6 +28,8 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from peftrun import interrupts
+from peftrun.batch_order import epoch_batches, example_lengths, grouped_batches
+from peftrun.compiled import compiled_forward
 from peftrun.config import TrainConfig
 from peftrun.data.formats import IGNORE
 from peftrun.distributed import Processes
@@ -126,37 +128,6 @@ def batch_loss(model, method: Method, batch: dict, reduction: str, autocast) -> 
     return numerator / denominator.clamp(min=1)
 
 
-# The torch.compile backend of train.compile (tests may swap in a cheaper one).
-COMPILE_BACKEND = "inductor"
-
-
-def compiled_forward(model) -> Callable:
-    """inputs → logits through `torch.compile` (train.compile), the method's additions traced with
-    the model (they hang off its modules). The model itself is not wrapped: state-dict keys,
-    adapters and checkpoints are those of an eager run. Lengths and batch sizes vary from batch to
-    batch: the first call compiles for its shapes, the first different one once more with dynamic
-    sizes (dynamo's automatic dynamic shapes), and no other length recompiles. Ops whose output
-    size depends on data (a soft prompt's per-row placement) are traced, not graph breaks."""
-    import torch._dynamo.config
-    import torch._functorch.config
-
-    def logits(**inputs):
-        return model(**inputs).logits
-
-    compiled = torch.compile(logits, backend=COMPILE_BACKEND)
-
-    def forward(**inputs):
-        # AOTAutograd's on-disk cache off: a second process that hit it (torch 2.13, a prefix)
-        # got logits without a grad_fn. Inductor's own kernel cache still serves later runs.
-        with (
-            torch._dynamo.config.patch(capture_dynamic_output_shape_ops=True, capture_scalar_outputs=True),
-            torch._functorch.config.patch(enable_autograd_cache=False),
-        ):
-            return compiled(**inputs)
-
-    return forward
-
-
 def linear_schedule(optimizer, warmup: int, total: int) -> torch.optim.lr_scheduler.LambdaLR:
     def factor(step: int) -> float:
         if step < warmup:
@@ -164,59 +135,6 @@ def linear_schedule(optimizer, warmup: int, total: int) -> torch.optim.lr_schedu
         return max(0.0, (total - step) / max(1, total - warmup))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
-    """The shuffled example order of one epoch, a pure function of (seed, epoch) for resuming."""
-    order = list(range(n))
-    random.Random(seed * 1_000_003 + epoch).shuffle(order)
-    return order
-
-
-# Batches per mega-batch of `grouped_batches`: enough for ~1% padding on E2E, few enough that the
-# epoch's order still mixes lengths (each mega-batch holds a random 1/K of the data).
-MEGA_BATCHES = 50
-
-
-def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
-    """One epoch's micro-batches (example indices) in plain shuffled order: `epoch_order` cut
-    into batches of `batch_size` (the last may be shorter)."""
-    order = epoch_order(n, seed, epoch)
-    return [order[i : i + batch_size] for i in range(0, n, batch_size)]
-
-
-def grouped_batches(
-    lengths: Sequence[int], batch_size: int, seed: int, epoch: int, mega: int = MEGA_BATCHES
-) -> list[list[int]]:
-    """One epoch's micro-batches of similar length (`data.group_by_length`), a pure function of
-    (lengths, batch_size, seed, epoch) for resuming: the epoch's shuffled order (`epoch_order`)
-    cut into mega-batches of `mega` batches, each sorted by length (ties keep the shuffled order)
-    and cut into batches, then the batches shuffled (same seed stream). Every example once; as many
-    batches as `epoch_batches` (only the last mega-batch's last batch can be short)."""
-    n = len(lengths)
-    rng = random.Random(seed * 1_000_003 + epoch)
-    order = list(range(n))
-    rng.shuffle(order)  # = epoch_order(n, seed, epoch)
-    chunk = batch_size * mega
-    batches = []
-    for start in range(0, n, chunk):
-        block = sorted(order[start : start + chunk], key=lengths.__getitem__)
-        batches += [block[i : i + batch_size] for i in range(0, len(block), batch_size)]
-    rng.shuffle(batches)
-    return batches
-
-
-def example_lengths(
-    make_batch: Callable[[Sequence], dict], examples: Sequence, chunk: int = 512
-) -> list[int]:
-    """Each example's tokens as `make_batch` lays them out: the sum of every attention mask of its
-    row (decoder-only: the sequence; encoder-decoder: source plus target)."""
-    lengths: list[int] = []
-    for start in range(0, len(examples), chunk):
-        inputs = make_batch(list(examples[start : start + chunk]))["inputs"]
-        masks = [value for key, value in inputs.items() if key.endswith("attention_mask")]
-        lengths += sum(mask.long().sum(dim=1) for mask in masks).tolist()
-    return lengths
 
 
 def total_updates(cfg: TrainConfig, n_examples: int) -> int:

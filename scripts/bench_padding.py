@@ -29,10 +29,10 @@ import time
 import torch
 
 from peftrun import models
+from peftrun.batch_order import epoch_batches, example_lengths, grouped_batches
 from peftrun.config import DataConfig
 from peftrun.data import load_pairs
 from peftrun.data.formats import DecoderOnlyFormat
-from peftrun.train import epoch_batches, example_lengths, grouped_batches
 
 
 def padding(batches: list[list[int]], lengths: list[int]) -> float:

@@ -11,7 +11,7 @@ from conftest import write_config
 from safetensors.torch import load_file
 from torch._dynamo.utils import counters
 
-from peftrun import config, experiment, train
+from peftrun import compiled, config, experiment
 from peftrun.assembly import attach_method, load_base
 from peftrun.distributed import Processes
 from peftrun.errors import PeftrunError
@@ -95,7 +95,7 @@ def _run(tmp_path, name: str, compiled: bool, then: bool | None = None):
 
 
 def test_checkpoints_and_adapters_resume_across_compile(tmp_path, monkeypatch):
-    monkeypatch.setattr(train, "COMPILE_BACKEND", "aot_eager")  # the keys, not the kernels: quick
+    monkeypatch.setattr(compiled, "COMPILE_BACKEND", "aot_eager")  # the keys, not the kernels: quick
     torch._dynamo.reset()
     eager, _ = _run(tmp_path, "eager", compiled=False)
     to_eager, compiled_checkpoint = _run(tmp_path, "compiled-then-eager", compiled=True, then=False)
@@ -111,7 +111,7 @@ def test_checkpoints_and_adapters_resume_across_compile(tmp_path, monkeypatch):
 
 
 def test_a_method_that_cannot_compile_is_refused_in_one_line(tmp_path, monkeypatch):
-    monkeypatch.setattr(train, "COMPILE_BACKEND", "aot_eager")  # (were it not refused)
+    monkeypatch.setattr(compiled, "COMPILE_BACKEND", "aot_eager")  # (were it not refused)
     cfg = write_config(
         tmp_path,
         TINY.replace("method: {kind: prefix, prefix_len: 3}", "method: {kind: lora}").replace(

@@ -16,11 +16,11 @@ from conftest import ROOT, write_config
 from peftrun import config as config_module
 from peftrun import experiment, packing
 from peftrun import train as train_module
+from peftrun.batch_order import epoch_batches, epoch_order, example_lengths, grouped_batches
 from peftrun.config import DataConfig
 from peftrun.data import load_pairs
 from peftrun.data.formats import DecoderOnlyFormat
 from peftrun.distributed import Processes
-from peftrun.train import epoch_batches, epoch_order, example_lengths, grouped_batches
 
 
 def lengths_of(n: int, seed: int = 0) -> list[int]:

@@ -89,6 +89,7 @@ class _Row:
     emitted: str = ""  # text streamed so far
     tokens: int = 0
     stopped: bool = False  # ended by its max_tokens or a stop string, or cancelled
+    live: bool = False  # decoded by continuous batching (peftrun.serving.live)
 
 
 class Engine:
@@ -154,9 +155,10 @@ class Engine:
                     f"the queue is full ({len(self._rows)} rows wait, at most {self.max_queue}); retry later"
                 )
             key = self._batch_key(request)
+            live = self._live(request)
             for p, (prompt, width) in enumerate(zip(request.prompts, request.widths, strict=True)):
                 for j in range(request.n):
-                    self._rows.append(_Row(request, p * request.n + j, prompt, key, width))
+                    self._rows.append(_Row(request, p * request.n + j, prompt, key, width, live=live))
             self.metrics.queue_rows.set(len(self._rows))
             self.accepted += 1
             self._wake.notify()
@@ -237,7 +239,9 @@ class Engine:
                     future.set_result(action())
                 except Exception as err:  # reported to the caller that asked for it
                     future.set_exception(err)
-            if batch:
+            if batch and batch[0].live:
+                self._run_live(batch)
+            elif batch:
                 self._decode(batch)
 
     def _ready_commands(self):
@@ -257,7 +261,7 @@ class Engine:
         for row in self._rows:
             own = self.room(row.request.adapter)
             needs = max(width, row.width) + max(limit, row.request.max_tokens)
-            fits = not decoder_only or needs <= min(room, own)
+            fits = not decoder_only or first.live or needs <= min(room, own)
             if len(batch) < self.max_rows and row.key == first.key and (fits or not batch):
                 batch.append(row)
                 width, limit = max(width, row.width), max(limit, row.request.max_tokens)
@@ -269,9 +273,25 @@ class Engine:
         self.metrics.queue_rows.set(len(self._rows))
         return batch
 
-    def _batch_key(self, request: Completion) -> str:
-        """Rows with equal keys can share one generate() call."""
+    def _live(self, request: Completion) -> bool:
+        """Whether a request's rows join the running batch at any token (continuous batching):
+        greedy or unseeded sampled rows on a decoder-only shared base. Beam search, seeded
+        sampling, encoder-decoder bases and adapters with a model of their own decode a batch at a
+        time (one generate() call)."""
         adapter = self.adapters.adapters.get(request.adapter) if request.adapter else None
+        return (
+            not self.adapters.shared.arch.is_encoder_decoder
+            and (adapter is None or adapter.shared)
+            and request.decode.num_beams == 1
+            and not (request.seed is not None and request.decode.do_sample)
+        )
+
+    def _batch_key(self, request: Completion) -> str:
+        """Rows with equal keys can share one generate() call (or, continuous batching, one
+        running batch: every row there decodes with its own settings)."""
+        adapter = self.adapters.adapters.get(request.adapter) if request.adapter else None
+        if self._live(request):
+            return json.dumps(["live", None if self.mixing else request.adapter])
         settings = request.decode.model_dump(mode="json")
         for name in _NOT_BATCH_SETTINGS:
             settings.pop(name)
@@ -283,6 +303,100 @@ class Engine:
         if request.seed is not None and request.decode.do_sample:
             where += f"/seeded:{id(request)}"
         return json.dumps([where, settings], sort_keys=True)
+
+    def _run_live(self, batch: list[_Row]) -> None:
+        """Continuous batching (peftrun.serving.live): rows of the batch's key join at every
+        token while they are the oldest waiting (another kind of row or a load/unload waiting
+        ends admission, and the batch drains); each row is answered as soon as it ends."""
+        import torch
+
+        from peftrun.serving.live import LiveBatch
+
+        aset = self.adapters
+        running = LiveBatch(aset.shared.model, aset.shared.tokenizer, aset.device)
+        key, pending = batch[0].key, batch
+        try:
+            while True:
+                if pending:
+                    running.join([self._live_row(row) for row in pending if not row.request.cancelled])
+                    pending = []
+                self._settle(running)
+                with self._wake:
+                    pending = self._admit(key, len(running.rows))
+                    self._running = [live.row for live in running.rows] + pending
+                    if not running.rows and not pending:
+                        self._running = []
+                        return
+                if running.rows:
+                    rows = len(running.rows)
+                    adapters = len({live.row.request.adapter for live in running.rows})
+                    started = time.perf_counter()
+                    running.step()
+                    self.metrics.observe_batch(rows, adapters, rows, time.perf_counter() - started)
+        except Exception as err:  # a failed batch answers its requests, and the server goes on
+            message = f"decoding failed: {type(err).__name__}: {err}"
+            rows = [live.row for live in running.rows] + [live.row for live in running.ended] + pending
+            for request in {id(row.request): row.request for row in rows}.values():
+                request.emit(("error", message))
+            self.metrics.batch_failures.inc()
+            with self._wake:
+                self._running = []
+        finally:
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+
+    def _admit(self, key: str, running: int) -> list[_Row]:
+        """The waiting rows that join the running batch now (lock held): the oldest, while they
+        have its key and there is room; none while a load or unload waits."""
+        taken: list[_Row] = []
+        if self._ready_commands():
+            return taken
+        while self._rows and self._rows[0].key == key and running + len(taken) < self.max_rows:
+            taken.append(self._rows.popleft())
+        if taken:
+            self.metrics.queue_rows.set(len(self._rows))
+        return taken
+
+    def _live_row(self, row: _Row):
+        from peftrun.serving.live import LiveRow
+
+        aset = self.adapters
+        adapter = aset.adapters.get(row.request.adapter) if row.request.adapter else None
+        text_format = adapter.format if adapter else aset.base_format()
+        cfg = adapter.cfg if adapter else aset.default_cfg
+        prompt = text_format.prompt_ids(source_text(cfg.data, row.source))
+        limit = max(1, min(row.request.max_tokens, text_format.max_positions - len(prompt)))
+        return LiveRow(row, adapter.rows if adapter else None, prompt, limit, row.request.decode)
+
+    def _settle(self, running) -> None:
+        """After a token: end rows at a stop string or a cancel, stream what is final, and answer
+        every row that ended."""
+        from peftrun.decode import output_text
+
+        tokenizer = running.tokenizer
+        for live in running.rows:
+            row, request = live.row, live.row.request
+            if request.cancelled:
+                live.done = live.done or "cancelled"
+                continue
+            if not (request.stream or request.stops) or live.done is not None:
+                continue
+            text = output_text(tokenizer, live.generated)
+            if _first_stop(text, request.stops) is not None:
+                live.done = "stop"
+            elif request.stream:
+                settled = _settled(text, request.stops)
+                if len(settled) > len(row.emitted) and settled.startswith(row.emitted):
+                    request.emit(("delta", row.choice, settled[len(row.emitted) :]))
+                    row.emitted = settled
+        for live in running.finished():
+            row, request = live.row, live.row.request
+            if request.cancelled:
+                continue
+            text = output_text(tokenizer, live.generated)
+            cut = _first_stop(text, request.stops)
+            reason = "stop" if cut is not None else live.done
+            request.emit(("done", row.choice, text if cut is None else text[:cut], reason, len(live.generated)))
 
     def _decode(self, batch: list[_Row]) -> None:
         import torch
