@@ -17,15 +17,19 @@ from peftrun.distributed import Processes
 from peftrun.errors import PeftrunError
 from peftrun.train import Trainee, step_together
 
+PREFIX = {"kind": "prefix", "prefix_len": 3}
 
-def _trained(compiled: bool, steps: int = 4) -> tuple[list[float], dict[str, torch.Tensor]]:
-    """A tiny GPT-2 prefix (through transformers' attention interface) trained `steps` updates in
-    float64 on batches of different lengths: its losses and final state."""
+
+def _trained(
+    compiled: bool, steps: int = 4, method: dict | None = None
+) -> tuple[list[float], dict[str, torch.Tensor]]:
+    """A tiny GPT-2 method (default: a prefix, through transformers' attention interface) trained
+    `steps` updates in float64 on batches of different lengths: its losses and final state."""
     cfg = config.build(
         {
             "model": {"name": "tiny-gpt2"},
             "data": {"dataset": "e2e", "train_size": 16},
-            "method": {"kind": "prefix", "prefix_len": 3},
+            "method": method or PREFIX,
             "train": {"precision": "fp64", "batch_size": 4, "lr": 1e-2, "device": "cpu", "compile": compiled},
         }
     )
@@ -46,6 +50,21 @@ def _trained(compiled: bool, steps: int = 4) -> tuple[list[float], dict[str, tor
         trainee.optimizer.zero_grad(set_to_none=True)
         losses.append(value)
     return losses, method.training_state()
+
+
+def test_a_lora_step_compiles_whole_and_equals_eager(monkeypatch):
+    """A LoRA whose rows all use it takes the dense path: no graph break (the gate's row selection
+    would break the graph in every adapted layer). aot_eager: the graph, not the kernels (quick)."""
+    monkeypatch.setattr(compiled, "COMPILE_BACKEND", "aot_eager")
+    lora = {"kind": "lora", "rank": 2}
+    torch._dynamo.reset()
+    counters.clear()
+    compiled_losses, compiled_state = _trained(compiled=True, method=lora)
+    assert counters["stats"]["unique_graphs"] <= 2 and not counters["graph_break"]
+    eager_losses, eager_state = _trained(compiled=False, method=lora)
+    assert compiled_losses == pytest.approx(eager_losses, rel=1e-9, abs=1e-9)
+    for key in eager_state:
+        torch.testing.assert_close(compiled_state[key], eager_state[key], rtol=1e-9, atol=1e-12)
 
 
 def test_the_compiled_step_is_the_eager_one_in_float64():
@@ -111,7 +130,11 @@ def test_checkpoints_and_adapters_resume_across_compile(tmp_path, monkeypatch):
 
 
 def test_a_method_that_cannot_compile_is_refused_in_one_line(tmp_path, monkeypatch):
+    from peftrun import validation
+
     monkeypatch.setattr(compiled, "COMPILE_BACKEND", "aot_eager")  # (were it not refused)
+    # Every method compiles today; the refusal is checked on a method declared as not compiling.
+    monkeypatch.setitem(validation.NOT_COMPILED, "lora", "a planted reason")
     cfg = write_config(
         tmp_path,
         TINY.replace("method: {kind: prefix, prefix_len: 3}", "method: {kind: lora}").replace(

@@ -82,7 +82,10 @@ def active_rows(model, rows: list[RowInputs | None]):
         layers = getattr(model, "peftrun_lora_layers", [])
         previous = [layer.gate for layer in layers]
         for layer in layers:
-            layer.gate = torch.tensor([row is not None and row.lora is layer.owner for row in rows])
+            applies = [row is not None and row.lora is layer.owner for row in rows]
+            # Every row: the dense path (gate None), which also keeps a compiled step free of the
+            # data-dependent row selection (train.compile); else only the chosen rows get the delta.
+            layer.gate = None if all(applies) else torch.tensor(applies)
         try:
             yield
         finally:
