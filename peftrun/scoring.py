@@ -200,19 +200,39 @@ def score_file(
     }
 
 
+def _dataset(run: Run) -> str:
+    """A run's dataset from its resolved config; a folder of predictions alone is taken as E2E."""
+    from peftrun import config as config_module
+
+    if not run.resolved_config_path.is_file():
+        return "e2e"
+    return config_module.load(run.resolved_config_path).data.dataset
+
+
 def compare_runs(
     run_a: str | Path, run_b: str | Path, split: str, samples: int, seed: int
 ) -> list[dict[str, Any]]:
-    """Paired bootstrap (Koehn 2004) of B − A over the N instances both runs decoded (E2E), with a
-    two-sided p. One run against one run is one seed pair: the instance-level test, which says
-    nothing about seed variation (`seeds_resampled`: false; `peftrun report` resamples the seeds)."""
-    from peftrun.metrics.bootstrap import paired_bootstrap
+    """Paired bootstrap (Koehn 2004) of B − A over the N instances both runs decoded (E2E: the suite
+    re-scored per resample; XSum: its stored per-instance ROUGE), with a two-sided p. One run against
+    one run is one seed pair: the instance-level test, which says nothing about seed variation
+    (`seeds_resampled`: false; `peftrun report` resamples the seeds)."""
+    from peftrun.metrics.bootstrap import paired_bootstrap, paired_bootstrap_means
 
-    records_a, records_b = Run(Path(run_a)).read_predictions(split), Run(Path(run_b)).read_predictions(split)
+    runs = [Run(Path(run_a)), Run(Path(run_b))]
+    datasets = {_dataset(run) for run in runs}
+    if len(datasets) > 1:
+        raise PeftrunError(f"{run_a} and {run_b} are runs of different datasets; compare runs of one")
+    records_a, records_b = (run.read_predictions(split) for run in runs)
     if [r["id"] for r in records_a] != [r["id"] for r in records_b]:
         raise PeftrunError(
             f"{run_a} and {run_b} decoded different {split} instances; compare runs of the same split"
         )
+    if datasets == {"xsum"}:  # ROUGE is a mean of instance scores: the stored ones are tested
+        stored = [(run.read_metrics().get(split) or {}).get("per_example") or {} for run in runs]
+        if not all(stored):
+            raise PeftrunError(f"{run_a} or {run_b} has no per-instance {split} ROUGE scores to compare")
+        results = paired_bootstrap_means(stored[0], stored[1], samples=samples, seed=seed)
+        return [result.summary() for result in results.values()]
     results = paired_bootstrap(
         [r["output"] for r in records_a],
         [r["output"] for r in records_b],

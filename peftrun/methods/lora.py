@@ -52,7 +52,7 @@ from torch.nn import functional as F
 
 from peftrun.families import ArchSummary, attention_sites, family_of
 from peftrun.methods.base import MethodBase, ParamCounts, copy_into, save_tensors, trained_dtype
-from peftrun.methods.inject import match_rows
+from peftrun.methods.inject import match_rows, rowwise
 from peftrun.methods.inject.rows import RowInputs, active_rows
 from peftrun.methods.lora_options import LoRAOptions
 from peftrun.models import ADAPTER_FLAG, LoadedModel, base_size, count_parameters
@@ -109,7 +109,10 @@ class LoRALayer(nn.Module):
             return y
         if self.gate is None:
             return y + self.delta(x).to(y.dtype)
-        rows = match_rows(self.gate.to(x.device), x.shape[0]).nonzero()[:, 0]
+        chosen = match_rows(self.gate.to(x.device), x.shape[0])
+        if rowwise.STATE.on and chosen.any():  # the update over the whole batch: fixed shapes
+            return torch.where(chosen[:, None, None], y + self.delta(x).to(y.dtype), y)
+        rows = chosen.nonzero()[:, 0]
         if rows.numel() == 0:
             return y
         return y.index_add(0, rows, self.delta(x[rows]).to(y.dtype))

@@ -108,6 +108,10 @@ class AdapterSet:
         self.device = pick_device(self.device_name if self.device_name != "auto" else cfg.train.device)
         self.shared = load_base(cfg, self.device)
         self.shared.model.eval()
+        if not self.shared.arch.is_encoder_decoder:  # before any prefix wraps attention
+            from peftrun.methods.inject import rowwise
+
+            rowwise.install(self.shared.model)
         self.identity = base_identity(cfg)
         self.default_cfg = self._with_overrides(cfg)
 

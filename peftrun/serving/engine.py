@@ -102,8 +102,10 @@ class Engine:
         max_rows: int = 16,
         max_queue: int = 256,
         mixing: bool = True,
+        continuous: bool = True,
     ) -> None:
         self.adapters = adapters
+        self.continuous = continuous  # False: every batch is one generate() call (as before)
         self.metrics = metrics
         self.max_rows = max_rows
         self.max_queue = max_queue
@@ -280,7 +282,8 @@ class Engine:
         time (one generate() call)."""
         adapter = self.adapters.adapters.get(request.adapter) if request.adapter else None
         return (
-            not self.adapters.shared.arch.is_encoder_decoder
+            self.continuous
+            and not self.adapters.shared.arch.is_encoder_decoder
             and (adapter is None or adapter.shared)
             and request.decode.num_beams == 1
             and not (request.seed is not None and request.decode.do_sample)
@@ -313,7 +316,7 @@ class Engine:
         from peftrun.serving.live import LiveBatch
 
         aset = self.adapters
-        running = LiveBatch(aset.shared.model, aset.shared.tokenizer, aset.device)
+        running = LiveBatch(aset.shared.model, aset.shared.tokenizer, aset.device, self.max_rows)
         key, pending = batch[0].key, batch
         try:
             while True:

@@ -92,18 +92,36 @@ class Processors:
 
 
 class LiveBatch:
-    """The running rows and their cache on one model (the engine's thread only)."""
+    """The running rows and their cache on one model (the engine's thread only), in `slots` fixed
+    slots: every decoding step runs all of them (a free slot reads a pad token and sees only
+    itself), so a row's matrix products have the same shapes whatever else runs, and its
+    attention is row-wise (peftrun.methods.inject.rowwise): its answer is its own."""
 
-    def __init__(self, model, tokenizer, device) -> None:
+    def __init__(self, model, tokenizer, device, slots: int) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.device = device
-        self.rows: list[LiveRow] = []
+        self.slots: list[LiveRow | None] = [None] * slots
         self.ended: list[LiveRow] = []  # rows that ended at their prefill
-        self.cache = None  # DynamicCache over self.rows, left-padded to self.width
-        self.mask = None  # (B, width) 1 at real positions
+        self.cache = None  # DynamicCache over the slots, left-padded to self.width
+        self.mask = None  # (slots, width) 1 at each row's real positions
         self.width = 0
         self.processors: dict[str, Processors] = {}
+        self._cache_name: str | None = None
+        self.pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+    @property
+    def rows(self) -> list[LiveRow]:
+        return [live for live in self.slots if live is not None]
+
+    def _cache(self, cache) -> dict:
+        """The cache argument by the name this transformers release's forward() takes."""
+        import inspect
+
+        if self._cache_name is None:
+            names = inspect.signature(self.model.forward).parameters
+            self._cache_name = "cache" if "cache" in names else "past_key_values"
+        return {self._cache_name: cache}
 
     def _processors(self, cfg) -> Processors:
         key = json.dumps(cfg.model_dump(mode="json"), sort_keys=True)
@@ -123,7 +141,7 @@ class LiveBatch:
             live.done = "length"
 
     def join(self, newcomers: list[LiveRow]) -> None:
-        """Prefill each newcomer alone, take its first token, and join its cache to the batch's."""
+        """Prefill each newcomer alone, take its first token, and put its cache in a free slot."""
         from transformers import DynamicCache
 
         from peftrun.methods.inject.rows import active_rows
@@ -133,89 +151,88 @@ class LiveBatch:
             cache = DynamicCache(config=self.model.config)
             with torch.no_grad(), active_rows(self.model, [live.inputs]):
                 out = self.model(
-                    input_ids=ids, attention_mask=torch.ones_like(ids), past_key_values=cache, use_cache=True
+                    input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True, **self._cache(cache)
                 )
             live.cache_len = len(live.prompt)
             self._logits_to_token(live, out.logits[0, -1])
             if live.done is None:
-                self._append(live, out.past_key_values)
+                self._place(live, cache)  # (filled in place)
             else:  # ended at its first token: it never decodes with the others
                 self.ended.append(live)
 
-    def _append(self, live: LiveRow, cache) -> None:
+    def _place(self, live: LiveRow, cache) -> None:
         from transformers import DynamicCache
 
+        slot = self.slots.index(None)
         n = live.cache_len
+        count = len(self.slots)
         if self.cache is None:
-            self.cache, self.width = cache, n
-            self.mask = torch.ones(1, n, dtype=torch.long, device=self.device)
-            self.rows = [live]
-            return
-        width = max(self.width, n)
-        merged = DynamicCache(config=self.model.config)
-        for index, (old, new) in enumerate(zip(self.cache.layers, cache.layers, strict=True)):
-            keys = torch.cat([_left_pad(old.keys, width), _left_pad(new.keys, width)])
-            values = torch.cat([_left_pad(old.values, width), _left_pad(new.values, width)])
-            merged.update(keys, values, index)
-        mask_new = torch.ones(1, n, dtype=torch.long, device=self.device)
-        self.mask = torch.cat([_left_pad_mask(self.mask, width), _left_pad_mask(mask_new, width)])
-        self.cache, self.width = merged, width
-        self.rows.append(live)
-
-    def _drop(self, leaving: list[LiveRow]) -> None:
-        """Take rows out of the batch; trim cache columns no row uses any more."""
-        from transformers import DynamicCache
-
-        if not leaving:
-            return
-        keep = [i for i, r in enumerate(self.rows) if all(r is not x for x in leaving)]
-        if len(keep) == len(self.rows):
-            return
-        self.rows = [self.rows[i] for i in keep]
-        if not keep or self.cache is None:
-            self.cache, self.mask, self.width = None, None, 0
-            self.rows = []
-            return
-        index = torch.tensor(keep, device=self.device)
-        width = max(r.cache_len for r in self.rows)
-        start = self.width - width
-        trimmed = DynamicCache(config=self.model.config)
-        for layer_index, layer in enumerate(self.cache.layers):
-            keys = layer.keys.index_select(0, index)[:, :, start:]
-            values = layer.values.index_select(0, index)[:, :, start:]
-            trimmed.update(keys.contiguous(), values.contiguous(), layer_index)
-        self.mask = self.mask.index_select(0, index)[:, start:]
-        self.cache, self.width = trimmed, width
+            self.cache, self.width = DynamicCache(config=self.model.config), n
+            for index, layer in enumerate(cache.layers):
+                keys = layer.keys.new_zeros(count, *layer.keys.shape[1:])
+                values = layer.values.new_zeros(count, *layer.values.shape[1:])
+                self.cache.update(keys, values, index)
+            self.mask = torch.zeros(count, n, dtype=torch.long, device=self.device)
+        if n > self.width:  # realign: every slot left-padded to the newcomer's width
+            for layer in self.cache.layers:
+                layer.keys, layer.values = _left_pad(layer.keys, n), _left_pad(layer.values, n)
+            self.mask, self.width = _left_pad_mask(self.mask, n), n
+        for layer, new in zip(self.cache.layers, cache.layers, strict=True):
+            layer.keys[slot] = _left_pad(new.keys, self.width)[0]
+            layer.values[slot] = _left_pad(new.values, self.width)[0]
+        self.mask[slot] = 0
+        self.mask[slot, self.width - n :] = 1
+        self.slots[slot] = live
 
     def finished(self) -> list[LiveRow]:
-        """Rows that ended (their token limit, EOS, a stop string or a cancel), taken out."""
-        ended = [r for r in self.rows if r.done is not None]
-        self._drop(ended)
+        """Rows that ended (their token limit, EOS, a stop string or a cancel), taken out; cache
+        columns no row uses any more are dropped."""
+        ended = [live for live in self.slots if live is not None and live.done is not None]
+        for live in ended:
+            slot = next(i for i, other in enumerate(self.slots) if other is live)
+            self.slots[slot] = None
+            self.mask[slot] = 0
+        if ended:
+            rows = self.rows
+            if not rows:
+                self.cache, self.mask, self.width = None, None, 0
+            else:
+                width = max(live.cache_len for live in rows)
+                if width < self.width:
+                    start = self.width - width
+                    for layer in self.cache.layers:
+                        layer.keys = layer.keys[:, :, start:].contiguous()
+                        layer.values = layer.values[:, :, start:].contiguous()
+                    self.mask, self.width = self.mask[:, start:].contiguous(), width
         ended, self.ended = self.ended + ended, []
         return ended
 
     def step(self) -> None:
-        """One token for every running row."""
+        """One token for every running row (and a pad token in every free slot)."""
+        from peftrun.methods.inject import rowwise
         from peftrun.methods.inject.rows import active_rows
 
-        rows = self.rows
-        if not rows:
+        if not self.rows:
             return
-        last = torch.tensor([[r.generated[-1]] for r in rows], device=self.device)
-        positions = torch.tensor([[r.cache_len] for r in rows], device=self.device)
-        mask = torch.cat([self.mask, torch.ones(len(rows), 1, dtype=self.mask.dtype, device=self.device)], 1)
-        with torch.no_grad(), active_rows(self.model, [r.inputs for r in rows]):
-            out = self.model(
-                input_ids=last,
-                attention_mask=mask,
-                position_ids=positions,
-                past_key_values=self.cache,
-                use_cache=True,
-            )
-        self.cache, self.mask, self.width = out.past_key_values, mask, self.width + 1
-        for live, logits in zip(rows, out.logits[:, -1], strict=True):
-            live.cache_len += 1
-            self._logits_to_token(live, logits)
+        last = [[live.generated[-1] if live else self.pad] for live in self.slots]
+        positions = [[live.cache_len if live else 0] for live in self.slots]
+        mask = torch.cat([self.mask, torch.ones(len(self.slots), 1, dtype=self.mask.dtype, device=self.device)], 1)
+        with torch.no_grad(), active_rows(self.model, [live.inputs if live else None for live in self.slots]):
+            with rowwise.fixed_shapes():
+                out = self.model(
+                    input_ids=torch.tensor(last, device=self.device),
+                    attention_mask=mask,
+                    position_ids=torch.tensor(positions, device=self.device),
+                    use_cache=True,
+                    **self._cache(self.cache),
+                )
+        self.mask, self.width = mask, self.width + 1  # (the cache is filled in place)
+        for slot, (live, logits) in enumerate(zip(self.slots, out.logits[:, -1], strict=True)):
+            if live is None:
+                self.mask[slot] = 0  # a free slot sees only its own pad token
+            else:
+                live.cache_len += 1
+                self._logits_to_token(live, logits)
 
 
 def _left_pad(tensor: torch.Tensor, width: int) -> torch.Tensor:

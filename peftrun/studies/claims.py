@@ -47,6 +47,7 @@ from peftrun.errors import PeftrunError
 
 ALPHA = 0.05
 HELD, REVERSED, INCONCLUSIVE = "held", "reversed", "inconclusive"
+NOT_TESTED = "not tested"  # a side names no finished row (its runs failed, or have not run yet)
 
 Selector = dict[str, Any]
 
@@ -118,26 +119,41 @@ def _text(selector: Selector | None) -> str:
     return ", ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in (selector or {}).items())
 
 
-def declared(manifests: list[Path], split: str) -> list[ClaimSpec]:
-    """The claims about this split of the sweeps whose manifests (sweep.json) are given, as each
-    manifest recorded the sweep file when the sweep started (the claims were written before the runs)."""
-    import yaml
+def declared(manifests: list[Path], split: str) -> tuple[list[ClaimSpec], list[str]]:
+    """The claims about this split of the sweeps whose manifests (sweep.json) are given, as the sweep
+    file declared them when its sweep first started (`sweep_at_start`: written before the runs), and
+    a note for each sweep whose file's claims were edited since (the verdicts stay the first ones')."""
 
     from peftrun.files import read_json
 
-    specs = []
+    specs, notes = [], []
     for manifest in manifests:
-        text = read_json(manifest).get("sweep")
-        data = yaml.safe_load(text) if isinstance(text, str) else None
-        items = data.get("claims") if isinstance(data, dict) else None
-        for item in items or []:
+        data = read_json(manifest)
+        first = _claims_of(data.get("sweep_at_start", data.get("sweep")))
+        if _claims_of(data.get("sweep")) != first:
+            notes.append(
+                f"{manifest.parent.name}: the sweep file's claims were edited after the sweep started; "
+                "the verdicts are for the claims as first declared (sweep.json `sweep_at_start`)"
+            )
+        for item in first:
             try:
                 spec = ClaimSpec.model_validate(item)
             except ValueError as err:
                 raise PeftrunError(f"{manifest}: a claim is malformed: {_first_error(err)}") from None
             if spec.split == split:
                 specs.append(spec)
-    return specs
+    return specs, notes
+
+
+def _claims_of(text: Any) -> list[Any]:
+    import yaml
+
+    try:
+        data = yaml.safe_load(text) if isinstance(text, str) else None
+    except yaml.YAMLError:
+        return []
+    items = data.get("claims") if isinstance(data, dict) else None
+    return list(items or [])
 
 
 def _first_error(err: ValueError) -> str:
@@ -178,13 +194,18 @@ def row_matches(row, selector: Selector) -> bool:
     )
 
 
+class MissingRow(PeftrunError):
+    """A claim's side names no finished row: the claim is reported as not tested, with this reason."""
+
+
 def find_row(rows: list, selector: Selector, claim: str):
-    """The one row the selector names; none or several is a one-line error naming them."""
+    """The one row the selector names; several is a one-line error naming them (the declaration
+    cannot tell them apart); none is `MissingRow` (the claim is not tested, the report goes on)."""
     found = [row for row in rows if row_matches(row, selector)]
     if len(found) == 1:
         return found[0]
     if not found:
-        raise PeftrunError(f"claim {claim!r}: no report row has {_text(selector) or 'these values'}")
+        raise MissingRow(f"no finished row has {_text(selector) or 'these values'}")
     names = "; ".join(_text(row.group) or "(all runs)" for row in found)
     raise PeftrunError(
         f"claim {claim!r}: {_text(selector)} matches {len(found)} rows ({names}); add keys to tell them apart"
@@ -203,9 +224,9 @@ class ClaimResult:
     metric: str
     mean_a: float | None  # better / first parity side / trend: the slope's intercept side a
     mean_b: float | None
-    estimate: float  # better − worse, first − second, or the slope
-    ci_low: float
-    ci_high: float
+    estimate: float | None  # better − worse, first − second, or the slope (None: not tested)
+    ci_low: float | None
+    ci_high: float | None
     p: float | None  # Holm-adjusted two-sided p (None for parity)
     p_raw: float | None
     verdict: str
@@ -262,13 +283,16 @@ def evaluate(report, specs: list[ClaimSpec]) -> list[ClaimResult]:
                 f"claim {label!r}: metric {unknown[0]!r} is not a report column; "
                 f"choose from {', '.join(columns)}"
             )
-        if spec.trend:
-            out += _trend(report, spec, label, metrics)
-        elif spec.parity:
-            out += _parity(report, spec, label, metrics)
-        else:
-            out += _better(report, spec, label, metrics)
+        test = _trend if spec.trend else _parity if spec.parity else _better
+        try:
+            out += test(report, spec, label, metrics)
+        except MissingRow as why:
+            out += [_not_tested(label, spec.kind, metric, str(why)) for metric in metrics]
     return out
+
+
+def _not_tested(label: str, kind: str, metric: str, why: str) -> ClaimResult:
+    return ClaimResult(label, kind, metric, None, None, None, None, None, None, None, NOT_TESTED, 0, [], why)
 
 
 def _compare(report, row_a, row_b, metrics: list[str], label: str) -> dict[str, Any]:
@@ -354,10 +378,15 @@ def _trend(report, spec: ClaimSpec, label: str, metrics: list[str]) -> list[Clai
     from peftrun.studies.significance import holm
 
     t = spec.trend
-    values = _ordered_values(report, t.over, label)
+    values = [
+        v
+        for v in _ordered_values(report, t.over, label)
+        if any(row_matches(r, {**t.a, t.over: v}) for r in report.rows)
+        and any(row_matches(r, {**t.b, t.over: v}) for r in report.rows)
+    ]
     if len(values) < 3:
-        raise PeftrunError(
-            f"claim {label!r}: a trend needs at least 3 values of {t.over} (found {len(values)}): "
+        raise MissingRow(
+            f"a trend needs at least 3 values of {t.over} that both sides ran (found {len(values)}): "
             "two points always lie on a line"
         )
     xs = _positions(values, t.x, label)
@@ -449,16 +478,20 @@ def _fmt(value: float | None, digits: int = 2) -> str:
     return "—" if value is None else f"{value:.{digits}f}"
 
 
+def _signed(value: float | None) -> str:
+    return "—" if value is None else f"{value:+.2f}"
+
+
 def p_text(p: float | None) -> str:
     if p is None:
         return "—"
     return "p<0.001" if p < 0.001 else f"p={p:.3f}"
 
 
-def markdown(results: list[ClaimResult], split: str) -> list[str]:
+def markdown(results: list[ClaimResult], split: str, notes: list[str] | None = None) -> list[str]:
     """The claims as a Markdown table, with a note on how each verdict is computed."""
     if not results:
-        return []
+        return [f"Note: {note}." for note in notes or []]
     lines = [
         f"### Claims (declared in the sweep file before the runs; {split} split)",
         "",
@@ -466,19 +499,20 @@ def markdown(results: list[ClaimResult], split: str) -> list[str]:
         "|---|---|---:|---:|---:|---|---:|---|",
     ]
     for r in results:
-        ci = f"[{_fmt(r.ci_low)}, {_fmt(r.ci_high)}]"
+        ci = "—" if r.ci_low is None else f"[{_fmt(r.ci_low)}, {_fmt(r.ci_high)}]"
         lines.append(
-            f"| {r.claim} | {r.metric} | {_fmt(r.mean_a)} | {_fmt(r.mean_b)} | {r.estimate:+.2f} | {ci} | "
-            f"{p_text(r.p)} | **{r.verdict}** |"
+            f"| {r.claim} | {r.metric} | {_fmt(r.mean_a)} | {_fmt(r.mean_b)} | {_signed(r.estimate)} | "
+            f"{ci} | {p_text(r.p)} | **{r.verdict}** |"
         )
-    notes = sorted({f"- {r.claim}: {r.detail}" for r in results if r.detail})
+    details = sorted({f"- {r.claim}: {r.detail}" for r in results if r.detail})
     lines += [
         "",
         "a, b: the row means (better/worse: the claimed better row first; parity: as declared). "
         "Estimate: a − b (trend: the slope of the gap). Two-level paired bootstrap, two-sided p, "
         "Holm-adjusted across the metrics of one claim; held: significant in the claimed direction "
         "(parity: the interval inside ±δ), reversed: significant the other way (parity: wholly "
-        "outside), inconclusive: neither.",
-        *notes,
+        "outside), inconclusive: neither; not tested: a side has no finished row (reason below).",
+        *details,
+        *[f"- Note: {note}." for note in notes or []],
     ]
     return lines

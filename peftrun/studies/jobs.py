@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from peftrun.files import write_json
+from peftrun.files import read_json, write_json
 from peftrun.run_states import RunState
 from peftrun.runs import Run
 from peftrun.studies.sweep_file import Point, Sweep
@@ -46,6 +46,7 @@ class Manifest:
     errors: dict[str, str | None] = field(default_factory=dict)
     packed: dict[str, list[str]] = field(default_factory=dict)  # run name → its packed group
     lock: threading.Lock = field(default_factory=threading.Lock)
+    first_text: str | None = None  # `sweep_at_start`, read from an earlier sweep.json
 
     @property
     def path(self) -> Path:
@@ -59,10 +60,16 @@ class Manifest:
 
     def write(self) -> None:
         sweep = self.sweep
+        if self.first_text is None:
+            # The sweep file as it was when the sweep first started (its declared claims live
+            # there): kept through every later invocation, whatever the file says by then.
+            earlier = read_json(self.path) if self.path.is_file() else {}
+            self.first_text = earlier.get("sweep_at_start", earlier.get("sweep", sweep.text))
         payload = {
             "name": sweep.name,
             "sweep_file": str(sweep.path),
             "sweep": sweep.text,
+            "sweep_at_start": self.first_text,
             "command_line_overrides": sweep.cli_overrides,
             "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "points": [

@@ -106,7 +106,8 @@ def build(
     report.selection = selections
     report.decode = decode
     manifests = sorted({p.resolve() for top in map(Path, directories) for p in Path(top).rglob(MANIFEST)})
-    report.claims = claims.evaluate(report, claims.declared(manifests, split))
+    specs, report.claim_notes = claims.declared(manifests, split)
+    report.claims = claims.evaluate(report, specs)
     return report
 
 
@@ -136,6 +137,18 @@ def collect(directories: list[Path], split: str, decode: str | None = None) -> l
     return list(records.values())
 
 
+def with_defaults(config: dict[str, Any]) -> dict[str, Any]:
+    """A resolved config with every key, the later-added ones at their defaults included (they are
+    left out of config.resolved.yaml at their default), so a claim or `--by` can name them and old
+    runs read as what they were; the stored values as they are if this peftrun cannot read them."""
+    from peftrun import config as config_module
+
+    try:
+        return config_module.build(config).model_dump(mode="json")
+    except PeftrunError:
+        return config
+
+
 def read_run(path: Path, split: str, decode: str | None = None) -> RunRecord:
     """A run directory as the report sees it: its config, status, meta and its `split` metrics
     (with `decode`, those of RUN/decodes/NAME: a finished run without them is "no NAME decode").
@@ -161,7 +174,7 @@ def read_run(path: Path, split: str, decode: str | None = None) -> RunRecord:
     return RunRecord(
         path,
         state,
-        flatten(config if isinstance(config, dict) else {}),
+        flatten(with_defaults(config if isinstance(config, dict) else {})),
         meta.get("error"),
         scores,
         (metrics or {}).get("per_example") or {},
@@ -205,7 +218,7 @@ def point_config(point: dict[str, Any], siblings: list[RunRecord]) -> tuple[dict
     values = point.get("values", {})
     try:
         cfg = config_module.load(point["base"], list(point["overrides"]))
-        return flatten(cfg.dump()), False
+        return flatten(cfg.model_dump(mode="json")), False
     except (PeftrunError, KeyError):
         pass
     if not siblings:
@@ -314,8 +327,7 @@ def identical_runs(runs: list[RunRecord]) -> bool:
     try:
         splits = first.prediction_splits()
         outputs = [
-            [[(p.get("id"), p.get("output")) for p in r.read_predictions(s)] for s in splits]
-            for r in runs
+            [[(p.get("id"), p.get("output")) for p in r.read_predictions(s)] for s in splits] for r in runs
         ]
     except (PeftrunError, OSError, ValueError):
         return False

@@ -105,6 +105,7 @@ class Report:
     cache: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)  # significance.py's
     selection: dict[Any, Any] = field(default_factory=dict)  # sweep folder → its selection.json
     claims: list[Any] = field(default_factory=list)  # claims.ClaimResult of the declared claims
+    claim_notes: list[str] = field(default_factory=list)  # e.g. claims edited after the sweep started
     decode: str | None = None  # `--decode NAME`: the numbers come from each run's decodes/NAME
 
     @property

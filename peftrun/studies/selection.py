@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from peftrun.errors import PeftrunError
+from peftrun.runs import Run
 from peftrun.studies.selection_record import SELECTION, Record  # noqa: F401 - the sweep's record
 from peftrun.studies.sweep_file import DEV_LOSS, SelectSpec
 
@@ -45,7 +46,8 @@ class Setting:
     values: dict[str, Any]  # what the point sets (for the report's dev grid)
     points: list[Any]  # sweep_file.Point of the grid seeds
     score: float | None = None
-    runs_done: int = 0
+    runs_done: int = 0  # runs with a dev score
+    finished: bool = False  # every run of the setting is DONE
 
 
 def group_of(flat: dict[str, Any], within: list[str]) -> str:
@@ -83,10 +85,15 @@ def check_metric(spec: SelectSpec, dataset: str) -> None:
 
 
 def choose(groups: dict[str, list[Setting]], metric: str) -> tuple[dict[str, str], dict[str, str]]:
-    """Each decided group's winning setting key, and why undecided groups are not decided."""
+    """Each decided group's winning setting key, and why undecided groups are not decided. A group of
+    one setting (a `select: false` baseline) wins once its runs are done, with or without a score
+    (an untrained run has no dev loss)."""
     winners, undecided = {}, {}
     for group, settings in groups.items():
-        missing = [s.key for s in settings if s.score is None]
+        if len(settings) == 1 and settings[0].finished:
+            winners[group] = settings[0].key
+            continue
+        missing = [s.key or "run" for s in settings if s.score is None]
         if missing:
             undecided[group] = (
                 f"{len(missing)} of {len(settings)} settings have no dev score yet ({missing[0]})"
@@ -103,4 +110,5 @@ def score_settings(groups: dict[str, list[Setting]], metric: str) -> None:
             scores = [dev_score(p.run_dir, metric) for p in setting.points]
             done = [s for s in scores if s is not None]
             setting.runs_done = len(done)
+            setting.finished = all(Run(p.run_dir, writer=False).done for p in setting.points)
             setting.score = statistics.fmean(done) if len(done) == len(scores) else None

@@ -5,6 +5,7 @@ sweep's machinery."""
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -36,11 +37,7 @@ class Record:
         decoded = set(self.test_decoded)
         for group, old in self.winners.items():
             new = winners.get(group)
-            if (
-                new is not None
-                and new != old
-                and any(n == old or n.startswith(f"{old}-seed") for n in decoded)
-            ):
+            if new is not None and new != old and any(in_setting(n, old) for n in decoded):
                 changed.append({"group": group, "from": old, "to": new, "at": _now()})
         if changed and not reselect:
             first = changed[0]
@@ -66,7 +63,7 @@ class Record:
                     ]
                     for group, settings in groups.items()
                 },
-                "winners": {**self.winners, **winners},
+                "winners": winners,
                 "undecided": undecided,
             }
         )
@@ -89,8 +86,10 @@ def _now() -> str:
 
 
 def in_setting(run_name: str, setting: str) -> bool:
-    """Whether a run folder's name is one of the setting's runs (the name, or name-seed<k>)."""
-    return run_name == setting or run_name.startswith(f"{setting}-seed")
+    """Whether a run folder's name is one of the setting's runs: the name, or name-seed<k> (only the
+    seed suffix: `lr=0.001` does not own `lr=0.001-seed=3-seed101`, another setting's run)."""
+    seeded = re.escape(setting) + ("-" if setting else "") + r"seed-?\d+"
+    return run_name == setting or re.fullmatch(seeded, run_name) is not None
 
 
 def find_records(directories: list[Path]) -> dict[Path, dict[str, Any]]:

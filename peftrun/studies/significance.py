@@ -158,8 +158,8 @@ Statistics = tuple[tuple[Any, ...] | None, dict[str, np.ndarray]]
 
 
 def _run_statistics(record: RunRecord, report: Report) -> Statistics:
-    """A run's instance ids (E2E; None for XSum) and per-instance statistics by stored metric
-    name, cached on the report (a run enters many comparisons)."""
+    """A run's instance ids (from its predictions; None when it has none) and per-instance
+    statistics by stored metric name, cached on the report (a run enters many comparisons)."""
     key = ("statistics", str(record.path), report.split)
     if key in report.cache:
         return report.cache[key]
@@ -189,6 +189,12 @@ def _run_statistics(record: RunRecord, report: Report) -> Statistics:
             )
     else:
         stats = stored
+        try:  # the instances' ids, so that runs scored on different articles never pair
+            records = record.read_predictions(report.split)
+        except PeftrunError:
+            records = None
+        if records and all(len(v) == len(records) for v in stats.values()):
+            ids = tuple(r.get("id") for r in records)
     report.cache[key] = ids, stats
     return ids, stats
 

@@ -304,7 +304,9 @@ def settings_by_group(points: list[Point], configs: dict[str, Any], within: list
 
     groups: dict[str, dict[str, selection.Setting]] = {}
     for point in points:
-        group = selection.group_of(flatten(configs[point.name].dump()), within)
+        group = selection.group_of(flatten(configs[point.name].model_dump(mode="json")), within)
+        if not point.tuned:  # `select: false`: its own group, never merged with tuned settings
+            group = f"{group} (fixed: {point.setting or 'run'})"
         settings = groups.setdefault(group, {})
         values = {k: v for k, v in point.values.items() if k not in ("train.seed", "decode.splits")}
         settings.setdefault(point.setting, selection.Setting(point.setting, values, [])).points.append(point)
@@ -322,7 +324,11 @@ def decode_test(sweep: Sweep, points: list[Point], record, echo) -> list[str]:
             continue
         if "test" not in run.read_metrics():
             echo(f"[select] decoding test for {point.name}")
-            experiment.decode(point.run_dir, ["test"])
+            try:
+                experiment.decode(point.run_dir, ["test"])
+            except Exception as err:  # one winner's failure (a user error, an OOM) spares the others
+                echo(f"[select] test decoding of {point.name} failed: {type(err).__name__}: {err}")
+                continue
         record.add_test_decoded(point.name)
         decoded.append(point.name)
     return decoded

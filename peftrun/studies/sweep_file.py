@@ -134,6 +134,7 @@ class Point:
     setting: str = ""  # the name less its seed suffix: the runs of one setting share it
     seed: int | None = None
     selected_seed: bool = False  # a seed of `select.seeds`: trained only for a winning setting
+    tuned: bool = True  # False: a case with `select: false` (a group of its own, nothing chosen)
 
 
 @dataclass
@@ -194,7 +195,7 @@ def expand(sweep: Sweep) -> list[Point]:
                 f"sweep file {sweep.path}: seed {repeated[0]} is in both seeds and select.seeds"
             )
     grid = _product(spec.grid)
-    raw: list[tuple[Path, dict[str, Any], int | None, bool]] = []
+    raw: list[tuple[Path, dict[str, Any], int | None, bool, bool]] = []
     for case in cases:
         case = dict(case)
         base = here / str(case.pop("base", spec.base))
@@ -211,18 +212,17 @@ def expand(sweep: Sweep) -> list[Point]:
                 extra = select.seeds if select is not None else []
                 for seed in [*(spec.seeds or [None]), *extra]:
                     seeded = values if seed is None else {**values, "train.seed": seed}
-                    raw.append((base, seeded, seed, seed in extra))
-    names = _names([(base, values) for base, values, _, _ in raw], len({b for b, _, _, _ in raw}) > 1)
+                    raw.append((base, seeded, seed, seed in extra, tuned))
+    names = _names([(base, values) for base, values, *_ in raw], len({r[0] for r in raw}) > 1)
     points = []
-    for (base, values, seed, selected_seed), name in zip(raw, names, strict=True):
+    for (base, values, seed, selected_seed, tuned), name in zip(raw, names, strict=True):
         overrides = tuple(f"{key}={json.dumps(value)}" for key, value in values.items()) + tuple(
             sweep.cli_overrides
         )
         suffix = f"seed{seed}" if seed is not None else None
         folder = "-".join(part for part in (name, suffix) if part) or "run"
-        setting = name or "run"
         points.append(
-            Point(folder, base, overrides, values, sweep.folder / folder, setting, seed, selected_seed)
+            Point(folder, base, overrides, values, sweep.folder / folder, name, seed, selected_seed, tuned)
         )
     return points
 

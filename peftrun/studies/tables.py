@@ -90,19 +90,31 @@ def _p_of(row: Row, col: Column) -> float | None:
 
 
 def instance_level_note(report: Report) -> str | None:
-    """A note under the table on the comparisons that rest on one seed pair."""
+    """A note under the table on the comparisons that rest on one seed pair, and the cells not tested."""
     cells = [
         (row, name)
         for row in report.rows
         for name, sig in row.significance.items()
         if sig and sig["seed_pairs"] == 1
     ]
-    if not cells:
-        return None
-    return (
-        f"Note: {len(cells)} comparison(s) rest on one seed pair: the instance-level test (seed "
-        "variation not resampled; JSON `seeds_resampled`: false)."
-    )
+    untested = [
+        (row, name)
+        for row in report.rows
+        for name, sig in row.significance.items()
+        if sig and not sig["seed_pairs"]
+    ]
+    notes = []
+    if cells:
+        notes.append(
+            f"Note: {len(cells)} comparison(s) rest on one seed pair: the instance-level test (seed "
+            "variation not resampled; JSON `seeds_resampled`: false)."
+        )
+    if untested:
+        notes.append(
+            f"Note: {len(untested)} cell(s) show no p: not tested (no seed in common with the best row, "
+            "or no per-instance scores over the same instances; JSON `seed_pairs`: 0)."
+        )
+    return " ".join(notes) or None
 
 
 def _number(value: float | None, digits: int) -> str:
@@ -157,7 +169,7 @@ def markdown(report: Report) -> str:
     from peftrun.studies import selection_record as selection
 
     lines += selection.markdown(report.selection)
-    claim_lines = claims.markdown(report.claims, report.split)
+    claim_lines = claims.markdown(report.claims, report.split, report.claim_notes)
     lines += ["", *claim_lines] if claim_lines else []
     return "\n".join(lines) + "\n"
 
@@ -264,5 +276,6 @@ def to_json(report: Report) -> str:
         "rows": rows_json(report),
         "claims": [result.as_json() for result in report.claims],
         "selection": {str(folder): record for folder, record in report.selection.items()},
+        "claim_notes": report.claim_notes,
     }
     return json.dumps(payload, indent=2, ensure_ascii=False) + "\n"

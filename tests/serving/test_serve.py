@@ -136,7 +136,9 @@ def test_eight_clients_25_requests_each_over_4_adapters_and_the_base(server, cli
         assert texts == [expected[row] for row in rows]
     after = _histogram(server, "peftrun_batch_adapters")
     batches, adapters = after[1] - before[1], after[0] - before[0]
-    assert batches < 200, "requests were batched together"
+    # Continuous batching observes each decoding step as a batch: 200 requests x 10 tokens, one
+    # row each, would be 2000 steps (plus the prefills' first tokens).
+    assert batches < 1000, "requests were batched together"
     assert adapters > batches, "some batch held rows of several adapters"
 
 

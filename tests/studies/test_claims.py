@@ -119,6 +119,8 @@ def test_a_trend_over_an_ordered_key(tmp_path):
         for seed in (101, 102):
             _xsum_run(tmp_path / f"p-{size}-{seed}", "prefix", seed, 0.2 + gap, size=size)
             _xsum_run(tmp_path / f"f-{size}-{seed}", "full", seed, 0.2, size=size)
+    for seed in (101, 102):  # a size only one side ran: not part of the trend
+        _xsum_run(tmp_path / f"f-400-{seed}", "full", seed, 0.2, size=400)
     report = reports.build([tmp_path], split="test", samples=400)
     trend = {"a": {"method.kind": "prefix"}, "b": {"method.kind": "full"}, "over": "data.train_size"}
     held = _one(claims.evaluate(report, [_spec(trend={**trend, "slope": "negative"})]))
@@ -128,9 +130,12 @@ def test_a_trend_over_an_ordered_key(tmp_path):
     assert against.verdict == "reversed"
 
 
-def test_a_side_matching_no_row_or_several_rows_is_one_line(study):
-    with pytest.raises(PeftrunError, match="no report row has kind=ptuning"):
-        claims.evaluate(study, [_spec(better={"method.kind": "ptuning"}, worse={"method.kind": "lora"})])
+def test_a_side_matching_no_row_is_not_tested_and_several_rows_is_one_line(study):
+    (missing,) = claims.evaluate(
+        study, [_spec(better={"method.kind": "ptuning"}, worse={"method.kind": "lora"})]
+    )
+    assert missing.verdict == "not tested" and "no finished row has kind=ptuning" in missing.detail
+    assert "| **not tested** |" in "\n".join(claims.markdown([missing], "test"))
     with pytest.raises(PeftrunError, match="matches 3 rows"):
         claims.evaluate(study, [_spec(better={"data.dataset": "xsum"}, worse={"method.kind": "lora"})])
     with pytest.raises(PeftrunError, match="metric 'BLEU' is not a report column"):
@@ -173,3 +178,47 @@ def test_the_report_prints_the_claims_a_sweep_declared(tmp_path):
     result = CliRunner().invoke(app, ["report", str(tmp_path), "--samples", "300", "--format", "json"])
     data = json.loads(result.output)
     assert [(c["claim"], c["verdict"]) for c in data["claims"]] == [("prefix beats lora", "held")]
+
+
+def test_claims_are_those_declared_when_the_sweep_started(tmp_path):
+    """A claim edited after the results came in does not change the verdicts: the report tests the
+    claims of `sweep_at_start` and says the file was edited."""
+    folder = tmp_path / "study"
+    for seed in (101, 102):
+        _xsum_run(folder / f"prefix-{seed}", "prefix", seed, 0.50)
+        _xsum_run(folder / f"lora-{seed}", "lora", seed, 0.20)
+    first = "claims: [{name: c, better: {method.kind: lora}, worse: {method.kind: prefix}}]\n"
+    edited = "claims: [{name: c, better: {method.kind: prefix}, worse: {method.kind: lora}}]\n"
+    (folder / "sweep.json").write_text(
+        json.dumps({"name": "study", "points": [], "sweep": edited, "sweep_at_start": first}),
+        encoding="utf-8",
+    )
+    result = CliRunner().invoke(app, ["report", str(tmp_path), "--samples", "300", "--format", "json"])
+    data = json.loads(result.output)
+    assert [(c["claim"], c["verdict"]) for c in data["claims"]] == [("c", "reversed")]
+    assert "edited after the sweep started" in data["claim_notes"][0]
+
+
+def test_the_manifest_keeps_the_sweep_file_of_its_first_start(tmp_path):
+    from peftrun.studies import sweep_file
+    from peftrun.studies.jobs import Manifest
+
+    (tmp_path / "base.yaml").write_text("model: {name: tiny-gpt2}\n", encoding="utf-8")
+    path = tmp_path / "s.yaml"
+    path.write_text("base: base.yaml\ncases: [{}]\nclaims: []\n", encoding="utf-8")
+    Manifest(sweep_file.load(path, tmp_path / "runs"), {}).write()
+    path.write_text("base: base.yaml\ncases: [{}]\n# edited\n", encoding="utf-8")
+    Manifest(sweep_file.load(path, tmp_path / "runs"), {}).write()
+    data = json.loads((tmp_path / "runs" / "s" / "sweep.json").read_text(encoding="utf-8"))
+    assert "# edited" in data["sweep"] and "# edited" not in data["sweep_at_start"]
+
+
+def test_eval_compare_tests_xsum_runs_on_their_rouge(tmp_path):
+    """`peftrun eval --compare` of two XSum runs: their stored per-instance ROUGE, not E2E's suite."""
+    from peftrun.scoring import compare_runs
+
+    worse = _xsum_run(tmp_path / "a", "lora", 101, 0.2)
+    better = _xsum_run(tmp_path / "b", "prefix", 101, 0.5)
+    rows = compare_runs(worse, better, "test", 300, 0)
+    assert {r["metric"] for r in rows} == {"ROUGE-1", "ROUGE-2", "ROUGE-L"}
+    assert all(r["delta"] > 20 and r["p"] < 0.05 and r["instances"] == N for r in rows)

@@ -19,6 +19,7 @@ from peftrun.studies import selection, selection_record, sweep_file
 from peftrun.studies import sweep as sweeps
 
 ROOT = Path(__file__).resolve().parents[2]
+GROUPS = {"method.kind=full (fixed: kind=full-epochs=0)", "method.kind=lora", "method.kind=prefix"}
 EXAMPLE = ROOT / "configs" / "sweeps" / "tiny" / "select.yaml"
 
 
@@ -58,10 +59,35 @@ def test_a_changed_winner_after_test_was_decoded_is_refused_unless_reselect(tmp_
     assert record.check_changes({"g": "lr=2"}, reselect=False) == []
 
 
+def test_a_baseline_group_of_one_wins_once_done_even_without_a_score():
+    """An untrained baseline has no dev loss: with `metric: dev_loss` it must still be decided."""
+    baseline = selection.Setting("kind=full-epochs=0", {}, [], score=None, finished=True)
+    winners, undecided = selection.choose({"fixed": [baseline]}, "dev_loss")
+    assert winners == {"fixed": "kind=full-epochs=0"} and undecided == {}
+    running = selection.Setting("kind=full-epochs=0", {}, [], score=None, finished=False)
+    assert selection.choose({"fixed": [running]}, "dev_loss")[0] == {}
+
+
+def test_a_select_false_case_is_a_group_of_its_own(tmp_path):
+    """Even when it shares method.kind with tuned cases, the baseline never competes with them."""
+    text = EXAMPLE.read_text(encoding="utf-8").replace(
+        "  - {method: {kind: lora, rank: 2}}\n",
+        "  - {method: {kind: lora, rank: 2}}\n  - {method: {kind: full}}\n",
+    )
+    path = tmp_path / "select.yaml"
+    path.write_text(text, encoding="utf-8")
+    shutil.copy(EXAMPLE.parent / "base-e2e.yaml", tmp_path / "base-e2e.yaml")
+    groups = sweeps.run(path, root=tmp_path / "runs", dry_run=True)["selection"]["groups"]
+    assert groups["method.kind=full"] == ["kind=full-lr=0.001", "kind=full-lr=0.03"]
+    assert groups["method.kind=full (fixed: kind=full-epochs=0)"] == ["kind=full-epochs=0"]
+
+
 def test_a_setting_owns_its_seeded_runs_only():
     assert selection_record.in_setting("kind=lora-lr=0.001-seed101", "kind=lora-lr=0.001")
     assert selection_record.in_setting("kind=lora-lr=0.001", "kind=lora-lr=0.001")
     assert not selection_record.in_setting("kind=lora-lr=0.0015-seed101", "kind=lora-lr=0.001")
+    assert not selection_record.in_setting("kind=icl-k=2-seed=3-seed101", "kind=icl-k=2")
+    assert selection_record.in_setting("seed101", "")  # nothing but the seed varies
 
 
 def test_dry_run_lists_the_grid_the_rule_and_the_run_counts(tmp_path):
@@ -71,7 +97,11 @@ def test_dry_run_lists_the_grid_the_rule_and_the_run_counts(tmp_path):
     assert plan["winner_runs"] == 3  # one more seed for each of the 3 groups' winners
     assert plan["test_decodes"] == 6
     assert "highest dev BLEU" in plan["rule"]
-    assert sorted(plan["groups"]) == ["method.kind=full", "method.kind=lora", "method.kind=prefix"]
+    assert sorted(plan["groups"]) == [
+        "method.kind=full (fixed: kind=full-epochs=0)",
+        "method.kind=lora",
+        "method.kind=prefix",
+    ]
     assert all(json.loads(r["overrides"][-2].split("=", 1)[1]) == ["dev"] for r in summary["runs"])
     assert not (tmp_path / "tiny-select").exists()
 
@@ -106,7 +136,11 @@ def test_test_is_decoded_for_the_winners_runs_only(selected):
     folder, summary = selected
     record = json.loads((folder / "selection.json").read_text(encoding="utf-8"))
     winners = record["winners"]
-    assert sorted(winners) == ["method.kind=full", "method.kind=lora", "method.kind=prefix"]
+    assert sorted(winners) == [
+        "method.kind=full (fixed: kind=full-epochs=0)",
+        "method.kind=lora",
+        "method.kind=prefix",
+    ]
     for group, settings in record["groups"].items():
         best = max(settings, key=lambda s: s["dev_score"])["dev_score"]
         won = next(s for s in settings if s["setting"] == winners[group])
@@ -169,7 +203,11 @@ def test_the_report_shows_the_winners_on_test_and_the_dev_grid(selected):
     assert all(row["n"] == 2 or row["identical_runs"] for row in data["rows"])  # grid seed + winner seed
     assert all(not row["missing"] for row in data["rows"])  # the losers are not "missing" on test
     (record,) = data["selection"].values()
-    assert set(record["winners"]) == {"method.kind=full", "method.kind=lora", "method.kind=prefix"}
+    assert set(record["winners"]) == {
+        "method.kind=full (fixed: kind=full-epochs=0)",
+        "method.kind=lora",
+        "method.kind=prefix",
+    }
     assert [c["claim"] for c in data["claims"]] == ["prefix ahead of the frozen base"] * 2
     dev = CliRunner().invoke(
         app, ["report", str(folder), "--split", "dev", "--format", "json", "--samples", "50"]
