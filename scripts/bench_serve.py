@@ -26,9 +26,9 @@ req/s and tok/s are the timed requests (and their generated tokens) over the wal
 start to the last answer; p50/p95 are request latencies as the client sees them. rows/batch and
 adapters/batch are the means of the server's `peftrun_batch_rows` and `peftrun_batch_adapters`
 histograms (GET /metrics) over the timed requests only. speed-up is req/s over the "one request
-at a time" row with the same k. The server admits requests at batch boundaries only, so closed-loop
-clients settle into cohorts: those answered send their next requests while the others decode,
-and a mixed batch holds about half the clients' requests, not all of them.
+at a time" row with the same k. Greedy requests are batched continuously (a request joins the
+running batch at the next token, a finished one leaves at once), so a decoding step holds about
+every client's request; rows/batch is the mean rows per decoding step.
 """
 
 from __future__ import annotations

@@ -2,18 +2,16 @@
 waiting requests in mixed batches (written by hand: no serving library batches prefixes or
 soft prompts, and this is all the scheduling a frozen base with per-row adapters needs).
 
-A request's rows (its prompts × n) wait in one FIFO queue. At every batch boundary the engine
-takes the oldest row and every other waiting row that can share its generate() call: rows on the
-shared base (any adapter that only adds to it, or none) with the same decoding settings, up to
-`max_rows`. Greedy and sampled rows may ask for different `max_tokens` and stop strings: the batch
-runs to the longest, and each row ends at its own limit (an HF stopping criterion per row), which
-gives exactly the tokens a generate() call with that row's own limit gives. A sampled request
-with a seed is decoded in a batch of its own, so that its seed alone decides its outputs.
-
-Requests that arrive while a batch decodes are admitted at the next boundary; iteration-level
-(continuous) batching would mean leaving HF generate() for a decoding loop of our own, with every
-row's cache and prefix spliced in and out mid-batch, which `peftrun generate` does not do, so its
-outputs could no longer be promised byte for byte.
+A request's rows (its prompts × n) wait in one FIFO queue. Greedy and unseeded sampled rows on a
+decoder-only shared base are batched continuously (peftrun.serving.live): they join the running
+batch at any token while they are the oldest waiting, up to `max_rows`, and leave it as soon as
+they end, each with its own prefix/prompt/LoRA, positions, settings and limits; a row's output is
+the one it gets alone (batch-invariant). Other rows (beam search, seeded sampling, adapters with a
+model of their own, encoder-decoder bases) are decoded a batch at a time: at a batch boundary the
+engine takes the oldest row and every other waiting row that can share its generate() call (the
+same decoding settings), up to `max_rows`; greedy and sampled rows there may ask for different
+`max_tokens` and stop strings (an HF stopping criterion per row). A sampled request with a seed is
+decoded in a batch of its own, so that its seed alone decides its outputs.
 
 Loading and unloading adapters run on the engine's thread between batches (they change the
 shared model); an adapter being unloaded takes no new requests and is dropped once none of its
@@ -399,7 +397,8 @@ class Engine:
             text = output_text(tokenizer, live.generated)
             cut = _first_stop(text, request.stops)
             reason = "stop" if cut is not None else live.done
-            request.emit(("done", row.choice, text if cut is None else text[:cut], reason, len(live.generated)))
+            text = text if cut is None else text[:cut]
+            request.emit(("done", row.choice, text, reason, len(live.generated)))
 
     def _decode(self, batch: list[_Row]) -> None:
         import torch

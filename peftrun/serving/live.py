@@ -216,7 +216,9 @@ class LiveBatch:
             return
         last = [[live.generated[-1] if live else self.pad] for live in self.slots]
         positions = [[live.cache_len if live else 0] for live in self.slots]
-        mask = torch.cat([self.mask, torch.ones(len(self.slots), 1, dtype=self.mask.dtype, device=self.device)], 1)
+        mask = torch.cat(
+            [self.mask, torch.ones(len(self.slots), 1, dtype=self.mask.dtype, device=self.device)], 1
+        )
         with torch.no_grad(), active_rows(self.model, [live.inputs if live else None for live in self.slots]):
             with rowwise.fixed_shapes():
                 out = self.model(

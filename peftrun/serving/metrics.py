@@ -15,7 +15,12 @@ class ServeMetrics:
         r = self.registry
         self.queue_rows = Gauge("peftrun_queue_rows", "rows (prompt x n) waiting for a batch", registry=r)
         self.adapters_loaded = Gauge("peftrun_adapters_loaded", "adapters loaded on the base", registry=r)
-        self.batch_rows = Histogram("peftrun_batch_rows", "rows per decoding step (continuous batching) or per decoded batch", buckets=ROWS, registry=r)
+        self.batch_rows = Histogram(
+            "peftrun_batch_rows",
+            "rows per decoding step (continuous batching) or per decoded batch",
+            buckets=ROWS,
+            registry=r,
+        )
         self.batch_adapters = Histogram(
             "peftrun_batch_adapters",
             "adapters (the base alone counts as one) per batch",
@@ -23,7 +28,10 @@ class ServeMetrics:
             registry=r,
         )
         self.batch_seconds = Histogram(
-            "peftrun_batch_seconds", "time of a decoding step (continuous batching) or to decode a batch", buckets=SECONDS, registry=r
+            "peftrun_batch_seconds",
+            "time of a decoding step (continuous batching) or to decode a batch",
+            buckets=SECONDS,
+            registry=r,
         )
         self.batch_failures = Counter("peftrun_batch_failures", "batches whose decoding raised", registry=r)
         self.tokens = Counter("peftrun_generated_tokens", "tokens generated", registry=r)

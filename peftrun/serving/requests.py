@@ -47,6 +47,93 @@ class CompletionBody(BaseModel):
     suffix: str | None = None
 
 
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    role: str
+    content: str | list[dict[str, Any]] | None = None
+    name: str | None = None
+
+    def text(self) -> str:
+        """The content as text (OpenAI's list of parts: its text parts, joined)."""
+        if self.content is None:
+            return ""
+        if isinstance(self.content, str):
+            return self.content
+        parts = []
+        for part in self.content:
+            if part.get("type") != "text" or not isinstance(part.get("text"), str):
+                raise BadRequest("'messages': only text content parts are supported")
+            parts.append(part["text"])
+        return "".join(parts)
+
+
+class ChatBody(BaseModel):
+    """OpenAI's chat completions fields (those peftrun cannot honour only at their "off" values)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    model: str
+    messages: list[ChatMessage]
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    n: int = Field(1, ge=1, le=16)
+    stop: str | list[str] | None = None
+    seed: int | None = Field(None, ge=0, lt=2**63)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    num_beams: int | None = Field(None, ge=1, le=16)
+    user: str | None = None
+    logprobs: bool = False
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
+    logit_bias: dict[str, float] | None = None
+    tools: list[dict[str, Any]] | None = None
+    response_format: dict[str, Any] | None = None
+
+
+ROLES = ("system", "developer", "user", "assistant")
+
+
+def parse_chat(raw: bytes) -> CompletionBody:
+    """A chat completions body as the completions body it asks for: the last message, a user
+    message, is the source (its text as the dataset holds a source); system messages and earlier
+    turns are accepted and not read (a run answers in the layout it was trained on: its own system
+    line, its instruction, one user message)."""
+    try:
+        chat = ChatBody.model_validate_json(raw)
+    except ValidationError as err:
+        raise BadRequest(describe(err, ChatBody)) from None
+    unsupported = {
+        "logprobs": chat.logprobs,
+        "frequency_penalty": chat.frequency_penalty != 0,
+        "presence_penalty": chat.presence_penalty != 0,
+        "logit_bias": bool(chat.logit_bias),
+        "tools": bool(chat.tools),
+        "response_format": chat.response_format not in (None, {"type": "text"}),
+    }
+    for name, asked in unsupported.items():
+        if asked:
+            raise BadRequest(f"'{name}' is not supported by peftrun serve; leave it out")
+    if not chat.messages:
+        raise BadRequest("'messages' is empty; end it with a user message (the source)")
+    for i, message in enumerate(chat.messages):
+        if message.role not in ROLES:
+            raise BadRequest(f"'messages.{i}.role': {message.role!r} is not one of {', '.join(ROLES)}")
+    last = chat.messages[-1]
+    if last.role != "user":
+        raise BadRequest(f"the last message must be the user's (the source); it is the {last.role}'s")
+    if chat.max_tokens is not None and chat.max_completion_tokens not in (None, chat.max_tokens):
+        raise BadRequest("'max_tokens' and 'max_completion_tokens' differ: give one")
+    same = ("model", "temperature", "top_p", "n", "stop", "seed", "stream", "stream_options", "num_beams")
+    fields = chat.model_dump(include={*same, "user"})
+    fields["max_tokens"] = chat.max_tokens or chat.max_completion_tokens
+    fields["prompt"] = last.text()
+    return parse_body(CompletionBody.model_validate(fields).model_dump_json(exclude_none=True).encode())
+
+
 def parse_body(raw: bytes) -> CompletionBody:
     try:
         body = CompletionBody.model_validate_json(raw)

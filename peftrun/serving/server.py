@@ -5,6 +5,7 @@
     GET  /metrics                 Prometheus text
     GET  /v1/models               the base and every adapter, with its kind and run
     POST /v1/completions          model = adapter name (or the base's), prompt = the source(s)
+    POST /v1/chat/completions     runs trained with data.format: chat; the last user message is the source
     POST /v1/adapters             {name, path}: load an adapter from under --adapter-root
     DELETE /v1/adapters/{name}    unload it once its requests are answered
 
@@ -34,7 +35,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from peftrun.errors import PeftrunError
 from peftrun.serving.engine import Completion, Engine, EngineBroken, QueueFull, UnknownAdapter
-from peftrun.serving.requests import decode_settings, parse_body, stops
+from peftrun.serving.requests import decode_settings, parse_body, parse_chat, stops
 
 ADAPTER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
@@ -117,13 +118,24 @@ def create_app(engine: Engine, settings: ServeSettings) -> FastAPI:
     @app.post("/v1/completions")
     async def completions(request: Request):
         arrived = time.perf_counter()
-        body = parse_body(await _body(request))
+        return await _answer(request, parse_body(await _body(request)), arrived, chat=False)
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request):
+        """For runs trained with `data.format: chat`: the last user message is the source, laid
+        out as the run's own chat prompt (peftrun.serving.requests.parse_chat)."""
+        arrived = time.perf_counter()
+        return await _answer(request, parse_chat(await _body(request)), arrived, chat=True)
+
+    async def _answer(request: Request, body, arrived: float, chat: bool):
         adapter = None if body.model == engine.base_name else body.model
         try:
             engine.check_adapter(adapter)
         except UnknownAdapter as err:
             metrics.requests.labels("unknown", "404").inc()  # (a client's string is no label)
             raise ApiError(404, str(err), "not_found_error") from None
+        if chat:
+            _chat_layout(engine, adapter, body.model)
         completion = _completion(engine, body, adapter)
         queue: asyncio.Queue = asyncio.Queue()
         loop = asyncio.get_running_loop()
@@ -137,7 +149,8 @@ def create_app(engine: Engine, settings: ServeSettings) -> FastAPI:
             raise ApiError(404, str(err), "not_found_error") from None
         except EngineBroken as err:
             raise ApiError(503, str(err), "server_error") from None
-        answer = _Answer(completion, body, uuid.uuid4().hex, arrived, engine)
+        kind = _ChatAnswer if chat else _Answer
+        answer = kind(completion, body, uuid.uuid4().hex, arrived, engine)
         if body.stream:
             return StreamingResponse(answer.stream(queue, engine), media_type="text/event-stream")
         gone = asyncio.ensure_future(_disconnected(request))
@@ -305,6 +318,18 @@ def _model_card(engine: Engine, name: str | None, created: int) -> dict:
     }
 
 
+def _chat_layout(engine: Engine, adapter: str | None, model: str) -> None:
+    """400 unless the model's prompts are a chat template's (a run trained with data.format: chat)."""
+    chosen = engine.adapters.adapters.get(adapter) if adapter else None
+    cfg = chosen.cfg if chosen else engine.adapters.default_cfg
+    if cfg.data.format != "chat":
+        raise ApiError(
+            400,
+            f"model {model!r} was trained with data.format={cfg.data.format}, not chat: its prompts are no "
+            "chat template's; send its sources to /v1/completions",
+        )
+
+
 def _completion(engine: Engine, body, adapter: str | None) -> Completion:
     """The request as the engine takes it, or 400 saying what does not fit."""
     aset = engine.adapters
@@ -412,6 +437,9 @@ class _Answer:
             "choices": choices, "usage": self.usage(),
         }  # fmt: skip
 
+    def usage_chunk(self) -> dict:
+        return {**self._chunk(0, "", None), "choices": [], "usage": self.usage()}
+
     async def stream(self, queue: asyncio.Queue, engine: Engine):
         """Server-sent events: a chunk per piece of text, then [DONE]; a client that leaves
         cancels its rows."""
@@ -422,12 +450,53 @@ class _Answer:
             if self.error:
                 yield f"data: {json.dumps({'error': {'message': self.error, 'type': 'server_error'}})}\n\n"
             elif self.body.stream_options and self.body.stream_options.include_usage:
-                usage = {**self._chunk(0, "", None), "choices": [], "usage": self.usage()}
-                yield f"data: {json.dumps(usage)}\n\n"
+                yield f"data: {json.dumps(self.usage_chunk())}\n\n"
             yield "data: [DONE]\n\n"
         finally:
             if not self.finished:
                 engine.cancel(self.completion)
+
+
+class _ChatAnswer(_Answer):
+    """A chat completion: choices[].message, and streamed chunks with choices[].delta."""
+
+    def __init__(self, *args) -> None:
+        super().__init__(*args)
+        self.id = "chatcmpl-" + self.id.removeprefix("cmpl-")
+        self.opened: set[int] = set()  # choices whose first chunk (with the role) went out
+
+    def _chunk(self, choice: int, text: str, reason: str | None) -> dict:
+        delta = {"content": text} if text or reason is None else {}
+        if choice not in self.opened:
+            self.opened.add(choice)
+            delta = {"role": "assistant", "content": text}
+        return {
+            "id": self.id, "object": "chat.completion.chunk", "created": self.created,
+            "model": self.body.model,
+            "choices": [{"index": choice, "delta": delta, "logprobs": None, "finish_reason": reason}],
+        }  # fmt: skip
+
+    def usage_chunk(self) -> dict:
+        return {
+            "id": self.id, "object": "chat.completion.chunk", "created": self.created,
+            "model": self.body.model,
+            "choices": [], "usage": self.usage(),
+        }  # fmt: skip
+
+    def whole(self) -> dict:
+        choices = [
+            {
+                "index": i,
+                "message": {"role": "assistant", "content": self.texts[i]},
+                "logprobs": None,
+                "finish_reason": self.reasons[i],
+            }
+            for i in range(self.completion.choices)
+        ]
+        return {
+            "id": self.id, "object": "chat.completion", "created": self.created, "model": self.body.model,
+            "choices": choices, "usage": self.usage(),
+        }  # fmt: skip
 
 
 def serve(

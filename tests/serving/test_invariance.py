@@ -56,7 +56,7 @@ def answers(engine, requests: list[tuple[str | None, str]], together: bool) -> l
                 ended.set()
 
         decode = (aset.adapters[adapter].cfg if adapter else aset.default_cfg).decode
-        decode = decode.model_copy(update={"max_new_tokens": 24})
+        decode = decode.model_copy(update={"max_new_tokens": 24, "num_beams": 1, "do_sample": False})
         _, width = engine.measure(adapter, source)
         engine.submit(Completion(adapter, [source], 1, decode, (), None, False, emit, 24, widths=[width]))
         return ended
@@ -97,7 +97,9 @@ def test_a_greedy_request_gets_its_text_alone_inside_a_batch_of_16_bf16_frozen(t
     for kind, method in METHODS.items():
         folder = tmp_path / kind
         folder.mkdir()
-        run, _ = experiment.train(write_config(folder, CONFIG.replace("METHOD", method)), [], str(folder / "run"))
+        run, _ = experiment.train(
+            write_config(folder, CONFIG.replace("METHOD", method)), [], str(folder / "run")
+        )
         runs.append(f"{kind}={run}")
     aset = peftrun.load(*runs).adapters
     names = [*METHODS, None]
@@ -106,9 +108,14 @@ def test_a_greedy_request_gets_its_text_alone_inside_a_batch_of_16_bf16_frozen(t
 
 
 def test_smollm2_bf16_frozen_greedy_text_is_the_same_alone_and_in_a_batch_of_16(smollm2_env):
-    from peftrun.config import Config, ModelConfig, TrainConfig
+    from peftrun import config
     from peftrun.serving.adapters import AdapterSet
 
     aset = AdapterSet("smollm2-135m")
-    aset._load_base(Config(model=ModelConfig(name="smollm2-135m"), train=TrainConfig(precision="bf16-frozen")))
+    cfg = {
+        "model": {"name": "smollm2-135m"},
+        "method": {"kind": "lora"},
+        "train": {"precision": "bf16-frozen"},
+    }
+    aset._load_base(config.build(cfg))
     _check(aset, [(None, source) for source in sources(16, seed=5)])

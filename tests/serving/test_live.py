@@ -67,8 +67,8 @@ def _alone(aset, adapter, source, max_tokens):
     fmt = chosen.format if chosen else aset.base_format()
     text = source_text((chosen.cfg if chosen else aset.default_cfg).data, source)
     rows = chosen.rows if chosen else None
-    [out] = decode_rows(aset.shared.model, [fmt], [text], lambda chunk: active_rows(aset.shared.model, [rows]),
-                        cfg, aset.device)  # fmt: skip
+    model = aset.shared.model
+    [out] = decode_rows(model, [fmt], [text], lambda chunk: active_rows(model, [rows]), cfg, aset.device)
     return out
 
 
@@ -102,7 +102,11 @@ def test_a_request_joining_mid_batch_gets_its_text_alone(served):
     assert long_events.done[0][0] == _alone(served, None, SOURCES[3], 60)
     # They ran beside the long row: some decoding step held more than one row.
     text = engine.metrics.text().decode()
-    assert "peftrun_batch_rows_bucket{le=\"1.0\"}" in text
-    rows_sum = float(next(line.split()[-1] for line in text.splitlines() if line.startswith("peftrun_batch_rows_sum")))
-    steps = float(next(line.split()[-1] for line in text.splitlines() if line.startswith("peftrun_batch_rows_count")))
+    assert 'peftrun_batch_rows_bucket{le="1.0"}' in text
+    rows_sum = float(
+        next(line.split()[-1] for line in text.splitlines() if line.startswith("peftrun_batch_rows_sum"))
+    )
+    steps = float(
+        next(line.split()[-1] for line in text.splitlines() if line.startswith("peftrun_batch_rows_count"))
+    )
     assert rows_sum > steps, "no step held two rows: nothing joined the running batch"
