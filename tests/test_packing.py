@@ -316,12 +316,12 @@ def test_out_of_memory_on_a_packed_step_is_one_line_and_every_run_resumes(tmp_pa
     config, reference = reference_pair(tmp_path)
     real, calls = train_module.forward_losses, {"n": 0}
 
-    def forward_losses(model, parts, autocast):
+    def forward_losses(model, parts, autocast, forward=None):
         if len(parts) > 1:  # a packed training step (a dev loss is one run's)
             calls["n"] += 1
             if calls["n"] == 4:
                 raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return real(model, parts, autocast)
+        return real(model, parts, autocast, forward)
 
     monkeypatch.setattr(train_module, "forward_losses", forward_losses)
     members = [packing.Member(config, o, str(tmp_path / f"oom{k}")) for k, o in enumerate(PAIR)]
