@@ -298,6 +298,10 @@ def evaluate(
         typer.Option("--compare", help="two run dirs: bootstrap CI, two-sided p of B - A (give twice)"),
     ] = None,
     samples: Annotated[int, typer.Option("--samples", help="bootstrap resamples (with --compare)")] = 1000,
+    decode: Annotated[
+        str | None,
+        typer.Option("--decode", help="with a run directory: score its decode RUN/decodes/NAME instead"),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Score a run's predictions, or any outputs file against a dataset split; or compare two runs."""
@@ -314,7 +318,7 @@ def evaluate(
         results = {split: scoring.score_file(predictions, dataset, split, style, references)}
         results = {s: scoring.bleu_variant(r, bleu) for s, r in results.items()} if bleu else results
     elif run_dir is not None:
-        results = scoring.rescore(run_dir, reference_style, bleu)
+        results = scoring.rescore(run_dir, reference_style, bleu, decode)
     else:
         raise PeftrunError("give a run directory, or --predictions FILE --dataset e2e --split test")
     if as_json:
@@ -493,6 +497,14 @@ def report(
             "instead of its own",
         ),
     ] = None,
+    reference_style: Annotated[
+        str | None,
+        typer.Option(
+            "--reference-style",
+            help="E2E: report the outputs as re-scored against raw or tokenized references (from "
+            "`peftrun eval RUN --reference-style STYLE [--decode NAME]`)",
+        ),
+    ] = None,
 ) -> None:
     """Tabulate finished runs: grouped by the config keys that vary (seeds collapsed), each cell
     mean ± sample std (n), the best row tested against every other by a paired bootstrap.
@@ -502,7 +514,7 @@ def report(
 
     if fmt not in tables.FORMATS:
         raise PeftrunError(f"--format {fmt!r}: choose md, csv, latex or json")
-    result = reports.build(directories, split, by, bleu, samples, decode=decode)
+    result = reports.build(directories, split, by, bleu, samples, decode=decode, references=reference_style)
     text = tables.render(result, fmt)
     figures = []
     if plots is not None:

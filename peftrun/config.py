@@ -143,7 +143,12 @@ class TrainConfig(_Section):
     max_steps: int | None = Field(None, gt=0, description="stop after this many updates")
     batch_size: int = Field(10, gt=0, description="pairs per micro-batch")
     grad_accum: int = Field(1, gt=0, description="micro-batches per update")
-    warmup_steps: int = Field(0, ge=0, description="linear warmup updates, then linear decay to 0")
+    warmup_steps: int = Field(0, ge=0, description="linear warmup updates, then the lr_schedule")
+    lr_schedule: Literal["linear", "constant"] = later_field(
+        "linear",
+        "after the warmup: linear decay to 0 at the last update, or constant (so the weights at update "
+        "k are a fair 'trained k updates' point of a learning curve, whatever max_steps is)",
+    )
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
     adam_betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas")
     adam_eps: float = Field(1e-8, gt=0, description="AdamW epsilon")
@@ -173,7 +178,10 @@ class TrainConfig(_Section):
         0, "decode the dev curve subset greedily and score it every N updates (0: off)", ge=0
     )
     decode_dev_size: int = later_field(
-        64, "dev instances of the curve: the first N unique dev sources, in file order", gt=0
+        64,
+        "dev instances of the curve: the first N unique dev sources in file order, or with "
+        "decode.sample N of its seeded draw (a subset of the dev sources decoded at the end)",
+        gt=0,
     )
     early_stopping_metric: str = later_field(
         "dev_loss",
@@ -183,9 +191,9 @@ class TrainConfig(_Section):
     log_every: int = Field(10, gt=0, description="train_log.jsonl line every N updates")
     compile: bool = later_field(
         False,
-        "run the training forward and backward through torch.compile (CPU and CUDA; every method but "
-        "LoRA): faster steps after a warm-up paid once per run process; dev loss, decoding and packed "
-        "runs stay eager",
+        "run the training forward and backward through torch.compile (CPU and CUDA; every method): "
+        "faster steps after a warm-up paid once per run process; dev loss, decoding and packed runs "
+        "stay eager",
     )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when available")
 

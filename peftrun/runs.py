@@ -19,7 +19,8 @@ RUN/
     predictions/, metrics/   as the run's own (`Run.decoded(NAME)` reads and writes them)
     .lock                held while decoding into it
   rescores/STYLE/metrics/SPLIT.json   `peftrun eval RUN --reference-style STYLE`: the run's own
-                         predictions scored against STYLE (raw or tokenized) references
+                         predictions scored against STYLE (raw or tokenized) references (and
+                         decodes/NAME/rescores/STYLE/: a decode's, `--decode NAME`)
 
 Only this module spells these names (as the constants below); everything else asks a `Run` or
 imports them from here.
@@ -138,6 +139,11 @@ class Outputs:
 
     def has_predictions(self, split: str) -> bool:
         return (self.path / PREDICTIONS / f"{split}.jsonl").is_file()
+
+    def rescored(self, reference_style: str) -> Outputs:
+        """FOLDER/rescores/STYLE: these predictions scored against other references (only
+        metrics/ is written there; the predictions are read from this folder)."""
+        return Outputs(self.path / RESCORES / reference_style, self.writer)
 
     def has_metrics(self, split: str) -> bool:
         return (self.path / METRICS / f"{split}.json").is_file()
@@ -310,11 +316,6 @@ class Run(Outputs):
         if not folder.is_dir():
             return []
         return sorted(p.name for p in folder.iterdir() if (p / DECODE_SETTINGS).is_file())
-
-    def rescored(self, reference_style: str) -> Outputs:
-        """RUN/rescores/STYLE: the run's own predictions scored against other references (only
-        metrics/ is written there; predictions are read from the run itself)."""
-        return Outputs(self.path / RESCORES / reference_style, self.writer)
 
     def write_adapter_meta(self, folder: Path, payload: dict[str, Any]) -> None:
         write_json(folder / ADAPTER_META, payload)

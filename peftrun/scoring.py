@@ -82,28 +82,39 @@ BLEU_VARIANTS = {"perl": ("BLEU", "NIST"), "py": ("BLEU_py", "NIST_py")}
 
 
 def rescore(
-    run_dir: str | Path, reference_style: str | None = None, bleu: str | None = None
+    run_dir: str | Path,
+    reference_style: str | None = None,
+    bleu: str | None = None,
+    decode: str | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Score a run's stored predictions again. Without `reference_style`: against the references
-    they were decoded with, into the run's own metrics/ (as its decode did). With it (E2E: raw or
-    tokenized): against that style's references, into RUN/rescores/STYLE/metrics/ (the run's own
-    metrics are never touched). `bleu` (perl or py) keeps only that BLEU/NIST variant in the
-    returned scores (the file keeps both)."""
+    """Score a run's stored predictions again (`decode`: those of its decode RUN/decodes/NAME).
+    Without `reference_style`: against the references they were decoded with, into their own
+    metrics/ (as their decode did). With it (E2E: raw or tokenized): against that style's
+    references, into rescores/STYLE/metrics/ beside them (their own metrics are never touched).
+    `bleu` (perl or py) keeps only that BLEU/NIST variant in the returned scores (the file keeps
+    both)."""
     if bleu is not None:
         bleu_variant({"scores": {}}, bleu)  # an unknown variant fails before any scoring
     run, cfg = open_run(run_dir)
-    splits = run.prediction_splits()
+    outputs = run
+    if decode is not None:
+        outputs = run.decoded(decode)
+        if not outputs.exists:
+            known = ", ".join(run.decode_names()) or "none"
+            raise PeftrunError(f"{run.path} has no decode named {decode!r} (its decodes: {known})")
+    splits = outputs.prediction_splits()
     if not splits:
-        raise PeftrunError(f"{run.path} has no predictions yet; run `peftrun decode {run.path}`")
+        raise PeftrunError(f"{outputs.path} has no predictions yet; run `peftrun decode {run.path}`")
     if reference_style is None:
-        results = {s: score_records(run, s, cfg.data.dataset, cfg.data.reference_style) for s in splits}
+        results = {s: score_records(outputs, s, cfg.data.dataset, cfg.data.reference_style) for s in splits}
     else:
-        results = {s: _rescore_against(run, cfg, s, reference_style) for s in splits}
+        results = {s: _rescore_against(outputs, cfg, s, reference_style) for s in splits}
     return results if bleu is None else {s: bleu_variant(r, bleu) for s, r in results.items()}
 
 
-def _rescore_against(run: Run, cfg, split: str, style: str) -> dict[str, Any]:
-    """The run's `split` predictions scored against `style` references, written apart."""
+def _rescore_against(run: Outputs, cfg, split: str, style: str) -> dict[str, Any]:
+    """The `split` predictions of a run (or of one of its decodes) scored against `style`
+    references, written apart."""
     from peftrun import data
     from peftrun.data.e2e import REFERENCE_STYLES
 

@@ -106,10 +106,15 @@ class Session:
         """The run's dev curve (`train.decode_every`), or None when it is off."""
         from peftrun import data
 
-        train = self.cfg.train
+        train, decode = self.cfg.train, self.cfg.decode
         if not train.decode_every:
             return None
-        return DevCurve(self, data.load_instances(self.cfg.data, "dev")[: train.decode_dev_size])
+        if decode.sample is None:
+            return DevCurve(self, data.load_instances(self.cfg.data, "dev")[: train.decode_dev_size])
+        # decode.sample's seeded draw at the curve's size: a random subset of the dev MRs the run
+        # decodes at the end (a smaller sample of a seed is contained in a larger one)
+        curve = decode.model_copy(update={"sample": min(train.decode_dev_size, decode.sample)})
+        return DevCurve(self, data.decode_instances(self.cfg.data, curve, "dev"))
 
     def trainee(self, run: Run, train_pairs, dev_pairs):
         from peftrun.train import Trainee

@@ -128,10 +128,17 @@ def batch_loss(model, method: Method, batch: dict, reduction: str, autocast) -> 
     return numerator / denominator.clamp(min=1)
 
 
-def linear_schedule(optimizer, warmup: int, total: int) -> torch.optim.lr_scheduler.LambdaLR:
+def lr_schedule(
+    optimizer, warmup: int, total: int, after: str = "linear"
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warmup over `warmup` updates, then (`train.lr_schedule`) linear decay to 0 at
+    `total`, or the full rate to the end (`constant`)."""
+
     def factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup
+        if after == "constant":
+            return 1.0
         return max(0.0, (total - step) / max(1, total - warmup))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
@@ -175,7 +182,7 @@ class Trainee:
             self.params, lr=cfg.lr, betas=cfg.adam_betas, eps=cfg.adam_eps, weight_decay=cfg.weight_decay
         )
         self.total = total_updates(cfg, len(train_examples))
-        self.scheduler = linear_schedule(self.optimizer, cfg.warmup_steps, self.total)
+        self.scheduler = lr_schedule(self.optimizer, cfg.warmup_steps, self.total, cfg.lr_schedule)
         self.progress = TrainProgress()
         self.last_loss = math.nan  # the last micro-batch's loss (progress bars)
         self.on_update: Callable[[int], None] | None = None  # called after every update

@@ -1,5 +1,5 @@
 """Batch invariance of `peftrun serve`'s engine: how many greedy requests get a different text
-inside a batch than alone (README "Batch invariance").
+inside a batch than alone (docs/serving.md#batch-invariance).
 
 Each of N requests (E2E dev MRs over k adapters and the base) is decoded alone, one at a time,
 then all N are submitted at once in a shuffled order, twice (every batch then holds up to

@@ -16,7 +16,7 @@ batches sorted inside). `packed` concatenates each random batch's examples into 
 or prompt needs them) over N grouped batches, right-padded with a padding mask, against the same
 examples packed one row per batch (positions restarting per example, a block-diagonal causal 4D
 boolean mask): real tokens per second of each, twice in turn. Padding-free packing was measured this
-way and not built (docs: README "Length-grouped batches"): over grouped batches it saves ~1% of
+way and not built (docs/methods.md#length-grouped-batches): over grouped batches it saves ~1% of
 the tokens and its long rows cost more attention than that.
 """
 

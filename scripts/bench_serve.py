@@ -108,11 +108,14 @@ def dev_mrs(n: int = 64) -> list[str]:
 
 
 class Server:
-    """`python -m peftrun serve` on a free port, this tree's code; SIGTERM stops it."""
+    """`python -m peftrun serve` on a free port, the peftrun under `code` (default this tree);
+    SIGTERM stops it."""
 
-    def __init__(self, adapters, flags: list[str], device: str, threads: int, timeout: float = 900) -> None:
+    def __init__(
+        self, adapters, flags: list[str], device: str, threads: int, timeout: float = 900, code: Path = ROOT
+    ) -> None:
         args = [a for name, run in adapters for a in ("--adapter", f"{name}={run}")]
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": str(threads)}
+        env = {**os.environ, "PYTHONPATH": str(code), "OMP_NUM_THREADS": str(threads)}
         command = [sys.executable, "-m", "peftrun", "serve", "--port", "0", "--device", device]
         self.process = subprocess.Popen(
             [*command, *args, *flags], env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
@@ -212,14 +215,15 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def measure(adapters, mode: str, prompts, args) -> dict:
-    """One row: start a server in `mode`, warm it up, time the clients, read its batch metrics."""
-    server = Server(adapters, MODES[mode], args.device, args.threads)
+def measure(adapters, mode: str, prompts, args, clients: int, code: Path = ROOT) -> dict:
+    """One row: start a server in `mode` (the peftrun under `code`), warm it up, time `clients`
+    clients, read its batch metrics."""
+    server = Server(adapters, MODES[mode], args.device, args.threads, code=code)
     names = [name for name, _ in adapters]
     try:
-        warm = run_clients(server.url, names, prompts, args.clients, 1, args.max_tokens, offset=1000)
+        warm = run_clients(server.url, names, prompts, clients, 1, args.max_tokens, offset=1000)
         before = batch_means(server.url)
-        timed = run_clients(server.url, names, prompts, args.clients, args.requests, args.max_tokens)
+        timed = run_clients(server.url, names, prompts, clients, args.requests, args.max_tokens)
         after = batch_means(server.url)
     finally:
         code = server.stop()
@@ -258,7 +262,9 @@ def main() -> None:
     )
     parser.add_argument("--model", default="tiny-gpt2", help="tiny-gpt2 or smollm2-135m")
     parser.add_argument("--adapters", type=int, nargs="+", default=[1, 4, 16], help="values of k")
-    parser.add_argument("--clients", type=int, default=8, help="concurrent clients")
+    parser.add_argument(
+        "--clients", type=int, nargs="+", default=[8], help="concurrent clients (each value a row)"
+    )
     parser.add_argument("--requests", type=int, default=8, help="requests per client, one after the other")
     parser.add_argument("--max-tokens", type=int, default=32, help="tokens generated per request")
     parser.add_argument("--device", default="cpu", help="the server's --device (cpu, cuda)")
@@ -266,8 +272,21 @@ def main() -> None:
     parser.add_argument("--modes", nargs="+", choices=list(MODES), default=list(MODES))
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "peftrun-bench-serve")
     parser.add_argument("--out", type=Path, default=None, help="also write the table here")
+    parser.add_argument(
+        "--code",
+        action="append",
+        metavar="LABEL=DIR",
+        help="also serve with the peftrun in DIR (e.g. a git worktree of an older commit), rows "
+        "labelled LABEL; repeatable. Default: this tree alone",
+    )
     args = parser.parse_args()
-    if min(args.adapters) < 1 or args.clients < 1 or args.requests < 1 or args.max_tokens < 1:
+    codes = [("this tree", ROOT)]
+    for item in args.code or []:
+        label, _, folder = item.partition("=")
+        if not folder or not (Path(folder) / "peftrun").is_dir():
+            parser.error(f"--code {item}: give LABEL=DIR, DIR holding a peftrun package")
+        codes.insert(0, (label, Path(folder).resolve()))
+    if min(args.adapters) < 1 or min(args.clients) < 1 or args.requests < 1 or args.max_tokens < 1:
         parser.error("--adapters, --clients, --requests and --max-tokens must be at least 1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     sys.path.insert(0, str(ROOT))
@@ -290,34 +309,42 @@ def main() -> None:
     kinds = ", ".join(dict.fromkeys(KINDS[i % len(KINDS)] for i in range(max(args.adapters))))
     emit(
         f"# {args.model} ({args.device}, {args.threads} torch threads in the server), adapters cycling "
-        f"{kinds}; {args.clients} clients x {args.requests} requests, greedy, max_tokens {args.max_tokens} "
+        f"{kinds}; {'/'.join(map(str, args.clients))} clients x {args.requests} requests, greedy, "
+        f"max_tokens {args.max_tokens} "
         f"(EOS held off by decode.min_length); prompts: {len(prompts)} E2E dev MRs; "
-        f"a warm-up round of {args.clients} requests first"
+        "a warm-up round of one request per client first"
     )
     emit()
-    head = ["model", "device", "threads", "k", "mode", "clients", "req/s", "tok/s", "tok/req"]
+    head = ["model", "code", "device", "threads", "k", "mode", "clients", "req/s", "tok/s", "tok/req"]
     head += ["p50 s", "p95 s", "rows/batch", "adapters/batch", "speed-up"]
     emit("| " + " | ".join(head) + " |")
-    emit("|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    emit("|---|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     notes: dict[str, list[str]] = {}  # note -> the rows that gave it
     for k in args.adapters:
-        baseline = None
-        for mode in modes:
-            print(f"[bench_serve] k={k}, {mode} ...", file=sys.stderr, flush=True)
-            got = measure(adapters[:k], mode, prompts, args)
-            if mode == BASELINE:
-                baseline = got["req/s"]
-            speedup = f"{got['req/s'] / baseline:.2f}x" if baseline else "–"
-            cells = [args.model, args.device, args.threads, k, mode, args.clients]
-            cells += [f"{got['req/s']:.2f}", f"{got['tok/s']:.1f}", f"{got['tok/req']:.1f}"]
-            cells += [f"{got['p50']:.2f}", f"{got['p95']:.2f}", f"{got['rows/batch']:.2f}"]
-            cells += [f"{got['adapters/batch']:.2f}", speedup]
-            emit("| " + " | ".join(str(c) for c in cells) + " |")
-            for note in got["notes"]:
-                notes.setdefault(note, []).append(f"k={k}, {mode}")
+        for clients in args.clients:
+            baseline = None
+            for (label, code), mode in [(c, m) for m in modes for c in codes]:
+                if mode == BASELINE and baseline is not None:
+                    continue  # one baseline per (k, clients): one request at a time is the same engine work
+                print(
+                    f"[bench_serve] k={k}, {clients} clients, {label}, {mode} ...",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                got = measure(adapters[:k], mode, prompts, args, clients, code)
+                if mode == BASELINE:
+                    baseline = got["req/s"]
+                speedup = f"{got['req/s'] / baseline:.2f}x" if baseline else "–"
+                cells = [args.model, label, args.device, args.threads, k, mode, clients]
+                cells += [f"{got['req/s']:.2f}", f"{got['tok/s']:.1f}", f"{got['tok/req']:.1f}"]
+                cells += [f"{got['p50']:.2f}", f"{got['p95']:.2f}", f"{got['rows/batch']:.2f}"]
+                cells += [f"{got['adapters/batch']:.2f}", speedup]
+                emit("| " + " | ".join(str(c) for c in cells) + " |")
+                for note in got["notes"]:
+                    notes.setdefault(note, []).append(f"k={k}, {clients} clients, {label}, {mode}")
     if notes:
         emit()
-        rows = len(args.adapters) * len(modes)
+        rows = len(args.adapters) * len(args.clients) * (1 + (len(modes) - 1) * len(codes))
         for note, where in notes.items():
             emit(f"- {'every row' if len(where) == rows else '; '.join(where)}: {note}")
     if args.out:

@@ -1,7 +1,7 @@
 """The config reference (markdown) from the pydantic models' fields and descriptions.
 
 python scripts/config_reference.py           print it
-python scripts/config_reference.py --write   replace README.md's copy (between its markers)
+python scripts/config_reference.py --write   replace docs/configs.md's copy (between its markers)
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def rows(model: type[BaseModel], prefix: str) -> list[str]:
     return out
 
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+PAGE = Path(__file__).resolve().parent.parent / "docs" / "configs.md"
 START, END = "<!-- config-reference:start -->", "<!-- config-reference:end -->"
 
 
@@ -55,15 +55,15 @@ def reference() -> str:
     return "\n".join(lines)
 
 
-def spliced(readme: str) -> str:
-    """README.md with the reference between its markers replaced by the current one."""
-    head, rest = readme.split(START, 1)
+def spliced(page: str) -> str:
+    """docs/configs.md with the reference between its markers replaced by the current one."""
+    head, rest = page.split(START, 1)
     _, tail = rest.split(END, 1)
     return f"{head}{START}\n{reference()}\n{END}{tail}"
 
 
 if __name__ == "__main__":
     if sys.argv[1:] == ["--write"]:
-        README.write_text(spliced(README.read_text(encoding="utf-8")), encoding="utf-8")
+        PAGE.write_text(spliced(PAGE.read_text(encoding="utf-8")), encoding="utf-8")
     else:
         print(reference())

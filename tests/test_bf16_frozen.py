@@ -1,7 +1,8 @@
-"""`train.precision: bf16-frozen` (README config reference): the frozen base's weights in bf16, the
-trained parameters, their optimizer state and the loss in fp32; buffers (rotary frequencies) stay
-fp32. Where the two meet the join casts (LoRA and adapters compute in their own dtype, prefix
-keys/values and soft prompts take the base's), and gradients still reach the fp32 parameters.
+"""`train.precision: bf16-frozen` (docs/configs.md#config-reference): the frozen base's weights in
+bf16, the trained parameters, their optimizer state and the loss in fp32; buffers (rotary
+frequencies) stay fp32. Where the two meet the join casts (LoRA and adapters compute in their own
+dtype, prefix keys/values and soft prompts take the base's), and gradients still reach the fp32
+parameters.
 Methods that train the base's own weights refuse it in one line.
 
 Tolerance. bf16 keeps 8 significant bits: unit roundoff u = 2^-8. Every frozen weight and every
@@ -148,7 +149,8 @@ def test_the_adapter_saves_in_fp32_and_decodes_on_a_bf16_base(tmp_path, model, m
 
 @pytest.mark.parametrize("kind", ["full", "top-k", "bitfit", "feature-extraction"])
 def test_methods_that_train_the_base_refuse_bf16_frozen_in_one_line(kind):
-    """They train the base's own weights: no frozen base to keep in bf16 (README config reference)."""
+    """They train the base's own weights: no frozen base to keep in bf16
+    (docs/configs.md#config-reference)."""
     method = {"kind": kind, "k": 1} if kind == "top-k" else {"kind": kind}
     with pytest.raises(PeftrunError) as refused:
         config.build({"method": method, "train": {"precision": "bf16-frozen"}})

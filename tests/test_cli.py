@@ -42,6 +42,7 @@ OPTIONS = {
         "--bleu",
         "--compare",
         "--samples",
+        "--decode",
         "--json",
     },
     "show": {"--json"},
@@ -75,7 +76,17 @@ OPTIONS = {
         "--no-mixing",
         "--device",
     },  # fmt: skip
-    "report": {"--split", "--by", "--format", "--out", "--plots", "--bleu", "--samples", "--decode"},
+    "report": {
+        "--split",
+        "--by",
+        "--format",
+        "--out",
+        "--plots",
+        "--bleu",
+        "--samples",
+        "--decode",
+        "--reference-style",
+    },  # fmt: skip
 }
 
 
@@ -280,9 +291,10 @@ def test_version_names_peftrun_torch_and_transformers_without_importing_torch():
 
 
 def test_gpus_relaunches_the_same_command_under_accelerate(monkeypatch, tmp_path):
-    """README: `peftrun train CFG --gpus N` is `accelerate launch --multi_gpu --num_processes N -m
-    peftrun train CFG` (the other arguments as given, --gpus itself dropped); its exit code is the
-    launched command's. The launch is caught at the subprocess seam: no GPU, no accelerate."""
+    """docs/studies.md#data-parallel-training-and-trackers: `peftrun train CFG --gpus N` is
+    `accelerate launch --multi_gpu --num_processes N -m peftrun train CFG` (the other arguments as
+    given, --gpus itself dropped); its exit code is the launched command's. The launch is caught at
+    the subprocess seam: no GPU, no accelerate."""
     import subprocess as subprocess_module
 
     launched = []

@@ -272,3 +272,27 @@ def test_packed_runs_log_the_curves_they_log_alone(tmp_path):
         assert [p["step"] for p in curve(packed)] == [2, 4]
         assert curve(packed) == curve(one)
     assert curve(alone[0]) != curve(alone[1])  # each run decodes with its own adapter
+
+
+def test_with_a_decode_sample_the_curve_decodes_a_random_subset_of_it(tmp_path, monkeypatch):
+    """decode.sample set: the curve's dev sources are decode.sample's seeded draw at
+    train.decode_dev_size, a subset of the sample the run decodes at the end, not the first ones."""
+    calls = []
+    real = Session.generate
+
+    def spy(self, sources, decode_cfg):
+        calls.append(list(sources))
+        return real(self, sources, decode_cfg)
+
+    monkeypatch.setattr(Session, "generate", spy)
+    config = write_config(tmp_path, TINY)
+    overrides = [*CURVE, "decode.splits=[dev]", "decode.sample=12", "decode.sample_seed=3", "train.epochs=1"]
+    run_dir, _ = experiment.train(config, overrides, str(tmp_path / "run"))
+    cfg = config_module.load(run_dir / "config.resolved.yaml")
+    decoded = [i.source for i in data.decode_instances(cfg.data, cfg.decode, "dev")]
+    curve_sources = calls[0]  # 6 updates, a point every 2: 3 points of one generate() call each
+    assert len(curve(run_dir)) == len(calls) == 3 and all(c == curve_sources for c in calls)
+    predicted = [json.loads(line)["source"] for line in (run_dir / "predictions" / "dev.jsonl").open()]
+    assert predicted == decoded and len(curve_sources) == 5 and set(curve_sources) < set(decoded)
+    first = [i.source for i in data.load_instances(cfg.data, "dev")[:5]]
+    assert curve_sources != first

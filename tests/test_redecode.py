@@ -225,6 +225,50 @@ def test_eval_rescores_against_tokenized_references_apart_with_the_py_bleu(run_d
     assert "BLEU" in stored["scores"]  # the file keeps both variants
 
 
+def test_a_decode_rescored_against_tokenized_references_reaches_the_report(run_dir: Path, tmp_path: Path):
+    """`peftrun eval RUN --reference-style tokenized --decode NAME` scores the decode's outputs into
+    RUN/decodes/NAME/rescores/tokenized (the decode's own metrics untouched), and `peftrun report
+    --decode NAME --reference-style tokenized` reads those numbers; a run without them is listed."""
+    from peftrun.studies import report as reports
+
+    assert runner.invoke(app, ["decode", str(run_dir), "--split", "dev", "decode.num_beams=3"]).exit_code == 0
+    decode = run_dir / "decodes" / "num_beams=3"
+    other = tmp_path / "runs" / "other"  # the same decode, never re-scored
+    shutil.copytree(run_dir, other)
+    before = digests(decode, skip="rescores")
+    result = runner.invoke(
+        app, ["eval", str(run_dir), "--decode", "num_beams=3", "--reference-style", "tokenized", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    assert digests(decode, skip="rescores") == before
+    rescored = decode / "rescores" / "tokenized" / "metrics" / "dev.json"
+    metrics = json.loads(rescored.read_text())
+    assert metrics["reference_style"] == "tokenized"
+    assert json.loads(result.stdout)["dev"]["BLEU"] == metrics["scores"]["BLEU"]
+    metrics["scores"]["BLEU_py"] = 0.4242  # a number only the re-scored file holds
+    rescored.write_text(json.dumps(metrics))
+
+    report = reports.build(
+        [tmp_path / "runs"], "dev", bleu="py", decode="num_beams=3", references="tokenized", samples=10
+    )
+    (row,) = report.rows
+    assert row.values["BLEU"] == [pytest.approx(42.42)]
+    assert [r.state for r in row.missing] == ["no dev metrics against tokenized references"]
+    shown = runner.invoke(
+        app,
+        ["report", str(tmp_path / "runs"), "--split", "dev", "--bleu", "py", "--decode", "num_beams=3",
+         "--reference-style", "tokenized"],
+    )  # fmt: skip
+    assert shown.exit_code == 0, shown.output
+    assert "42.4" in shown.stdout and "re-scored against the tokenized references" in shown.stdout
+    wrong = runner.invoke(
+        app, ["report", str(tmp_path / "runs"), "--split", "dev", "--reference-style", "neat"]
+    )
+    assert "neat" in one_line_error(wrong)
+    unknown = runner.invoke(app, ["eval", str(run_dir), "--decode", "nothing", "--reference-style", "raw"])
+    assert "nothing" in one_line_error(unknown)
+
+
 def _refs_file(tmp_path: Path, records: list[dict]) -> Path:
     path = tmp_path / "raw.jsonl"
     path.write_text("".join(json.dumps({"references": r["references"]}) + "\n" for r in records))

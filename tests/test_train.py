@@ -101,10 +101,12 @@ def test_reductions_match_cross_entropy_computed_independently(model_name):
     assert sequence_sum > 2 * token_mean
 
 
-def test_warmup_then_linear_decay_to_zero(tmp_path, monkeypatch):
-    """`train.warmup_steps: W` over T updates (README): the lr rises linearly over the first W
-    updates to the peak (update k of them uses k/W of it), then falls linearly to 0 at the end:
-    update k > W uses (T - k + 1)/(T - W) of it, and after the last update it is 0."""
+@pytest.mark.parametrize("schedule", ["linear", "constant"])
+def test_warmup_then_the_lr_schedule(tmp_path, monkeypatch, schedule):
+    """`train.warmup_steps: W` over T updates (docs/configs.md#config-reference): the lr rises
+    linearly over the first W updates to the peak (update k of them uses k/W of it), then
+    (`train.lr_schedule`) falls linearly to 0 at the end: update k > W uses (T - k + 1)/(T - W) of
+    it, and after the last update it is 0; or stays at the peak to the end (constant)."""
     from conftest import write_config
 
     from peftrun import experiment
@@ -119,22 +121,25 @@ def test_warmup_then_linear_decay_to_zero(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.optim.AdamW, "step", step)
     config = write_config(
         tmp_path,
-        """
-model: {name: tiny-gpt2}
-data: {dataset: e2e, train_size: 24, dev_loss_size: 4}
-method: {kind: lora, rank: 2}
-train: {lr: 1e-3, epochs: 2, batch_size: 4, warmup_steps: 4, log_every: 1}
-decode: {splits: []}
+        f"""
+model: {{name: tiny-gpt2}}
+data: {{dataset: e2e, train_size: 24, dev_loss_size: 4}}
+method: {{kind: lora, rank: 2}}
+train: {{lr: 1e-3, epochs: 2, batch_size: 4, warmup_steps: 4, log_every: 1, lr_schedule: {schedule}}}
+decode: {{splits: []}}
 """,
     )
     run_dir, _ = experiment.train(config, [], str(tmp_path / "run"))
     peak, warmup, total = 1e-3, 4, 12  # 24 pairs / 4 per update, 2 epochs
-    expected = [peak * k / warmup if k <= warmup else peak * (total - k + 1) / (total - warmup) for k in
-                range(1, total + 1)]  # fmt: skip
+    after = (
+        (lambda k: peak) if schedule == "constant" else (lambda k: peak * (total - k + 1) / (total - warmup))
+    )
+    expected = [peak * k / warmup if k <= warmup else after(k) for k in range(1, total + 1)]
     assert applied == pytest.approx(expected, rel=1e-12)
     logged = [json.loads(line) for line in (run_dir / "train_log.jsonl").read_text().splitlines()]
     lrs = [r["lr"] for r in logged if "loss" in r]  # each update's record: the lr of the next update
-    assert lrs == pytest.approx([*expected[1:], 0.0], rel=1e-12, abs=1e-18)
+    last = peak if schedule == "constant" else 0.0
+    assert lrs == pytest.approx([*expected[1:], last], rel=1e-12, abs=1e-18)
 
 
 def _bf16_trainee(device: torch.device):
@@ -152,10 +157,11 @@ def _bf16_trainee(device: torch.device):
 
 
 def test_bf16_autocasts_the_forward_pass_and_stays_close_to_fp32():
-    """`train.precision: bf16` (README: autocast the forward pass): the model's matrix products run
-    in bfloat16 and the loss matches fp32's to bf16's precision. bf16 keeps 8 significant bits
-    (unit roundoff 2^-9 ~ 2e-3); through a few layers of sums the loss moves by a few of those, so
-    within 3% of fp32's (a loss computed in fp32 would match to 1e-6, one in fp16/garbage not)."""
+    """`train.precision: bf16` (docs/configs.md#config-reference: autocast the forward pass): the
+    model's matrix products run in bfloat16 and the loss matches fp32's to bf16's precision. bf16
+    keeps 8 significant bits (unit roundoff 2^-9 ~ 2e-3); through a few layers of sums the loss moves
+    by a few of those, so within 3% of fp32's (a loss computed in fp32 would match to 1e-6, one in
+    fp16/garbage not)."""
     loaded, method, fmt, trainee = _bf16_trainee(torch.device("cpu"))
     seen: list[torch.dtype] = []
     hook = loaded.model.lm_head.register_forward_hook(lambda module, args, out: seen.append(out.dtype))

@@ -13,9 +13,9 @@ Every row keeps what makes it its own:
     stop        its EOS, its max_tokens, its stop strings, or its client leaving
 
 so a row's output is the one it gets decoded alone, whatever joins or leaves beside it (float64:
-exactly; lower precision: up to the last bits of the shared forward pass, see README "Batch
-invariance"). Beam search, seeded sampling, encoder-decoder bases and adapters with a model of their
-own keep the batch-at-a-time path (engine._decode).
+exactly; lower precision: up to the last bits of the shared forward pass, see
+docs/serving.md#batch-invariance). Beam search, seeded sampling, encoder-decoder bases and adapters
+with a model of their own keep the batch-at-a-time path (engine._decode).
 """
 
 from __future__ import annotations

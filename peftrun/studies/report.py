@@ -73,13 +73,21 @@ def build(
     bleu: str = "perl",
     samples: int = 1000,
     decode: str | None = None,
+    references: str | None = None,
 ) -> Report:
     """Collect, group, aggregate and test; raises when nothing finished. `decode`: read each run's
-    RUN/decodes/NAME metrics and predictions instead of its own (a run without it is unfinished)."""
+    RUN/decodes/NAME metrics and predictions instead of its own (a run without it is unfinished).
+    `references` (E2E raw or tokenized): the scores those outputs got against that style's
+    references (`peftrun eval RUN --reference-style STYLE`: rescores/STYLE beside them)."""
     from peftrun.studies import claims
     from peftrun.studies import selection_record as selection
 
-    records = collect(directories, split, decode)
+    if references is not None:
+        from peftrun.data.e2e import REFERENCE_STYLES
+
+        if references not in REFERENCE_STYLES:
+            raise PeftrunError(f"--reference-style {references!r}: choose {' or '.join(REFERENCE_STYLES)}")
+    records = collect(directories, split, decode, references)
     selections = selection.find_records(directories)
     if split == "test":  # a setting that did not win on dev has no test, by design: not "missing"
         records = [r for r in records if not selection.is_unselected(r.path, selections)]
@@ -89,6 +97,7 @@ def build(
         found = ", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "no run directories"
         where = " ".join(str(d) for d in directories)
         what = f"{split} metrics" + (f" in a {decode} decode" if decode else "")
+        what += f" re-scored against {references} references" if references else ""
         raise PeftrunError(f"no finished runs with {what} under {where} ({found})")
     datasets = sorted({str(r.flat.get("data.dataset")) for r in finished})
     if len(datasets) > 1:
@@ -104,7 +113,7 @@ def build(
     report.rows = aggregate(records, keys, report.columns)
     mark_significance(report)
     report.selection = selections
-    report.decode = decode
+    report.decode, report.references = decode, references
     manifests = sorted({p.resolve() for top in map(Path, directories) for p in Path(top).rglob(MANIFEST)})
     specs, report.claim_notes = claims.declared(manifests, split)
     report.claims = claims.evaluate(report, specs)
@@ -114,9 +123,11 @@ def build(
 # --------------------------------------------------------------------------- collect
 
 
-def collect(directories: list[Path], split: str, decode: str | None = None) -> list[RunRecord]:
+def collect(
+    directories: list[Path], split: str, decode: str | None = None, references: str | None = None
+) -> list[RunRecord]:
     """Every run directory under the given folders, and every sweep point listed in a sweep.json there
-    (`decode`: each run's numbers from RUN/decodes/NAME, see read_run)."""
+    (`decode`, `references`: which of each run's numbers, see read_run)."""
     records: dict[Path, RunRecord] = {}
     manifests: list[Path] = []
     for top in map(Path, directories):
@@ -125,7 +136,7 @@ def collect(directories: list[Path], split: str, decode: str | None = None) -> l
         for here, subdirs, files in os.walk(top):
             here_path = Path(here)
             if is_run_dir(here_path):
-                records.setdefault(here_path.resolve(), read_run(here_path, split, decode))
+                records.setdefault(here_path.resolve(), read_run(here_path, split, decode, references))
                 subdirs.clear()  # checkpoints, adapter, ...: nothing of ours below a run
                 continue
             if MANIFEST in files:
@@ -149,19 +160,23 @@ def with_defaults(config: dict[str, Any]) -> dict[str, Any]:
         return config
 
 
-def read_run(path: Path, split: str, decode: str | None = None) -> RunRecord:
+def read_run(path: Path, split: str, decode: str | None = None, references: str | None = None) -> RunRecord:
     """A run directory as the report sees it: its config, status, meta and its `split` metrics
-    (with `decode`, those of RUN/decodes/NAME: a finished run without them is "no NAME decode").
-    The output lengths stored beside the scores (output_tokens_mean, truncated_pct) are read
-    with them."""
+    (with `decode`, those of RUN/decodes/NAME: a finished run without them is "no NAME decode";
+    with `references`, those of the same outputs re-scored against that reference style,
+    rescores/STYLE beside them). The output lengths stored beside the scores (output_tokens_mean,
+    truncated_pct) are read with them."""
     import yaml
 
     run = Run(path, writer=False)
     config = yaml.safe_load(run.resolved_config_path.read_text(encoding="utf-8"))
     meta, state = run.meta(), run.status()
     outputs = run if decode is None else run.decoded(decode)
-    metrics = outputs.read_metrics().get(split) if state == RunState.DONE else None
-    if state == RunState.DONE and metrics is None:
+    scored = outputs if references is None else outputs.rescored(references)
+    metrics = scored.read_metrics().get(split) if state == RunState.DONE else None
+    if state == RunState.DONE and metrics is None and references is not None and outputs.path.is_dir():
+        state = f"no {split} metrics against {references} references"
+    elif state == RunState.DONE and metrics is None:
         if decode is None:
             state = f"no {split} metrics"
         elif not outputs.path.is_dir():

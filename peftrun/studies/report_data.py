@@ -107,6 +107,7 @@ class Report:
     claims: list[Any] = field(default_factory=list)  # claims.ClaimResult of the declared claims
     claim_notes: list[str] = field(default_factory=list)  # e.g. claims edited after the sweep started
     decode: str | None = None  # `--decode NAME`: the numbers come from each run's decodes/NAME
+    references: str | None = None  # `--references STYLE`: the outputs re-scored against STYLE
 
     @property
     def scale(self) -> dict[str, float]:

@@ -62,6 +62,7 @@ def caption(report: Report) -> str:
     return (
         f"Mean ± sample std (n runs) over train.seed and data.subset_seed, {report.split} split"
         + (f" as each run's re-decode `decodes/{report.decode}` scored it" if report.decode else "")
+        + (f", re-scored against the {report.references} references" if report.references else "")
         + "; a row "
         f"whose runs are identical (nothing trained, greedy decoding) is one run. Scale: {scale}. "
         f"{variant}Bold: best mean. p: the best row against this row, two-sided, by a two-level paired "

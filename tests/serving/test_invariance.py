@@ -1,4 +1,4 @@
-"""Batch invariance (README "Batch invariance"): a greedy request gets the same text whatever
+"""Batch invariance (docs/serving.md#batch-invariance): a greedy request gets the same text whatever
 shares its batch, under a bf16-frozen base too: alone, and inside a batch of 16 different
 requests, every one of 16 requests gets the same text (tiny-gpt2 in the suite; SmolLM2 where it is
 available)."""

@@ -69,8 +69,8 @@ def fake_gpus(monkeypatch, count: int) -> None:
 
 
 def test_each_worker_owns_one_gpu_and_each_child_sees_only_its_own(tmp_path, monkeypatch):
-    """README/executors: with GPUs visible, one worker per GPU; each child sees only its GPU through
-    CUDA_VISIBLE_DEVICES. Asking for more workers than GPUs gives one per GPU."""
+    """docs/studies.md#sweeps and executors: with GPUs visible, one worker per GPU; each child sees
+    only its GPU through CUDA_VISIBLE_DEVICES. Asking for more workers than GPUs gives one per GPU."""
     fake_gpus(monkeypatch, 2)
     assert executors.default_workers() == 2
     sweep, jobs, manifest = plan(tmp_path, points=6, seconds=0.6)
@@ -117,9 +117,9 @@ def test_ctrl_c_terminates_every_running_child(tmp_path, monkeypatch):
 def test_cpu_workers_split_the_cores_through_omp_num_threads(
     tmp_path, monkeypatch, workers, inherited, expected
 ):
-    """README/executors: on a CPU, N workers share the cores, each child getting cores / N torch
-    threads (OMP_NUM_THREADS, which torch reads at start), never more than the sweep's own
-    environment asks for; one worker leaves torch's default (no setting)."""
+    """docs/studies.md#sweeps and executors: on a CPU, N workers share the cores, each child getting
+    cores / N torch threads (OMP_NUM_THREADS, which torch reads at start), never more than the
+    sweep's own environment asks for; one worker leaves torch's default (no setting)."""
     fake_gpus(monkeypatch, 0)
     monkeypatch.setattr(executors, "usable_cores", lambda: 8)
     if inherited is None:

@@ -96,8 +96,9 @@ COLUMNS = {
 
 
 def test_error_bars_are_the_sample_std_over_seeds(tmp_path: Path):
-    # README: metrics-vs-KEY plots the mean with std error bars; the std is the sample std over
-    # the row's seeds (here three subset seeds, BLEU 0.01 apart: BLEU std 1.0 on the ×100 scale).
+    # docs/studies.md#formats-and-plots: metrics-vs-KEY plots the mean with std error bars; the std
+    # is the sample std over the row's seeds (here three subset seeds, BLEU 0.01 apart: BLEU std 1.0
+    # on the ×100 scale).
     study = low_data_study(tmp_path / "runs")
     axes = metric_axes(study, "data.train_size")
     assert set(axes) == set(COLUMNS)

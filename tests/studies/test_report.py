@@ -291,8 +291,9 @@ def test_plots_without_matplotlib_say_how_to_install_it(study: Path, monkeypatch
 
 @pytest.mark.parametrize("status", ["failed", "incomplete"])
 def test_a_run_that_stopped_after_writing_scores_is_never_averaged(tmp_path: Path, status: str):
-    # README: a cell is the mean over the row's *finished* runs; failed and incomplete runs are
-    # counted in "not finished", never averaged, even when they wrote metrics before stopping.
+    # docs/studies.md#reports: a cell is the mean over the row's *finished* runs; failed and
+    # incomplete runs are counted in "not finished", never averaged, even when they wrote metrics
+    # before stopping.
     for seed, bleu in [(1, 0.60), (2, 0.62)]:
         make_run(tmp_path / f"a{seed}", seed=seed, scores=e2e_scores(bleu), per_example=meteor(0.9))
     make_run(
@@ -314,7 +315,7 @@ def test_a_run_that_stopped_after_writing_scores_is_never_averaged(tmp_path: Pat
 
 # --------------------------------------------------------------------------- significance
 #
-# README / docs/design.md#significance: runs of two rows are paired by (train.seed,
+# docs/studies.md#significance, docs/design.md#significance: runs of two rows are paired by (train.seed,
 # data.subset_seed); a two-level paired bootstrap resamples instances (clusters: every seed's output
 # of an instance together) and seed pairs; p is two-sided; the primary metric's p as is, the other
 # metrics' Holm-adjusted per row; † at p <= 0.05. XSum rows are tested on stored per-instance

@@ -40,10 +40,11 @@ EXPECTED_RUNS = {
     "tiny/extrapolation-xsum.yaml": 4,
     "tiny/smoke.yaml": 8,
     "tiny/select.yaml": 5,  # the grid: 2 methods x 2 lrs + the frozen base (winners' seeds come later)
-    "smollm2/methods-e2e.yaml": 9 * 2,  # frozen, icl, prompt, EMB, prefix, LoRA, adapter, top-2, full x 2
-    "smollm2/lowdata-e2e.yaml": 3 * 3 * 3,  # methods x sizes x subsets
-    "smollm2/prefix-length-e2e.yaml": 3,  # L=1, 5, 20 (L=10: the methods study's prefix run)
-    "smollm2/init-e2e.yaml": 3 * 2,  # random L=6, "elephant", random L=1 x subsets (+ lowdata's phrase)
+    # the laptop study (the grid: tuned settings run on dev only, winners' seeds come later)
+    "smollm2/methods-e2e.yaml": 8 * 3 + 2,  # 8 tuned groups x 3 lrs + frozen base and ICL
+    "smollm2/lowdata-e2e.yaml": 2 * 3 * 3,  # methods x sizes x subsets
+    "smollm2/lowdata-lr-e2e.yaml": 2 * 3,  # methods x alternative lrs
+    "smollm2/init-e2e.yaml": 3 * 3,  # random L=6, "elephant", random L=1 x subsets (+ lowdata's phrase)
 }
 FULL_SIZE = sorted(name for name in EXPECTED_RUNS if not name.startswith(("tiny/", "smollm2/")))
 LAPTOP_STUDIES = sorted(name for name in EXPECTED_RUNS if name.startswith("smollm2/"))
@@ -113,42 +114,81 @@ def test_tiny_twin_has_the_shape_of_its_full_size_sweep(name):
 
 
 @pytest.mark.parametrize("name", LAPTOP_STUDIES)
-def test_laptop_study_compares_on_the_fixed_dev_subset_of_the_pretrained_model(name):
-    """Every laptop run: SmolLM2-135M, E2E, greedy decoding of the same first 128 dev MRs, a training
-    budget of at most 150 updates of batch 8 (the CPU budget), the checkpoint chosen on dev loss;
-    only the methods study reads the test split (its final table)."""
-    configs = [sweeps.resolved_config(p) for p in sweep_file.load(SWEEPS / name, "unused").points]
+def test_laptop_study_compares_on_random_samples_of_the_pretrained_model(name):
+    """Every laptop run: SmolLM2-135M, E2E, length-grouped batches, greedy decoding of the same 256
+    MRs drawn at random (seed 0) from each split it decodes, the checkpoint chosen on dev loss, and
+    claims declared in the sweep file but for the learning-rate choice."""
+    sweep = sweep_file.load(SWEEPS / name, "unused")
+    configs = [sweeps.resolved_config(p) for p in sweep.points]
     assert {c.model.name for c in configs} == {"smollm2-135m"}
     assert {c.data.dataset for c in configs} == {"e2e"}
-    assert {(c.decode.num_beams, c.decode.limit) for c in configs} == {(1, 128)}
-    assert all("dev" in c.decode.splits for c in configs)
-    assert any("test" in c.decode.splits for c in configs) == (name == "smollm2/methods-e2e.yaml")
+    assert {(c.decode.num_beams, c.decode.limit, c.decode.sample, c.decode.sample_seed) for c in configs} == {
+        (1, None, 256, 0)
+    }
+    assert all(c.data.group_by_length for c in configs)
     trained = [c for c in configs if c.train.epochs]
-    assert trained and all(c.train.max_steps <= 150 and c.train.batch_size == 8 for c in trained)
-    assert all(c.train.select == "best" and c.train.eval_every for c in trained)
+    assert trained and all(c.train.select == "best" and c.train.eval_every for c in trained)
+    assert bool(sweep.spec.claims) == (name != "smollm2/lowdata-lr-e2e.yaml")
 
 
-def test_the_laptop_methods_study_gives_every_trained_method_the_same_budget_and_two_seeds():
+def test_the_laptop_methods_study_tunes_every_trained_method_on_the_same_budget_and_three_seeds():
     sweep = sweep_file.load(LAPTOP / "methods-e2e.yaml", "unused")
-    configs = [sweeps.resolved_config(p) for p in sweep.points]
-    trained = [c for c in configs if c.train.epochs]
-    budgets = {
+    points = [(p, sweeps.resolved_config(p)) for p in sweep.points]
+    trained = [c for _, c in points if c.train.epochs]
+    assert {
         (c.train.max_steps, c.train.batch_size, c.data.train_size, c.data.subset_seed) for c in trained
+    } == {(150, 8, 2000, 0)}
+    groups: dict[tuple, list[float]] = {}
+    for point, c in points:
+        if point.tuned and not point.selected_seed:
+            key = (
+                c.method.kind,
+                getattr(c.method, "variant", None),
+                getattr(c.method, "train_embeddings", None),
+            )
+            groups.setdefault(key, []).append(c.train.lr)
+    assert set(groups) == {
+        ("prompt", None, None),
+        ("prefix", "embedding-only", None),
+        ("prefix", "every-layer", None),
+        ("lora", None, None),
+        ("adapter", None, None),
+        ("top-k", None, True),
+        ("top-k", None, False),
+        ("full", None, None),
     }
-    assert len(budgets) == 1
-    rows = {(c.method.kind, getattr(c.method, "variant", None)) for c in configs}
-    assert rows == {
-        ("full", None),  # twice: frozen (epochs 0) and fine-tuned
-        ("icl", None),
-        ("prompt", None),
-        ("prefix", "embedding-only"),
-        ("prefix", "every-layer"),
-        ("lora", None),
-        ("adapter", None),
-        ("top-k", None),
-    }
-    assert any(c.method.kind == "full" and not c.train.epochs for c in configs), "no frozen-base row"
-    assert len(sweep.spec.seeds) >= 2
+    for key, lrs in groups.items():  # 3 rates, about x3 apart, the usual one in the middle
+        low, mid, high = sorted(lrs)
+        assert len(lrs) == 3 and 2.9 < mid / low < 3.4 and 2.9 < high / mid < 3.4, key
+    baselines = [c for p, c in points if not p.tuned and not p.selected_seed]
+    assert sorted(c.method.kind for c in baselines) == ["full", "icl"]
+    assert all(c.data.format == "chat" and not c.train.epochs for c in baselines)
+    assert [c.method.draw for c in baselines if c.method.kind == "icl"] == ["per-seed"]
+    assert len(sweep.spec.seeds) + len(sweep.spec.select.seeds) == 3
+
+
+def test_the_low_data_studies_follow_the_papers_protocol():
+    """Li & Liang's low-data settings: batch 10, warmup 100, dev loss every 50 updates on a dev set
+    of 30% of the training size with early stopping, at most 200 updates for the prefix and
+    100/100/200 for fine-tuning; the prefix from "table-to-text:", fine-tuning given the phrase as
+    text; lr 5e-5 in the main study (the alternative study's rates are chosen on dev)."""
+    for name in ("lowdata-e2e.yaml", "lowdata-lr-e2e.yaml", "init-e2e.yaml"):
+        for c in (sweeps.resolved_config(p) for p in sweep_file.load(LAPTOP / name, "unused").points):
+            assert (c.train.batch_size, c.train.warmup_steps, c.train.eval_every) == (10, 100, 50), name
+            assert c.train.early_stopping_patience and c.data.dev_loss_size == round(0.3 * c.data.train_size)
+            steps = {50: 100, 100: 100, 200: 200}[c.data.train_size] if c.method.kind == "full" else 200
+            assert c.train.max_steps == steps, name
+            if c.method.kind == "full":
+                assert c.data.source_prefix == "table-to-text:"
+            if name == "lowdata-e2e.yaml":
+                assert c.train.lr == 5e-5
+                assert c.method.kind == "full" or c.method.init_phrase == "table-to-text:"
+    lowdata = [
+        sweeps.resolved_config(p) for p in sweep_file.load(LAPTOP / "lowdata-e2e.yaml", "unused").points
+    ]
+    assert sorted({c.data.train_size for c in lowdata}) == [50, 100, 200]
+    assert sorted({c.data.subset_seed for c in lowdata}) == [0, 1, 2]
+    assert all("test" in c.decode.splits for c in lowdata)
 
 
 def _laptop_configs(name: str) -> list[dict]:
@@ -168,23 +208,9 @@ def _without(config: dict, *keys: str) -> dict:
     return out
 
 
-def test_the_points_a_laptop_study_borrows_are_run_by_another_study_with_the_same_settings():
-    """The length study's L=10 is the methods study's prefix run (seed 101), and the init study's
-    "table-to-text:" point is the low-data prefix at 50 pairs: the report reads those runs, so they
-    must differ from the borrowing study's own points only in what the study varies."""
-    lengths = _laptop_configs("prefix-length-e2e.yaml")
-    assert sorted(c["method"]["prefix_len"] for c in lengths) == [1, 5, 20]
-    methods_prefix = [
-        c
-        for c in _laptop_configs("methods-e2e.yaml")
-        if c["method"]["kind"] == "prefix"
-        and c["method"]["variant"] == "every-layer"
-        and c["train"]["seed"] == 101
-    ]
-    assert len(methods_prefix) == 1 and methods_prefix[0]["method"]["prefix_len"] == 10
-    allowed = ("method.prefix_len", "decode.splits", "output")  # the methods run also decodes test
-    assert _without(methods_prefix[0], *allowed) == _without(lengths[0], *allowed)
-
+def test_the_point_a_laptop_study_borrows_is_run_by_another_study_with_the_same_settings():
+    """The init study's "table-to-text:" point is the low-data prefix at 50 pairs: the report reads
+    those runs, so they must differ from the init study's own points only in the initialisation."""
     inits = _laptop_configs("init-e2e.yaml")
     assert {c["method"]["init_phrase"] for c in inits} == {None, "elephant"}
     lowdata_prefix = [
@@ -194,9 +220,9 @@ def test_the_points_a_laptop_study_borrows_are_run_by_another_study_with_the_sam
     ]
     assert {c["method"]["init_phrase"] for c in lowdata_prefix} == {"table-to-text:"}
     elephant = {c["data"]["subset_seed"]: c for c in inits if c["method"]["init_phrase"] == "elephant"}
-    assert sorted(elephant) == [0, 1]  # the report borrows these two of the low-data subsets
-    assert {c["data"]["subset_seed"] for c in lowdata_prefix} >= set(elephant)
-    for borrowed in (c for c in lowdata_prefix if c["data"]["subset_seed"] in elephant):
+    assert sorted(elephant) == [0, 1, 2]
+    assert {c["data"]["subset_seed"] for c in lowdata_prefix} == set(elephant)
+    for borrowed in lowdata_prefix:
         own = elephant[borrowed["data"]["subset_seed"]]
         differ = ("method.init_phrase", "output")
         assert _without(borrowed, *differ) == _without(own, *differ)

@@ -167,8 +167,9 @@ MISSING_DATA = "{data: {dataset: xsum, files: {train: missing.jsonl, dev: missin
 
 
 def test_a_failure_stops_the_rest_only_with_fail_fast(tmp_path):
-    """README: a failing run does not stop the others unless --fail-fast. The failing point comes
-    first (one worker runs points in sweep order), so a point after it is run or not started."""
+    """docs/studies.md#sweeps: a failing run does not stop the others unless --fail-fast. The
+    failing point comes first (one worker runs points in sweep order), so a point after it is run
+    or not started."""
     path = write(tmp_path, f"base: base.yaml\ncases:\n  - {MISSING_DATA}\n  - {{}}\nname: first-fails\n")
     for flags, states in (([], ["failed", "done"]), (["--fail-fast"], ["failed", "not-started"])):
         root = tmp_path / ("fast" if flags else "runs")
@@ -179,8 +180,9 @@ def test_a_failure_stops_the_rest_only_with_fail_fast(tmp_path):
 
 
 def test_a_rerun_resumes_incomplete_and_failed_runs_and_skips_done_ones(tmp_path):
-    """README: re-running a sweep skips DONE runs and resumes interrupted ones; a failed run is
-    not DONE either, so it is run again (resumed from its checkpoint), never reported as skipped."""
+    """docs/studies.md#sweeps: re-running a sweep skips DONE runs and resumes interrupted ones; a
+    failed run is not DONE either, so it is run again (resumed from its checkpoint), never reported
+    as skipped."""
     path = write(tmp_path, "base: base.yaml\nseeds: [1, 2, 3]\nname: again\n")
     root = tmp_path / "runs"
     first = sweeps.run(path, root, workers=1)
@@ -202,8 +204,9 @@ def test_a_rerun_resumes_incomplete_and_failed_runs_and_skips_done_ones(tmp_path
 
 
 def test_overrides_apply_in_the_readme_order_and_the_command_line_wins(tmp_path):
-    """README: overrides apply in the order `set`, case, grid point, seed, command line; each later
-    one wins where two set the same key. Checked on the configs the runs get, with conflicts."""
+    """docs/studies.md#sweeps: overrides apply in the order `set`, case, grid point, seed, command
+    line; each later one wins where two set the same key. Checked on the configs the runs get, with
+    conflicts."""
     path = write(
         tmp_path,
         """
