@@ -84,9 +84,14 @@ def selection_plan(plan: dict[str, Any] | None) -> list[str]:
     for group, settings in plan["groups"].items():
         noun = "setting" if len(settings) == 1 else "settings"
         lines.append(f"  {group}: {len(settings)} {noun} ({', '.join(settings)})")
+    tested = (
+        f"test decoded for {plan['test_decodes']} runs (the winners' alone)"
+        if plan["test_decodes"]
+        else "no test decoded (select.test: false)"
+    )
     lines.append(
         f"runs: {plan['grid_runs']} on the grid (dev only), then {plan['winner_runs']} more for the winners' "
-        f"seeds; test decoded for {plan['test_decodes']} runs (the winners' alone)"
+        f"seeds; {tested}"
     )
     return lines
 

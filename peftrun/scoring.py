@@ -53,18 +53,20 @@ def score_records(
 
 
 def output_lengths(records: list[dict[str, Any]]) -> dict[str, float]:
-    """output_tokens_mean (generated tokens, EOS excluded) and truncated_pct (% of outputs the token
-    limit cut before an EOS), when every record holds them (predictions written before they were
-    recorded do not: then nothing)."""
+    """empty_pct (% of outputs with no text but whitespace), and output_tokens_mean (generated
+    tokens, EOS excluded) and truncated_pct (% of outputs the token limit cut before an EOS) when
+    every record holds them (predictions written before they were recorded do not)."""
+    if not records:
+        return {}
+    lengths = {"empty_pct": 100.0 * sum(not str(r.get("output", "")).strip() for r in records) / len(records)}
     tokens = [r.get("output_tokens") for r in records]
     cut = [r.get("truncated") for r in records]
-    if not records or not all(
-        isinstance(t, int) and isinstance(c, bool) for t, c in zip(tokens, cut, strict=True)
-    ):
-        return {}
+    if not all(isinstance(t, int) and isinstance(c, bool) for t, c in zip(tokens, cut, strict=True)):
+        return lengths
     return {
         "output_tokens_mean": sum(tokens) / len(tokens),
         "truncated_pct": 100.0 * sum(cut) / len(cut),
+        **lengths,
     }
 
 
@@ -115,14 +117,21 @@ def rescore(
 def _rescore_against(run: Outputs, cfg, split: str, style: str) -> dict[str, Any]:
     """The `split` predictions of a run (or of one of its decodes) scored against `style`
     references, written apart."""
+    references = style_references(run.read_predictions(split), cfg, split, style, run.path)
+    return score_records(run, split, "e2e", style, references, into=run.rescored(style))
+
+
+def style_references(
+    records: list[dict[str, Any]], cfg, split: str, style: str, where: Path
+) -> list[list[str]]:
+    """Each E2E prediction record's references in `style` (raw or tokenized), found by its id."""
     from peftrun import data
     from peftrun.data.e2e import REFERENCE_STYLES
 
     if cfg.data.dataset != "e2e":
-        raise PeftrunError(f"--reference-style is for E2E runs; {run.path} is a {cfg.data.dataset} run")
+        raise PeftrunError(f"--reference-style is for E2E runs; {where} is a {cfg.data.dataset} run")
     if style not in REFERENCE_STYLES:
         raise PeftrunError(f"--reference-style {style!r}: choose {' or '.join(REFERENCE_STYLES)}")
-    records = run.read_predictions(split)
     instances = data.load_instances(cfg.data.model_copy(update={"reference_style": style}), split)
     by_id: dict[Any, list[str] | None] = {}
     for instance in instances:  # an id met twice cannot say which references are meant
@@ -131,10 +140,10 @@ def _rescore_against(run: Outputs, cfg, split: str, style: str) -> dict[str, Any
     if any(refs is None for refs in references):
         missing = next(r["id"] for r, refs in zip(records, references, strict=True) if refs is None)
         raise PeftrunError(
-            f"{run.path}: its {split} prediction {missing!r} matches no single {split} instance; "
+            f"{where}: its {split} prediction {missing!r} matches no single {split} instance; "
             "it cannot be scored against other references"
         )
-    return score_records(run, split, "e2e", style, references, into=run.rescored(style))
+    return references
 
 
 def bleu_variant(result: dict[str, Any], bleu: str) -> dict[str, Any]:

@@ -254,6 +254,21 @@ def test_a_decode_rescored_against_tokenized_references_reaches_the_report(run_d
     (row,) = report.rows
     assert row.values["BLEU"] == [pytest.approx(42.42)]
     assert [r.state for r in row.missing] == ["no dev metrics against tokenized references"]
+    # The significance test re-scores BLEU from the predictions: with the tokenised references too.
+    from peftrun import data
+    from peftrun.config import DataConfig
+
+    tokenized = {
+        i.id: list(i.references)
+        for i in data.load_instances(DataConfig(dataset="e2e", reference_style="tokenized"), "dev")
+    }
+    (record,) = row.runs
+    records = record.read_predictions("dev")
+    assert [r["references"] for r in records] == [tokenized[r["id"]] for r in records]
+    assert (
+        records[0]["references"]
+        != json.loads((decode / "predictions" / "dev.jsonl").open().readline())["references"]
+    )
     shown = runner.invoke(
         app,
         ["report", str(tmp_path / "runs"), "--split", "dev", "--bleu", "py", "--decode", "num_beams=3",

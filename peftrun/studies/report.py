@@ -59,11 +59,13 @@ def columns(dataset: str, bleu: str = "perl") -> list[Column]:
         # scored before they were recorded have none ("—").
         Column("output_tokens_mean", "out tokens", "scores", "output_tokens_mean", digits=1, quality=False),
         Column("truncated_pct", "truncated %", "scores", "truncated_pct", digits=1, quality=False),
+        Column("empty_pct", "empty %", "scores", "empty_pct", digits=1, quality=False),
     ]
     return quality + costs
 
 
-OUTPUT_LENGTHS = ("output_tokens_mean", "truncated_pct")  # metrics/SPLIT.json keys beside "scores"
+# metrics/SPLIT.json keys beside "scores"
+OUTPUT_LENGTHS = ("output_tokens_mean", "truncated_pct", "empty_pct")
 
 
 def build(
@@ -195,6 +197,7 @@ def read_run(path: Path, split: str, decode: str | None = None, references: str 
         (metrics or {}).get("per_example") or {},
         meta,
         outputs_dir=None if decode is None else outputs.path,
+        reference_style=references,
     )
 
 

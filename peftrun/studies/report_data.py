@@ -52,13 +52,24 @@ class RunRecord:
     # The folder whose predictions/ and metrics/ the record's numbers come from: the run directory
     # itself (None), or one of its decodes (RUN/decodes/NAME, `peftrun report --decode NAME`).
     outputs_dir: Path | None = None
+    # `peftrun report --reference-style STYLE`: the scores are the outputs re-scored against STYLE
+    # references, and so are the predictions' references the significance test re-scores with.
+    reference_style: str | None = None
 
     def read_predictions(self, split: str) -> list[dict[str, Any]]:
-        """The prediction records behind this record's scores (the run's own, or its decode's);
-        a one-line PeftrunError when there are none."""
+        """The prediction records behind this record's scores (the run's own, or its decode's;
+        with a reference style, each record's references those of that style); a one-line
+        PeftrunError when there are none."""
         from peftrun.runs import Outputs
 
-        return Outputs(self.outputs_dir or self.path, writer=False).read_predictions(split)
+        records = Outputs(self.outputs_dir or self.path, writer=False).read_predictions(split)
+        if self.reference_style is None:
+            return records
+        from peftrun.scoring import open_run, style_references
+
+        _, cfg = open_run(self.path)
+        references = style_references(records, cfg, split, self.reference_style, self.path)
+        return [{**r, "references": refs} for r, refs in zip(records, references, strict=True)]
 
     def prediction_splits(self) -> list[str]:
         from peftrun.runs import Outputs

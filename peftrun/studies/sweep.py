@@ -257,9 +257,8 @@ def run_selection(
         "groups": {g: [s.key for s in settings] for g, settings in groups.items()},
         "grid_runs": len(grid_points),
         "winner_runs": sum(len(extra[settings[0].key]) for settings in groups.values()),
-        "test_decodes": sum(
-            len(settings[0].points) + len(extra[settings[0].key]) for settings in groups.values()
-        ),
+        "test_decodes": spec.test
+        * sum(len(settings[0].points) + len(extra[settings[0].key]) for settings in groups.values()),
     }
     if dry_run:
         results = [PointResult(p, states[p.name]) for p in grid_points]
@@ -287,9 +286,8 @@ def run_selection(
         more_results, more_packed = execute(sweep, more, configs, states, options, listed=grid_points + more)
         results += more_results
         packed.update(more_packed)
-    decoded = decode_test(
-        sweep, [p for p in grid_points + more if p.setting in winning], record, options.echo
-    )
+    chosen = [p for p in grid_points + more if p.setting in winning]
+    decoded = decode_test(sweep, chosen, record, options.echo) if spec.test else []
     summary = _summary(sweep, results, packed)
     return {
         **summary,

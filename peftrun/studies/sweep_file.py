@@ -91,6 +91,11 @@ class SelectSpec(BaseModel):
     )
     metric: str = Field("BLEU", description="a dev report column (higher wins) or dev_loss (lower wins)")
     seeds: list[int] = Field(default_factory=list, description="seeds trained for each winner")
+    test: bool = Field(
+        True,
+        description="decode test for the winners' runs (false: a choice only, e.g. a rate another "
+        "sweep fixes, so no test score is seen before that sweep's claims are declared)",
+    )
 
     @field_validator("grid")
     @classmethod

@@ -124,6 +124,33 @@ def test_an_unknown_selection_metric_is_one_line(tmp_path):
         sweeps.run(path, root=tmp_path / "runs", dry_run=True)
 
 
+def test_a_choice_only_selection_decodes_no_test(tmp_path):
+    """`select.test: false`: the winner is chosen (and its seeds trained) but no test is decoded,
+    for a choice another sweep fixes before its own claims (the dry run says so)."""
+    sweep = tmp_path / "choose.yaml"
+    sweep.write_text(
+        """
+name: choose
+base: base-e2e.yaml
+set: {decode.limit: 3, train.epochs: 0, method: {kind: full}}
+cases: [{train.lr: 1e-3}, {train.lr: 2e-3}]
+seeds: [101]
+select: {within: [method.kind], metric: BLEU, seeds: [102], test: false}
+""",
+        encoding="utf-8",
+    )
+    shutil.copy(EXAMPLE.parent / "base-e2e.yaml", tmp_path / "base-e2e.yaml")
+    plan = sweeps.run(sweep, root=tmp_path / "runs", dry_run=True)["selection"]
+    assert plan["test_decodes"] == 0 and plan["winner_runs"] == 1
+    summary = sweeps.run(sweep, root=tmp_path / "runs", echo=lambda line: None)
+    assert summary["counts"] == {"done": 3} and summary["selection"]["test_decoded"] == []
+    assert all(
+        "test" not in Run(tmp_path / "runs" / "choose" / r["name"]).read_metrics() for r in summary["runs"]
+    )
+    record = json.loads((tmp_path / "runs" / "choose" / "selection.json").read_text(encoding="utf-8"))
+    assert list(record["winners"].values()) == ["lr=0.001"] and record.get("test_decoded", []) == []
+
+
 @pytest.fixture(scope="module")
 def selected(tmp_path_factory):
     """The shipped tiny selection sweep, run once."""

@@ -62,11 +62,10 @@ def test_every_shipped_sweep_has_a_pinned_run_count_and_a_tiny_twin_or_is_a_lapt
         assert (TINY / name).is_file(), f"{name} has no tiny twin in configs/sweeps/tiny/"
         assert (ROOT / "scripts" / f"reproduce_{name.removesuffix('.yaml').replace('-', '_')}.sh").is_file()
     script = (ROOT / "scripts" / "reproduce_smollm2_study.sh").read_text(encoding="utf-8")
-    loop = next(line for line in script.splitlines() if line.startswith("for study in "))
-    assert sorted(loop.removeprefix("for study in ").removesuffix("; do").split()) == [
-        name.removeprefix("smollm2/").removesuffix(".yaml") for name in LAPTOP_STUDIES
-    ]
-    assert 'peftrun sweep "configs/sweeps/smollm2/$study.yaml"' in script
+    studies = [line.removeprefix("study ") for line in script.splitlines() if line.startswith("study ")]
+    assert sorted(studies) == [name.removeprefix("smollm2/").removesuffix(".yaml") for name in LAPTOP_STUDIES]
+    assert studies[0] == "methods-e2e"  # the first priority
+    assert 'peftrun sweep "configs/sweeps/smollm2/$1.yaml"' in script
 
 
 # What the user must give on the command line (the extrapolation split needs the URL list; no file
