@@ -4,7 +4,8 @@ Both are pure functions of (examples, batch size, seed, epoch), so a run killed 
 the same next batch (the checkpoint keeps only the epoch and the batch index). Grouping cuts the
 epoch's shuffled order into mega-batches, sorts each by length and cuts it into batches, then
 shuffles the batches: on E2E under SmolLM2's tokenizer, random batches of 8 are ~27% padding,
-grouped ones ~1% (scripts/bench_padding.py).
+grouped ones ~1% (scripts/bench_padding.py). With a token-mean loss, grouping also reweighs the
+pairs (a short batch's tokens weigh more): docs/methods.md#length-grouped-batches.
 """
 
 from __future__ import annotations

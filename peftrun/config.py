@@ -105,8 +105,8 @@ class DataConfig(_Section):
         False,
         "training batches of similar length (~1% padding on E2E instead of ~26-34%): seeded, "
         "shuffled mega-batches of 50 batches, sorted by length inside and cut into batches, the "
-        "batches shuffled; false: plain shuffled batches (the default, so runs made before this key "
-        "resume unchanged; the shipped quickstarts set it)",
+        "batches shuffled (~1.4x faster; with a token_mean loss it also weighs short pairs more); "
+        "false: plain shuffled batches (the default, so runs made before this key resume unchanged)",
     )
 
     @model_validator(mode="after")

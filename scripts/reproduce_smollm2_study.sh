@@ -10,8 +10,8 @@
 # and start it again after an interruption. A failed run does not stop the others; the script then
 # exits non-zero and the tables list the run as failed.
 # Usage: scripts/reproduce_smollm2_study.sh [ROOT] [key=value ...]   (ROOT: parent of the sweeps' folders,
-# default runs; the key=value overrides apply to every run). WORKERS=2 OMP_NUM_THREADS=1 runs two runs
-# at a time with one thread each. KEEP=DIR copies every finished run's text outputs (configs, logs,
+# default runs; the key=value overrides apply to every run). The sweeps run two runs at a time on a
+# CPU (`peftrun sweep`'s default there, each with half the cores); WORKERS=N sets another number. KEEP=DIR copies every finished run's text outputs (configs, logs,
 # metrics, predictions; no weights: scripts/archive_runs.py) into DIR after each study and every 15
 # minutes; with COMMIT=1 also commits DIR, so a machine that goes away loses no finished run.
 set -euo pipefail
@@ -39,7 +39,7 @@ if [[ -n ${KEEP:-} ]]; then
 fi
 study() { # NAME: one sweep (skips DONE runs, resumes interrupted ones), then keep its outputs
   echo "== $(date -u +%FT%TZ) smollm2-$1"
-  peftrun sweep "configs/sweeps/smollm2/$1.yaml" --root "$root" --workers "${WORKERS:-1}" "${overrides[@]}" || status=$?
+  peftrun sweep "configs/sweeps/smollm2/$1.yaml" --root "$root" ${WORKERS:+--workers "$WORKERS"} "${overrides[@]}" || status=$?
   keep
 }
 overrides=("$@")

@@ -283,8 +283,17 @@ def _gigabytes(mem: str) -> int:
 EXECUTORS = {"local": run_local, "slurm": run_slurm}
 
 
+# Runs at once on a machine without GPUs: two, each with half the cores. On 2 cores, 2 SmolLM2 runs
+# of 1 thread each finished a sweep 1.34x sooner than one at a time with 2 threads (torch's threads
+# scale less than linearly; scripts/bench_study.py, benchmarks/RESULTS.md). Not more by default:
+# every run holds its own copy of the model in memory.
+CPU_WORKERS = 2
+
+
 def default_workers() -> int:
-    return max(1, len(visible_gpus()))
+    """One worker per visible GPU; on a CPU, CPU_WORKERS (1 on a single core)."""
+    gpus = visible_gpus()
+    return len(gpus) if gpus else min(CPU_WORKERS, usable_cores())
 
 
 def echo_err(message: str) -> None:

@@ -71,8 +71,15 @@ def fake_gpus(monkeypatch, count: int) -> None:
 def test_each_worker_owns_one_gpu_and_each_child_sees_only_its_own(tmp_path, monkeypatch):
     """docs/studies.md#sweeps and executors: with GPUs visible, one worker per GPU; each child sees
     only its GPU through CUDA_VISIBLE_DEVICES. Asking for more workers than GPUs gives one per GPU."""
-    fake_gpus(monkeypatch, 2)
+    fake_gpus(monkeypatch, 3)
+    assert executors.default_workers() == 3
+    fake_gpus(monkeypatch, 0)  # a CPU: two runs at once (half the cores each), one on a single core
+    monkeypatch.setattr(executors, "usable_cores", lambda: 8)
     assert executors.default_workers() == 2
+    monkeypatch.setattr(executors, "usable_cores", lambda: 1)
+    assert executors.default_workers() == 1
+    monkeypatch.undo()
+    fake_gpus(monkeypatch, 2)
     sweep, jobs, manifest = plan(tmp_path, points=6, seconds=0.6)
     results = executors.run_local(sweep, jobs, manifest, workers=4, fail_fast=False, echo=lambda _: None)
     assert [r.state for r in results] == ["done"] * 6
