@@ -2,8 +2,9 @@
 
 On a 2-core CPU the warm-up is not paid back: SmolLM2-135M's prefix step compiled in ~5 min and
 then ran slower than eager, its LoRA step in ~4 min and then 1.16× faster (scripts/bench_vs_peft.py,
-benchmarks/RESULTS.md); tiny models never gain. It is meant for long runs of real models on a GPU. Every method compiles without a graph break
-(tests/test_compile.py); a method that could not would be refused at validation (`NOT_COMPILED`).
+benchmarks/RESULTS.md); tiny models never gain. It is meant for long runs of real models on a GPU.
+Every method compiles without a graph break (tests/test_compile.py); a method that could not would
+be refused at validation (`NOT_COMPILED`).
 """
 
 from __future__ import annotations
